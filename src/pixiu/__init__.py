@@ -1,0 +1,3 @@
+"""pixiu: eat every ChatGPT, output your own chatbot."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,141 @@
+"""`pixiu COMMAND ...`: a dict from command name to function."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from pixiu import config
+
+
+def train(argv: list[str]) -> None:
+    """pixiu train {sft,pt} [--config recipe.yaml] [--section.field=value ...]"""
+    if not argv or argv[0] not in ("sft", "pt") or argv[0] in ("-h", "--help"):
+        sys.exit("usage: pixiu train {sft,pt} [--config recipe.yaml] [--section.field=value ...] [--help]")
+    stage, rest = argv[0], argv[1:]
+    if "-h" in rest or "--help" in rest:
+        print(f"usage: pixiu train {stage} [--config recipe.yaml] [--section.field=value ...]\n\nfields:")
+        for name, default, doc in config.describe():
+            print(f"  --{name}={default}\n      {doc}")
+        return
+    path = None
+    if "--config" in rest:
+        i = rest.index("--config")
+        path, rest = rest[i + 1], rest[:i] + rest[i + 2 :]
+    rest = [a.replace("--config=", "") for a in rest]
+    cfg = config.load(path, rest)
+    from pixiu.train import sft
+
+    final = sft.run(cfg, stage)
+    print(f"saved {final}")
+
+
+def generate(argv: list[str]) -> None:
+    """pixiu generate MODEL "prompt": a quick sanity reply."""
+    p = argparse.ArgumentParser(prog="pixiu generate", description=generate.__doc__)
+    p.add_argument("model", help="checkpoint dir, HF dir or hub name, .gguf file, or smollm2-135m")
+    p.add_argument("prompt", nargs="+")
+    p.add_argument("--system", default="")
+    p.add_argument("--template", default="default")
+    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    a = p.parse_args(argv)
+    from pixiu.chat.messages import Conversation, Message
+    from pixiu.engine import Sampling
+    from pixiu.engine import generate as gen
+    from pixiu.model import io
+
+    loaded = io.load(config.ModelConfig(a.model, dtype=a.dtype, template=a.template))
+    system = [Message("system", a.system)] if a.system else []
+    convs = [Conversation([*system, Message("user", q)]) for q in a.prompt]
+    replies = gen(loaded, convs, Sampling(a.max_new_tokens, a.temperature, a.top_p, seed=a.seed))
+    for q, r in zip(a.prompt, replies):
+        print(f">>> {q}\n{r}\n")
+
+
+def data(argv: list[str]) -> None:
+    """pixiu data inspect FILE: format, counts, token lengths and one rendered sample with trained tokens marked."""
+    p = argparse.ArgumentParser(prog="pixiu data inspect", description=data.__doc__)
+    p.add_argument("action", choices=["inspect"])
+    p.add_argument("file")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--model", default="smollm2-135m", help="whose tokenizer and chat template to use")
+    p.add_argument("--template", default="default")
+    p.add_argument("--skip_bad_rows", action="store_true")
+    a = p.parse_args(argv)
+    from pixiu.chat.messages import Conversation
+    from pixiu.chat.templates import get_template
+    from pixiu.data import detect, load_records, read_rows
+    from pixiu.data.records import Text
+    from pixiu.model import io
+
+    first = next(iter(read_rows(a.file)), None)
+    if first is None:
+        sys.exit(f"{a.file}: no rows")
+    print(f"file: {a.file}\nformat: {a.format if a.format != 'auto' else detect(first[1])} "
+          f"({'given' if a.format != 'auto' else 'detected'})")
+    records, skipped = load_records(config.DatasetSpec(a.file, format=a.format), a.skip_bad_rows)
+    kinds = {}
+    for r in records:
+        kinds[type(r).__name__] = kinds.get(type(r).__name__, 0) + 1
+    print(f"records: {kinds}; skipped rows: {len(skipped)}")
+    for line in skipped[:20]:
+        print(f"  skipped {line}")
+    tokenizer = io.load_tokenizer(io.resolve(a.model))
+    template = get_template(a.template, tokenizer)
+    convs = [r for r in records if isinstance(r, Conversation)]
+    texts = [r for r in records if isinstance(r, Text)]
+    lengths = [len(template.render(c).input_ids) for c in convs] or \
+        [len(tokenizer(t.text, add_special_tokens=False)["input_ids"]) for t in texts]
+    if lengths:
+        q = statistics.quantiles(lengths, n=20) if len(lengths) > 1 else lengths * 19
+        print(f"tokens ({a.model} tokenizer): mean {statistics.mean(lengths):.0f}, median {q[9]:.0f}, "
+              f"p95 {q[18]:.0f}, max {max(lengths)}")
+    if convs:
+        print(f"\nfirst sample, template {template.name!r}; trained tokens are shown inside [[ ]]:\n")
+        print(marked(template.render(convs[0]), tokenizer))
+
+
+def marked(rendered, tokenizer) -> str:
+    """Decode a render, wrapping each run of trained tokens in [[ ]]."""
+    out, run, state = [], [], 0
+    for tid, m in [*zip(rendered.input_ids, rendered.loss_mask), (None, -1)]:
+        if m != state and run:
+            text = tokenizer.decode(run)
+            out.append(f"[[{text}]]" if state == 1 else text)
+            run = []
+        state = m
+        if tid is not None:
+            run.append(tid)
+    return "".join(out)
+
+
+def templates(argv: list[str]) -> None:
+    """pixiu templates: the named chat templates."""
+    from pixiu.chat.templates import list_templates
+
+    print("\n".join(list_templates()))
+
+
+COMMANDS = {"train": train, "generate": generate, "data": data, "templates": templates}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        lines = "\n".join(f"  {name:10s} {fn.__doc__.splitlines()[0]}" for name, fn in COMMANDS.items())
+        sys.exit(f"usage: pixiu COMMAND ...\n\ncommands:\n{lines}")
+    from pixiu.config import ConfigError
+
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+
+
+if __name__ == "__main__":
+    main()

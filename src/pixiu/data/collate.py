@@ -1,0 +1,113 @@
+"""Samples -> batches: truncation, length-grouped or packed batch plans, padding.
+
+The batch plan is a pure function of (lengths, seed, epoch), so a resumed run replays the exact same order, and
+every process of a multi-process run can count the target tokens of the whole optimizer step without talking
+to the others.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from pixiu.chat.templates import Rendered
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T) restart at 0 for every packed sample
+    attention_mask: torch.Tensor | None  # (B, T) 1 = real token; None when packed (positions mark samples)
+    loss_mask: torch.Tensor  # (B, T) 1 where input_ids[:, t] is a target, predicted from position t-1
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.loss_mask[:, 1:].sum())
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.input_ids.numel() if self.attention_mask is None else self.attention_mask.sum())
+
+
+@dataclass
+class Overflow:
+    """Counts of samples longer than max_len, so nothing is dropped or cut silently."""
+
+    truncated: int = 0
+    skipped: int = 0
+    no_targets: int = 0  # samples whose targets were all cut off: skipped, they would train nothing
+
+
+def fit(samples: list[Rendered], max_len: int, overflow: str) -> tuple[list[Rendered], Overflow]:
+    """Truncate or skip samples longer than max_len; drop (and count) samples left with no target token."""
+    kept, counts = [], Overflow()
+    for s in samples:
+        if len(s.input_ids) > max_len:
+            if overflow == "skip":
+                counts.skipped += 1
+                continue
+            counts.truncated += 1
+            s = Rendered(s.input_ids[:max_len], s.loss_mask[:max_len])
+        if not any(s.loss_mask[1:]):
+            counts.no_targets += 1
+            continue
+        kept.append(s)
+    return kept, counts
+
+
+def pack(lengths: list[int], max_len: int, seed: int) -> list[list[int]]:
+    """Greedy first-fit of shuffled samples into rows of at most max_len tokens -> sample indices per row."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(order, key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(max_len - lengths[i])
+    return rows
+
+
+def plan(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """Indices of each (global) batch for one epoch. Grouping sorts within shuffled windows of 64 batches,
+    then shuffles the batches, so padding drops while the order stays random."""
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        window = batch_size * 64
+        order = [i for w in range(0, len(order), window)
+                 for i in sorted(order[w : w + window], key=lambda i: lengths[i])]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(rows: list[list[Rendered]], pad_id: int) -> TokenBatch:
+    """Each row is one sample, or several packed samples that must not see each other."""
+    packed = any(len(r) > 1 for r in rows)
+    width = max(sum(len(s.input_ids) for s in r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    loss = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        t = 0
+        for s in row:
+            n = len(s.input_ids)
+            ids[b, t : t + n] = torch.tensor(s.input_ids)
+            loss[b, t : t + n] = torch.tensor(s.loss_mask)
+            loss[b, t] = 0  # the first token of a sample has no prediction from its own context
+            pos[b, t : t + n] = torch.arange(n)
+            attn[b, t : t + n] = 1
+            t += n
+        if packed:
+            pos[b, t:] = torch.arange(width - t)  # padding becomes its own sample: it sees no real token
+    return TokenBatch(ids, pos, None if packed else attn, loss)

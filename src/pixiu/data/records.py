@@ -1,0 +1,40 @@
+"""Typed records: what every data format turns into, whatever its columns were.
+
+Each record keeps `source` ("file:line") so any later error can point at the row it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pixiu.chat.messages import Conversation
+
+
+@dataclass
+class PreferencePair:
+    prompt: Conversation  # the context, ending with a user turn
+    chosen: str  # the preferred assistant reply
+    rejected: str  # the dispreferred assistant reply
+    source: str = ""
+
+
+@dataclass
+class Ranking:
+    prompt: Conversation
+    responses: list[str]  # best first: responses[0] is preferred to responses[1], and so on
+    source: str = ""
+
+
+@dataclass
+class Prompt:
+    prompt: Conversation  # ends with a user turn; the policy writes the reply (PPO, GRPO)
+    source: str = ""
+
+
+@dataclass
+class Text:
+    text: str  # raw text for continued pretraining
+    source: str = ""
+
+
+Record = Conversation | PreferencePair | Ranking | Prompt | Text

@@ -1,0 +1,3 @@
+from pixiu.engine.generate import Sampling, generate
+
+__all__ = ["Sampling", "generate"]

