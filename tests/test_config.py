@@ -14,7 +14,9 @@ def test_yaml_plus_overrides(tmp_path):
 
 
 def test_datasets_list_and_roundtrip(tmp_path):
-    cfg = config.load(None, ["--data.datasets=[{path: a.jsonl, weight: 2}, {path: b.csv, columns: {q: instruction}}]"])
+    cfg = config.load(
+        None, ["--data.datasets=[{path: a.jsonl, weight: 2}, {path: b.csv, columns: {q: instruction}}]"]
+    )
     assert [d.path for d in cfg.data.specs()] == ["a.jsonl", "b.csv"]
     assert cfg.data.datasets[1].columns == {"q": "instruction"}
     config.save(cfg, tmp_path / "c.yaml")

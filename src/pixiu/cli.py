@@ -42,7 +42,7 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     a = p.parse_args(argv)
     from pixiu.chat.messages import Conversation, Message
     from pixiu.engine import Sampling
@@ -76,8 +76,10 @@ def data(argv: list[str]) -> None:
     first = next(iter(read_rows(a.file)), None)
     if first is None:
         sys.exit(f"{a.file}: no rows")
-    print(f"file: {a.file}\nformat: {a.format if a.format != 'auto' else detect(first[1])} "
-          f"({'given' if a.format != 'auto' else 'detected'})")
+    print(
+        f"file: {a.file}\nformat: {a.format if a.format != 'auto' else detect(first[1])} "
+        f"({'given' if a.format != 'auto' else 'detected'})"
+    )
     records, skipped = load_records(config.DatasetSpec(a.file, format=a.format), a.skip_bad_rows)
     kinds = {}
     for r in records:
@@ -89,12 +91,15 @@ def data(argv: list[str]) -> None:
     template = get_template(a.template, tokenizer)
     convs = [r for r in records if isinstance(r, Conversation)]
     texts = [r for r in records if isinstance(r, Text)]
-    lengths = [len(template.render(c).input_ids) for c in convs] or \
-        [len(tokenizer(t.text, add_special_tokens=False)["input_ids"]) for t in texts]
+    lengths = [len(template.render(c).input_ids) for c in convs] or [
+        len(tokenizer(t.text, add_special_tokens=False)["input_ids"]) for t in texts
+    ]
     if lengths:
         q = statistics.quantiles(lengths, n=20) if len(lengths) > 1 else lengths * 19
-        print(f"tokens ({a.model} tokenizer): mean {statistics.mean(lengths):.0f}, median {q[9]:.0f}, "
-              f"p95 {q[18]:.0f}, max {max(lengths)}")
+        print(
+            f"tokens ({a.model} tokenizer): mean {statistics.mean(lengths):.0f}, median {q[9]:.0f}, "
+            f"p95 {q[18]:.0f}, max {max(lengths)}"
+        )
     if convs:
         print(f"\nfirst sample, template {template.name!r}; trained tokens are shown inside [[ ]]:\n")
         print(marked(template.render(convs[0]), tokenizer))

@@ -32,8 +32,8 @@ def _choice(name: str, value: Any, choices: tuple) -> None:
 class ModelConfig:
     name_or_path: str = "smollm2-135m"
     """A Hugging Face model directory or hub name, a .gguf file, or 'smollm2-135m' (the embedded default)."""
-    dtype: str = "bf16"
-    """Weights and compute dtype: 'bf16' (fast on CPUs with AVX-512 BF16 and on GPUs) or 'fp32'."""
+    dtype: str = "auto"
+    """Compute dtype: 'bf16', 'fp32', or 'auto' (bf16 on GPUs and CPUs with native bf16 math, else fp32)."""
     template: str = "default"
     """Chat template: 'default' uses the tokenizer's own Jinja template; otherwise a name from `pixiu templates`."""
     trust_remote_code: bool = False
@@ -42,7 +42,7 @@ class ModelConfig:
     """Attention backend passed to transformers: 'sdpa', 'eager' or 'flash_attention_2'."""
 
     def __post_init__(self):
-        _choice("model.dtype", self.dtype, ("bf16", "fp32"))
+        _choice("model.dtype", self.dtype, ("auto", "bf16", "fp32"))
 
 
 @dataclass
@@ -187,7 +187,9 @@ def _build(cls: type, values: dict, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ConfigError(f"unknown field(s) {sorted(unknown)} in {where or 'config'}; valid: {sorted(names)}")
+        raise ConfigError(
+            f"unknown field(s) {sorted(unknown)} in {where or 'config'}; valid: {sorted(names)}"
+        )
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}".strip(".")) for k, v in values.items()}
     try:
         return cls(**kwargs)
@@ -280,6 +282,10 @@ def _field_docs(cls: type) -> dict[str, str]:
     body = ast.parse(inspect.getsource(cls)).body[0].body
     docs = {}
     for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
             docs[node.target.id] = nxt.value.value
     return docs

@@ -75,7 +75,9 @@ def pack(lengths: list[int], max_len: int, seed: int) -> list[list[int]]:
     return rows
 
 
-def plan(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+def plan(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
     """Indices of each (global) batch for one epoch. Grouping sorts within shuffled windows of 64 batches,
     then shuffles the batches, so padding drops while the order stays random."""
     rng = random.Random(seed * 100_003 + epoch)
@@ -83,8 +85,11 @@ def plan(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_le
     rng.shuffle(order)
     if group_by_length:
         window = batch_size * 64
-        order = [i for w in range(0, len(order), window)
-                 for i in sorted(order[w : w + window], key=lambda i: lengths[i])]
+        order = [
+            i
+            for w in range(0, len(order), window)
+            for i in sorted(order[w : w + window], key=lambda i: lengths[i])
+        ]
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches

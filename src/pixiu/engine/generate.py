@@ -25,8 +25,9 @@ class Sampling:
 
 
 @torch.no_grad()
-def generate(loaded: Loaded, convs: list[Conversation], sampling: Sampling = Sampling()) -> list[str]:
+def generate(loaded: Loaded, convs: list[Conversation], sampling: Sampling | None = None) -> list[str]:
     """One reply per conversation; each conversation ends with a user turn."""
+    sampling = sampling or Sampling()
     tok, template = loaded.tokenizer, loaded.template
     model = unwrap(loaded.model)
     prompts = [template.prompt_ids(c) for c in convs]
@@ -34,18 +35,25 @@ def generate(loaded: Loaded, convs: list[Conversation], sampling: Sampling = Sam
     pad = tok.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    stop_ids = [ids[0] for s in template.stop if len(ids := tok(s, add_special_tokens=False)["input_ids"]) == 1]
+    stop_ids = [
+        ids[0] for s in template.stop if len(ids := tok(s, add_special_tokens=False)["input_ids"]) == 1
+    ]
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     greedy = sampling.temperature <= 0
     was_training = model.training
     model.eval()
     out = model.generate(
-        input_ids=input_ids.to(model.device), attention_mask=attn.to(model.device),
-        max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
-        temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
-        top_k=None if greedy else (sampling.top_k or None), repetition_penalty=sampling.repetition_penalty,
-        eos_token_id=stop_ids or None, pad_token_id=pad,
+        input_ids=input_ids.to(model.device),
+        attention_mask=attn.to(model.device),
+        max_new_tokens=sampling.max_new_tokens,
+        do_sample=not greedy,
+        temperature=None if greedy else sampling.temperature,
+        top_p=None if greedy else sampling.top_p,
+        top_k=None if greedy else (sampling.top_k or None),
+        repetition_penalty=sampling.repetition_penalty,
+        eos_token_id=stop_ids or None,
+        pad_token_id=pad,
     )
     model.train(was_training)
     replies = []

@@ -27,7 +27,9 @@ class TargetLM(nn.Module):
         """-> logits (N, V) at positions predicting a target, and the targets (N,)."""
         base = base_lm(self.lm)
         hidden = base.get_decoder()(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
             use_cache=False,  # a cache would also disable the packed-sample attention mask
         ).last_hidden_state  # (B, T, H)
         keep = batch.loss_mask[:, 1:].bool()  # (B, T-1): token t+1 is a target, predicted at t

@@ -39,6 +39,7 @@ class Loaded:
     tokenizer: object
     template: Template
     base_path: str  # the local directory of the full base weights
+    dtype: torch.dtype  # compute dtype (autocast target when the weights are fp32 master copies)
 
 
 def cache_dir() -> Path:
@@ -101,6 +102,20 @@ def gguf_to_dir(gguf: Path) -> Path:
     return out
 
 
+def compute_dtype(name: str) -> torch.dtype:
+    """'auto' -> bf16 where the hardware has bf16 math (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), else fp32.
+
+    On a CPU without those instructions bf16 matmuls are emulated and run ~4x slower than fp32 (measured here on an
+    AVX2-only machine), so 'auto' must not pick bf16 there.
+    """
+    if name != "auto":
+        return DTYPES[name]
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -117,10 +132,16 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     path = resolve(cfg.name_or_path)
     meta = _read_meta(path)
     base = meta.get("base", path)
-    dtype = DTYPES[cfg.dtype]
+    dtype = compute = compute_dtype(cfg.dtype)
     if for_training and lora is not None and lora.r == 0:
-        dtype = torch.float32  # full fine-tuning keeps fp32 master weights; bf16 is the autocast compute dtype
-    kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code, "attn_implementation": cfg.attn_implementation}
+        dtype = (
+            torch.float32
+        )  # full fine-tuning keeps fp32 master weights; bf16 is the autocast compute dtype
+    kwargs = {
+        "dtype": dtype,
+        "trust_remote_code": cfg.trust_remote_code,
+        "attn_implementation": cfg.attn_implementation,
+    }
     if lora is not None and lora.qlora:
         kwargs["quantization_config"] = _qlora_config()
     model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
@@ -134,7 +155,7 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     saved = meta.get("template", {})
     name = cfg.template if cfg.template != "default" else saved.get("name", "default")
     template = get_template(name, tokenizer, jinja=saved.get("jinja", ""))
-    return Loaded(model, tokenizer, template, base)
+    return Loaded(model, tokenizer, template, base, compute)
 
 
 def add_lora(model, lora: LoraConfig):
@@ -144,7 +165,11 @@ def add_lora(model, lora: LoraConfig):
     targets = lora.target_modules
     targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
     cfg = PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
 
@@ -160,7 +185,9 @@ def _qlora_config():
         raise ModelError("QLoRA needs a CUDA GPU and `pip install bitsandbytes`; on CPU use lora.qlora=false")
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
 
 
 def _read_meta(path: str) -> dict:
@@ -182,8 +209,12 @@ def save(out: str | Path, loaded: Loaded, merge: bool = False) -> Path:
     loaded.tokenizer.save_pretrained(tmp)
     meta = {"template": loaded.template.to_json()}
     if is_adapter:
-        meta.update(adapter=True, base=str(Path(loaded.base_path).resolve()) if Path(loaded.base_path).exists()
-                    else loaded.base_path)
+        meta.update(
+            adapter=True,
+            base=str(Path(loaded.base_path).resolve())
+            if Path(loaded.base_path).exists()
+            else loaded.base_path,
+        )
     (tmp / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     if out.exists():
         shutil.rmtree(out)

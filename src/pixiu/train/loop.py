@@ -69,8 +69,16 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * scale
 
 
-def train(model, data: Rows, loss_fn: LossFn, cfg: TrainConfig, accelerator, out: Path,
-          evaluate: Callable[[], dict] | None = None, dtype: torch.dtype = torch.float32) -> list[dict]:
+def train(
+    model,
+    data: Rows,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    accelerator,
+    out: Path,
+    evaluate: Callable[[], dict] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[dict]:
     """Run the loop; returns the metrics rows it logged. `model` is prepared by the caller's accelerator."""
     world, rank = accelerator.num_processes, accelerator.process_index
     params = [p for p in model.parameters() if p.requires_grad]
@@ -99,7 +107,7 @@ def train(model, data: Rows, loss_fn: LossFn, cfg: TrainConfig, accelerator, out
         for i, shard in enumerate(shards):
             batch = data.batch(shard)
             sync = i == len(shards) - 1
-            with (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 with autocast or contextlib.nullcontext():
                     loss = loss_fn(model, batch)
                 accelerator.backward(loss * (world / max(n_step, 1)))
@@ -112,8 +120,14 @@ def train(model, data: Rows, loss_fn: LossFn, cfg: TrainConfig, accelerator, out
         loss_sum = accelerator.reduce(torch.tensor(loss_sum), "sum").item()
         tokens = int(accelerator.reduce(torch.tensor(tokens), "sum").item())
         done = step + 1
-        row = {"step": done, "epoch": round(done / per_epoch, 4), "loss": loss_sum / max(n_step, 1),
-               "lr": opt.param_groups[0]["lr"], "grad_norm": grad_norm, "tokens_per_s": round(tokens / elapsed, 1)}
+        row = {
+            "step": done,
+            "epoch": round(done / per_epoch, 4),
+            "loss": loss_sum / max(n_step, 1),
+            "lr": opt.param_groups[0]["lr"],
+            "grad_norm": grad_norm,
+            "tokens_per_s": round(tokens / elapsed, 1),
+        }
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
         evaluated = evaluate and ((cfg.eval_every and done % cfg.eval_every == 0) or done == total)
@@ -173,7 +187,9 @@ def _checkpoint(root: Path, step: int, model, opt, keep: int, accelerator) -> No
         tmp, final = root / f".step-{step}.tmp", root / f"step-{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        trainable = {n: p.detach().contiguous() for n, p in unwrap(model).named_parameters() if p.requires_grad}
+        trainable = {
+            n: p.detach().contiguous() for n, p in unwrap(model).named_parameters() if p.requires_grad
+        }
         save_file(trainable, tmp / "trainable.safetensors")
         tensors, meta = _optimizer_state(opt)
         save_file(tensors, tmp / "optimizer.safetensors")

@@ -51,16 +51,25 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
     pad = loaded.tokenizer.pad_token_id
     rows = Rows(train_rows, pad, cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length)
     model = accelerator.prepare(TargetLM(loaded.model))
-    dtype = torch.bfloat16 if cfg.model.dtype == "bf16" else torch.float32
-    evaluate = (lambda: eval_loss(model, eval_rows, pad, cfg.train.batch_size, accelerator, dtype)) if eval_rows else None
+    dtype = loaded.dtype
+    evaluate = (
+        (lambda: eval_loss(model, eval_rows, pad, cfg.train.batch_size, accelerator, dtype))
+        if eval_rows
+        else None
+    )
     history = train(model, rows, sft_loss, cfg.train, accelerator, out, evaluate, dtype)
     final = out / "final"
     if accelerator.is_main_process:
         io.save(final, loaded)
         if cfg.train.merge_lora and cfg.lora.r > 0:
             io.save(out / "merged", loaded, merge=True)
-        summary = {"stage": stage, "seconds": round(time.perf_counter() - t0, 1), "data": report,
-                   "first": history[0] if history else {}, "last": history[-1] if history else {}}
+        summary = {
+            "stage": stage,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "data": report,
+            "first": history[0] if history else {},
+            "last": history[-1] if history else {},
+        }
         (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     accelerator.wait_for_everyone()
     return final
@@ -68,18 +77,29 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
 
 def prepare(stage: str, train_records: list, eval_records: list, loaded: io.Loaded, cfg: RunConfig):
     """Records -> rows of rendered samples (packed when asked, always for PT) and a report of what was cut."""
-    render = _render_text(loaded.tokenizer, cfg.data.max_len) if stage == "pt" else \
-        (lambda c: [loaded.template.render(c, cfg.data.train_on)])
+    render = (
+        _render_text(loaded.tokenizer, cfg.data.max_len)
+        if stage == "pt"
+        else (lambda c: [loaded.template.render(c, cfg.data.train_on)])
+    )
     report = {}
     out = []
     for name, records in (("train", train_records), ("eval", eval_records)):
         samples = [s for r in records for s in render(r)]
         kept, overflow = fit(samples, cfg.data.max_len, cfg.data.overflow)
-        report[name] = {"records": len(records), "samples": len(kept), **vars(overflow),
-                        "tokens": sum(len(s.input_ids) for s in kept)}
+        report[name] = {
+            "records": len(records),
+            "samples": len(kept),
+            **vars(overflow),
+            "tokens": sum(len(s.input_ids) for s in kept),
+        }
         if cfg.data.packing or stage == "pt":
-            out.append([[kept[i] for i in row] for row in pack([len(s.input_ids) for s in kept],
-                                                               cfg.data.max_len, cfg.data.seed)])
+            out.append(
+                [
+                    [kept[i] for i in row]
+                    for row in pack([len(s.input_ids) for s in kept], cfg.data.max_len, cfg.data.seed)
+                ]
+            )
         else:
             out.append([[s] for s in kept])
     if not out[0]:
@@ -89,9 +109,13 @@ def prepare(stage: str, train_records: list, eval_records: list, loaded: io.Load
 
 def _render_text(tokenizer, max_len: int):
     """Raw text + EOS, cut into max_len pieces that all carry loss."""
+
     def render(rec: Text) -> list[Rendered]:
         ids = tokenizer(rec.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        return [Rendered(ids[i : i + max_len], [1] * len(ids[i : i + max_len])) for i in range(0, len(ids), max_len)]
+        return [
+            Rendered(ids[i : i + max_len], [1] * len(ids[i : i + max_len]))
+            for i in range(0, len(ids), max_len)
+        ]
 
     return render
 
@@ -121,7 +145,9 @@ def _print_report(report: dict, counts: dict, main: bool) -> None:
     print(f"data: {counts}")
     for name in ("train", "eval"):
         r = report[name]
-        print(f"  {name}: {r['records']} records -> {r['samples']} samples, {r['tokens']} tokens; "
-              f"truncated {r['truncated']}, skipped as too long {r['skipped']}, no target left {r['no_targets']}")
+        print(
+            f"  {name}: {r['records']} records -> {r['samples']} samples, {r['tokens']} tokens; "
+            f"truncated {r['truncated']}, skipped as too long {r['skipped']}, no target left {r['no_targets']}"
+        )
     for line in report["skipped_rows"]:
         print(f"  skipped bad row: {line}")
