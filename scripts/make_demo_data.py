@@ -438,8 +438,8 @@ Is water made of hydrogen and oxygen? | Yes.
 """
 
 
-def table(text, sep=" | "):
-    return [[field.strip() for field in line.split(sep)] for line in text.strip().splitlines()]
+def table(text):
+    return [[field.strip() for field in line.split(" | ")] for line in text.strip().splitlines()]
 
 
 CAPITALS = table(CAPITALS)

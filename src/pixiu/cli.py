@@ -134,12 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in COMMANDS:
         lines = "\n".join(f"  {name:10s} {fn.__doc__.splitlines()[0]}" for name, fn in COMMANDS.items())
         sys.exit(f"usage: pixiu COMMAND ...\n\ncommands:\n{lines}")
+    from pixiu.chat.templates import TemplateError
     from pixiu.config import ConfigError
+    from pixiu.data import DataError
+    from pixiu.model import ModelError
 
     try:
         COMMANDS[argv[0]](argv[1:])
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
+    except (ConfigError, DataError, ModelError, TemplateError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -41,10 +41,12 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
         out.mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, out / "config.yaml")
     t0 = time.perf_counter()
+    data = load_data(
+        cfg.data, want=Text if stage == "pt" else Conversation
+    )  # bad data fails before the model loads
     loaded = io.load(cfg.model, cfg.lora, for_training=True)
     if cfg.train.gradient_checkpointing:
         io.enable_gradient_checkpointing(loaded.model)
-    data = load_data(cfg.data, want=Text if stage == "pt" else Conversation)
     train_rows, eval_rows, report = prepare(stage, data.train, data.eval, loaded, cfg)
     report["skipped_rows"] = data.skipped
     _print_report(report, data.counts, accelerator.is_main_process)
