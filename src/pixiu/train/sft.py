@@ -34,7 +34,8 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator()
+    # cpu=True without CUDA lets `torchrun` / `accelerate launch --multi_gpu` start CPU data parallel (gloo)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.train.seed)
     out = Path(cfg.train.output_dir)
     if accelerator.is_main_process:
