@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(VENV)/bin/pixiu train sft --config recipes/quickstart.yaml
-	$(VENV)/bin/pixiu generate runs/quickstart/final "Who are you?" "你是谁？" "What is 12 + 30?" "用一句话介绍一下长城。"
+	$(VENV)/bin/pixiu generate runs/quickstart/final "Who are you?" "你是谁？" "What is 23 + 19?" "How many minutes are in 4 hours?" "日本的首都是哪里？"
 
 test: setup lint
 	$(PY) -m pytest -q -m "not slow"
