@@ -174,7 +174,9 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     la = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["loss"] for r in la if "loss" in r] == pytest.approx([r["loss"] for r in lb if "loss" in r], rel=1e-5)
+    assert [r["loss"] for r in la if "loss" in r] == pytest.approx(
+        [r["loss"] for r in lb if "loss" in r], rel=1e-5
+    )
     assert [r["eval_loss"] for r in la if "eval_loss" in r] == pytest.approx(
         [r["eval_loss"] for r in lb if "eval_loss" in r], rel=1e-5
     )
