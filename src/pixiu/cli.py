@@ -3,32 +3,69 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 
 from pixiu import config
 
+# stage name -> module whose run(cfg, stage) trains it and returns the saved model's path
+STAGES = {
+    "sft": "pixiu.train.sft",
+    "pt": "pixiu.train.sft",
+    "rm": "pixiu.train.rm",
+    "dpo": "pixiu.train.pref",
+    "kto": "pixiu.train.pref",
+    "rrhf": "pixiu.train.pref",
+    "ppo": "pixiu.train.ppo",
+    "grpo": "pixiu.train.grpo",
+    "rloo": "pixiu.train.grpo",
+}
+
 
 def train(argv: list[str]) -> None:
-    """pixiu train {sft,pt} [--config recipe.yaml] [--section.field=value ...]"""
-    if not argv or argv[0] not in ("sft", "pt") or argv[0] in ("-h", "--help"):
-        sys.exit("usage: pixiu train {sft,pt} [--config recipe.yaml] [--section.field=value ...] [--help]")
+    """pixiu train STAGE [--config recipe.yaml] [--section.field=value ...]"""
+    usage = f"usage: pixiu train {{{','.join(STAGES)}}} [--config recipe.yaml] [--section.field=value ...] [--help]"
+    if not argv or argv[0] not in STAGES:
+        sys.exit(usage)
     stage, rest = argv[0], argv[1:]
     if "-h" in rest or "--help" in rest:
         print(f"usage: pixiu train {stage} [--config recipe.yaml] [--section.field=value ...]\n\nfields:")
         for name, default, doc in config.describe():
             print(f"  --{name}={default}\n      {doc}")
         return
-    path = None
-    if "--config" in rest:
-        i = rest.index("--config")
-        path, rest = rest[i + 1], rest[:i] + rest[i + 2 :]
-    rest = [a.replace("--config=", "") for a in rest]
+    path, rest = config_path(rest)
     cfg = config.load(path, rest)
-    from pixiu.train import sft
-
-    final = sft.run(cfg, stage)
+    final = importlib.import_module(STAGES[stage]).run(cfg, stage)
     print(f"saved {final}")
+
+
+def config_path(args: list[str]) -> tuple[str | None, list[str]]:
+    """Split `--config FILE` / `--config=FILE` off the override list."""
+    path, rest = None, []
+    it = iter(args)
+    for a in it:
+        if a == "--config":
+            path = next(it, None)
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return path, rest
+
+
+def score(argv: list[str]) -> None:
+    """pixiu score MODEL --data FILE: a reward model's score of every reply in a file."""
+    from pixiu.train import rm
+
+    rm.score_cli(argv)
+
+
+def pipeline(argv: list[str]) -> None:
+    """pixiu pipeline recipe.yaml: SFT -> RM -> PPO / DPO / GRPO -> evaluation, resumable per stage."""
+    from pixiu import pipeline as pipe
+
+    pipe.cli(argv)
 
 
 def generate(argv: list[str]) -> None:
@@ -126,7 +163,14 @@ def templates(argv: list[str]) -> None:
     print("\n".join(list_templates()))
 
 
-COMMANDS = {"train": train, "generate": generate, "data": data, "templates": templates}
+COMMANDS = {
+    "train": train,
+    "pipeline": pipeline,
+    "score": score,
+    "generate": generate,
+    "data": data,
+    "templates": templates,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,7 @@
 """Typed configuration: one dataclass per concern, YAML recipes, `--section.field=value` overrides.
 
-A recipe is a YAML mapping whose top-level keys are the sections of `RunConfig` (model, lora, data, train).
+A recipe is a YAML mapping whose top-level keys are the sections of `RunConfig` (model, lora, data, train,
+gen, rm, pref, ppo, grpo); a stage reads the sections it needs.
 Every field carries a docstring (the string literal under it); `describe()` reads them back for `--help`.
 The resolved config is written into every run directory as `config.yaml`.
 """
@@ -170,11 +171,118 @@ class TrainConfig:
 
 
 @dataclass
+class GenConfig:
+    max_new_tokens: int = 64
+    """Longest reply sampled in rollouts (PPO, GRPO) and evaluation."""
+    temperature: float = 1.0
+    """Sampling temperature for rollouts (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest token set whose probability reaches top_p."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 = off)."""
+
+
+@dataclass
+class RewardConfig:
+    margin: float = 0.0
+    """Pairwise margin m: loss = -log sigmoid(r_chosen - r_rejected - m) (Llama 2's margin loss)."""
+
+
+@dataclass
+class PrefConfig:
+    loss: str = "sigmoid"
+    """`pixiu train dpo` loss: sigmoid (DPO), ipo, simpo or orpo; cDPO is sigmoid with label_smoothing > 0."""
+    beta: float = 0.1
+    """Inverse temperature of the implicit reward beta * log(pi / pi_ref) (SimPO: of the mean log-prob)."""
+    label_smoothing: float = 0.0
+    """Conservative DPO: the assumed share of flipped labels (0 = plain DPO)."""
+    simpo_gamma: float = 0.5
+    """SimPO target margin gamma between chosen and rejected rewards."""
+    orpo_lambda: float = 0.1
+    """ORPO weight of the odds-ratio term next to the SFT loss on the chosen reply."""
+    kto_desirable_weight: float = 1.0
+    """KTO weight of desirable (good) examples."""
+    kto_undesirable_weight: float = 1.0
+    """KTO weight of undesirable (bad) examples."""
+    rrhf_sft_weight: float = 1.0
+    """RRHF weight of the SFT term on the best response next to the ranking loss."""
+
+    def __post_init__(self):
+        _choice("pref.loss", self.loss, ("sigmoid", "ipo", "simpo", "orpo"))
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"pref.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+
+@dataclass
+class PPOConfig:
+    reward_model: str = ""
+    """A pixiu reward-model checkpoint scoring rollouts ('' = none; then reward_fn must be set)."""
+    reward_fn: str = ""
+    """A task name (`pixiu.data.tasks`) or 'module:function' whose reward(conversation, reply) is added."""
+    rollout_prompts: int = 16
+    """Prompts sampled per PPO step (one reply each)."""
+    minibatch: int = 8
+    """Rollouts per PPO minibatch update."""
+    ppo_epochs: int = 2
+    """Passes over each rollout batch."""
+    kl_coef: float = 0.05
+    """Per-token KL penalty coefficient against the frozen reference (the SFT model)."""
+    adaptive_kl: bool = False
+    """Adapt kl_coef towards target_kl (Ziegler et al. 2019) instead of keeping it fixed."""
+    target_kl: float = 6.0
+    """KL (nats per reply) that the adaptive controller aims for."""
+    gamma: float = 1.0
+    """Discount factor of GAE."""
+    lam: float = 0.95
+    """GAE lambda."""
+    clip: float = 0.2
+    """Policy ratio clip range epsilon."""
+    value_clip: float = 0.2
+    """Value-function clip range around the rollout's values."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    whiten_rewards: bool = True
+    """Normalise scores with running mean / std before the KL penalty is added."""
+    ptx_coef: float = 0.0
+    """PPO-ptx: weight of the SFT loss on data.ptx_path mixed into each update (InstructGPT); 0 = off."""
+    ptx_path: str = ""
+    """SFT data for PPO-ptx."""
+
+
+@dataclass
+class GRPOConfig:
+    task: str = "arithmetic"
+    """Task whose reward scores replies: a name from `pixiu.data.tasks` or 'module:function'."""
+    estimator: str = "grpo"
+    """Advantage baseline: 'grpo' (group mean, divided by group std) or 'rloo' (leave-one-out mean)."""
+    group_size: int = 8
+    """Replies sampled per prompt."""
+    prompts_per_step: int = 4
+    """Prompts per optimizer step."""
+    beta: float = 0.04
+    """KL penalty coefficient against the reference model (0 = none)."""
+    clip: float = 0.2
+    """Policy ratio clip range epsilon."""
+
+    def __post_init__(self):
+        _choice("grpo.estimator", self.estimator, ("grpo", "rloo"))
+        if self.group_size < 2:
+            raise ConfigError(
+                f"grpo.group_size must be >= 2 (the baseline needs a group), got {self.group_size}"
+            )
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gen: GenConfig = field(default_factory=GenConfig)
+    rm: RewardConfig = field(default_factory=RewardConfig)
+    pref: PrefConfig = field(default_factory=PrefConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
 
 # ---------------------------------------------------------------- building from dicts

@@ -116,3 +116,25 @@ def collate(rows: list[list[Rendered]], pad_id: int) -> TokenBatch:
         if packed:
             pos[b, t:] = torch.arange(width - t)  # padding becomes its own sample: it sees no real token
     return TokenBatch(ids, pos, None if packed else attn, loss)
+
+
+@dataclass
+class GroupBatch:
+    """Groups of replies to one prompt each, best first: a preference pair is a group of 2, a ranking of K."""
+
+    tokens: TokenBatch  # (R, T): every reply of every group, group after group; R = sum(sizes)
+    sizes: list[int]  # replies per group
+    extra: dict[str, torch.Tensor]  # per-reply values aligned with the rows of tokens, e.g. ref_logps (R,)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tokens.n_tokens
+
+
+def collate_groups(
+    groups: list[list[Rendered]], pad_id: int, extra: dict[str, list] | None = None
+) -> GroupBatch:
+    """Flatten groups into one padded batch, one row per reply; `extra` values are nested like `groups`."""
+    tokens = collate([[s] for g in groups for s in g], pad_id)
+    flat = {k: torch.tensor([x for g in v for x in g], dtype=torch.float32) for k, v in (extra or {}).items()}
+    return GroupBatch(tokens, [len(g) for g in groups], flat)

