@@ -159,7 +159,15 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate needs mpirun for multi-CPU);
     # --multi_gpu goes through torchrun, and pixiu's Accelerator(cpu=True) then runs gloo DDP on the CPU.
-    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "-m", "pixiu.cli"]
+    launch = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "-m",
+        "pixiu.cli",
+    ]
     subprocess.run(
         [*launch, *_cli(tmp_path, tiny_model_dir, tmp_path / "two", *steps)],
         check=True,

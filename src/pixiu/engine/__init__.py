@@ -1,3 +1,3 @@
-from pixiu.engine.generate import Sampling, generate
+from pixiu.engine.generate import Sample, Sampling, generate, sample
 
-__all__ = ["Sampling", "generate"]
+__all__ = ["Sample", "Sampling", "generate", "sample"]

@@ -1,4 +1,4 @@
-"""Generation: the one function PPO rollouts, evaluation and the CLI call to sample replies.
+"""Generation: the one function PPO / GRPO rollouts, evaluation and the CLI call to sample replies.
 
 This first backend uses transformers' `generate` (KV cache, batched with left padding); the serving issue
 grows it into an engine with streaming and continuous batching behind the same call.
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from pixiu.chat.messages import Conversation
+from pixiu.chat.templates import Template
 from pixiu.model.io import Loaded, unwrap
 
 
@@ -24,19 +25,29 @@ class Sampling:
     seed: int | None = None
 
 
+@dataclass
+class Sample:
+    prompt_ids: list[int]  # (P,) the rendered prompt, generation prompt included
+    reply_ids: list[int]  # (R,) sampled tokens up to and including the first stop token, if one came
+    text: str  # the reply decoded and cut at the first stop string
+    finished: bool  # True when a stop token ended the reply before max_new_tokens
+
+
 @torch.no_grad()
-def generate(loaded: Loaded, convs: list[Conversation], sampling: Sampling | None = None) -> list[str]:
-    """One reply per conversation; each conversation ends with a user turn."""
-    sampling = sampling or Sampling()
-    tok, template = loaded.tokenizer, loaded.template
-    model = unwrap(loaded.model)
-    prompts = [template.prompt_ids(c) for c in convs]
+def sample(
+    model, tokenizer, template: Template, convs: list[Conversation], sampling: Sampling, n: int = 1
+) -> list[Sample]:
+    """n replies per conversation (conversation-major order); each conversation ends with a user turn.
+
+    `model` is any causal LM (a peft model samples with its active adapter)."""
+    model = unwrap(model)
+    prompts = [template.prompt_ids(c) for c in convs for _ in range(n)]
     width = max(map(len, prompts))
-    pad = tok.pad_token_id
+    pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     stop_ids = [
-        ids[0] for s in template.stop if len(ids := tok(s, add_special_tokens=False)["input_ids"]) == 1
+        ids[0] for s in template.stop if len(ids := tokenizer(s, add_special_tokens=False)["input_ids"]) == 1
     ]
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
@@ -56,9 +67,17 @@ def generate(loaded: Loaded, convs: list[Conversation], sampling: Sampling | Non
         pad_token_id=pad,
     )
     model.train(was_training)
-    replies = []
-    for row in out[:, width:].tolist():
-        text = tok.decode(row, skip_special_tokens=False)
+    samples = []
+    for prompt, row in zip(prompts, out[:, width:].tolist()):
+        end = next((i + 1 for i, t in enumerate(row) if t in stop_ids), None)
+        reply = row[:end] if end else row
+        text = tokenizer.decode(reply, skip_special_tokens=False)
         cut = min([text.find(s) for s in template.stop if s in text] or [len(text)])
-        replies.append(text[:cut].strip())
-    return replies
+        samples.append(Sample(prompt, reply, text[:cut].strip(), end is not None))
+    return samples
+
+
+def generate(loaded: Loaded, convs: list[Conversation], sampling: Sampling | None = None) -> list[str]:
+    """One reply text per conversation."""
+    samples = sample(loaded.model, loaded.tokenizer, loaded.template, convs, sampling or Sampling())
+    return [s.text for s in samples]
