@@ -34,7 +34,7 @@ class ModelConfig:
     name_or_path: str = "smollm2-135m"
     """A Hugging Face model directory or hub name, a .gguf file, or 'smollm2-135m' (the embedded default)."""
     dtype: str = "auto"
-    """Compute dtype: 'bf16', 'fp32', or 'auto' (bf16 on GPUs and CPUs with native bf16 math, else fp32)."""
+    """Compute dtype: 'bf16', 'fp32', or 'auto' (bf16 on GPUs with bf16; on a CPU, whichever measures faster)."""
     template: str = "default"
     """Chat template: 'default' uses the tokenizer's own Jinja template; otherwise a name from `pixiu templates`."""
     trust_remote_code: bool = False

@@ -11,11 +11,13 @@ template and the base model of an adapter), and whatever the caller adds (config
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,17 +106,32 @@ def gguf_to_dir(gguf: Path) -> Path:
 
 
 def compute_dtype(name: str) -> torch.dtype:
-    """'auto' -> bf16 where the hardware has bf16 math (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), else fp32.
+    """'auto' -> bf16 on CUDA GPUs with bf16; on a CPU, whichever of bf16 and fp32 runs a linear layer faster.
 
-    On a CPU without those instructions bf16 matmuls are emulated and run ~4x slower than fp32 (measured here on an
-    AVX2-only machine), so 'auto' must not pick bf16 there.
+    CPU bf16 speed is not predictable from the flags: emulated without AVX-512 BF16 (~4x slower than fp32 on an
+    AVX2-only machine), and even with native AVX-512 BF16 kernels measured at ~0.55x fp32 on one Xeon here,
+    while other CPUs (AMX) are several times faster in bf16. So 'auto' measures, once per process (~0.1 s).
     """
     if name != "auto":
         return DTYPES[name]
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+    return _faster_cpu_dtype()
+
+
+@functools.cache
+def _faster_cpu_dtype() -> torch.dtype:
+    def seconds(dtype) -> float:
+        x, w = torch.randn(256, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype)
+        torch.nn.functional.linear(x, w)  # warm-up: kernel selection
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return torch.bfloat16 if seconds(torch.bfloat16) < 0.8 * seconds(torch.float32) else torch.float32
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
