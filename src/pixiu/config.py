@@ -211,6 +211,10 @@ class PrefConfig:
         _choice("pref.loss", self.loss, ("sigmoid", "ipo", "simpo", "orpo"))
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"pref.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.beta <= 0:  # IPO's target gap is 1/(2 beta)
+            raise ConfigError(f"pref.beta must be > 0, got {self.beta}")
+        if min(self.kto_desirable_weight, self.kto_undesirable_weight) <= 0 or self.rrhf_sft_weight < 0:
+            raise ConfigError("pref.kto_*_weight must be > 0 and pref.rrhf_sft_weight >= 0")
 
 
 @dataclass
@@ -244,9 +248,23 @@ class PPOConfig:
     whiten_rewards: bool = True
     """Normalise scores with running mean / std before the KL penalty is added."""
     ptx_coef: float = 0.0
-    """PPO-ptx: weight of the SFT loss on data.ptx_path mixed into each update (InstructGPT); 0 = off."""
+    """PPO-ptx: weight of the SFT loss on ppo.ptx_path mixed into each update (InstructGPT); 0 = off."""
     ptx_path: str = ""
-    """SFT data for PPO-ptx."""
+    """SFT data for PPO-ptx (any conversation format; train.batch_size rows per update)."""
+    critic_from_rm: bool = True
+    """Start the critic (body adapter and head) from the reward model, as InstructGPT did; else a new one."""
+    entropy_coef: float = 0.0
+    """Weight of an entropy bonus in the policy loss (0 = none; entropy is logged either way)."""
+
+    def __post_init__(self):
+        if min(self.rollout_prompts, self.minibatch, self.ppo_epochs) < 1:
+            raise ConfigError("ppo.rollout_prompts, ppo.minibatch and ppo.ppo_epochs must be >= 1")
+        if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ConfigError(f"ppo.gamma must be in (0, 1], ppo.lam in [0, 1]; got {self.gamma}, {self.lam}")
+        if self.kl_coef < 0 or self.clip <= 0 or self.value_clip <= 0 or self.target_kl <= 0:
+            raise ConfigError("ppo.kl_coef must be >= 0 and ppo.clip, value_clip, target_kl > 0")
+        if self.ptx_coef > 0 and not self.ptx_path:
+            raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_path (the SFT data to mix in)")
 
 
 @dataclass
@@ -260,12 +278,22 @@ class GRPOConfig:
     prompts_per_step: int = 4
     """Prompts per optimizer step."""
     beta: float = 0.04
-    """KL penalty coefficient against the reference model (0 = none)."""
+    """KL penalty coefficient against the reference model (0 = none: no reference forward, KL not logged)."""
     clip: float = 0.2
     """Policy ratio clip range epsilon."""
+    task_args: dict[str, str] = field(default_factory=dict)
+    """Options of the task, e.g. {path: ../shared/data/gsm8k} or {low: 1, high: 20} (`--grpo.task_args.low=1`)."""
+    epochs: int = 1
+    """Optimizer updates per batch of rollouts (μ of DeepSeekMath); above 1 the ratio clip starts to bind."""
+    scale_rewards: bool = True
+    """GRPO divides advantages by the group's reward std; false keeps r - mean (Dr GRPO, Liu et al. 2025)."""
+    eval_size: int = 100
+    """Held-out prompts scored greedily (exact match) at the start, every train.eval_every steps and the end."""
 
     def __post_init__(self):
         _choice("grpo.estimator", self.estimator, ("grpo", "rloo"))
+        if self.prompts_per_step < 1 or self.epochs < 1 or self.beta < 0 or self.clip <= 0:
+            raise ConfigError("grpo.prompts_per_step and grpo.epochs must be >= 1, beta >= 0 and clip > 0")
         if self.group_size < 2:
             raise ConfigError(
                 f"grpo.group_size must be >= 2 (the baseline needs a group), got {self.group_size}"
@@ -362,6 +390,11 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cls: type = 
     if path:
         values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     return _build(cls, merge(values, parse_overrides(list(overrides))), "")
+
+
+def from_dict(values: dict, cls: type = RunConfig, where: str = ""):
+    """A mapping already read (a pipeline stage's merged sections) -> validated config object."""
+    return _build(cls, values, where)
 
 
 def to_dict(cfg) -> dict:

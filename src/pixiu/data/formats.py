@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 
 from pixiu.chat.messages import ROLES, TARGET_ROLES, Conversation, Message
-from pixiu.data.records import PreferencePair, Prompt, Ranking, Record, Text
+from pixiu.data.records import Labelled, PreferencePair, Prompt, Ranking, Record, Text
 from pixiu.data.sources import DataError
 
 Parser = Callable[[dict, str], "Record | list[Record]"]
@@ -28,7 +28,7 @@ class Invalid(Exception):
 
 
 def register(
-    name: str, keys: tuple[str, ...], aliases: dict[str, str] | None = None
+    name: str, keys: tuple[str, ...], aliases: dict[str, str] | None = None, auto: bool = True
 ) -> Callable[[Parser], Parser]:
     def add(fn: Parser) -> Parser:
         @functools.wraps(fn)
@@ -41,7 +41,9 @@ def register(
                 # A value of an unexpected type deep inside a row: still point at the row.
                 raise DataError(f"{source}: {name} row: {type(e).__name__}: {e}") from e
 
-        FORMATS[name], KEYS[name], ALIASES[name] = parse, keys, aliases or {}
+        FORMATS[name], ALIASES[name] = parse, aliases or {}
+        if auto:  # a format read only when named (kto) stays out of `detect`
+            KEYS[name] = keys
         return parse
 
     return add
@@ -259,6 +261,21 @@ def messages(row: dict, source: str) -> Conversation:
     """OpenAI chat rows. A KTO `label` (good/bad reply) is ignored: SFT reads only the conversation."""
     _need(row, "messages")
     return _conversation(_openai(row["messages"]), source, _tools(row.get("tools")))
+
+
+@register("kto", keys=("messages", "label"), auto=False)
+def kto(row: dict, source: str) -> Labelled:
+    """KTO feedback (LLaMA-Factory's kto layout): messages ending with the assistant reply, `label` true for a good
+    reply, false for a bad one. `detect` reads these rows as `messages` (SFT); `pixiu train kto` names this format."""
+    _need(row, "messages", "label")
+    if not isinstance(row["label"], bool):
+        raise Invalid(f"label must be true or false, got {row['label']!r}")
+    turns = _openai(row["messages"])
+    if not turns or turns[-1].role != "assistant":
+        raise Invalid("messages must end with the assistant reply that the label judges")
+    _nonempty({"labelled": turns[-1].content})
+    prompt = _context(turns[:-1], source, _tools(row.get("tools")))
+    return Labelled(prompt, turns[-1].content, row["label"], source)
 
 
 # Stack Exchange paired (lvwerra/stack-exchange-paired): response_j is the answer voted higher than response_k.

@@ -26,6 +26,14 @@ class Ranking:
 
 
 @dataclass
+class Labelled:
+    prompt: Conversation  # the context, ending with a user turn
+    reply: str  # one assistant reply
+    desirable: bool  # True: a good reply, False: a bad one (KTO's unpaired feedback)
+    source: str = ""
+
+
+@dataclass
 class Prompt:
     prompt: Conversation  # ends with a user turn; the policy writes the reply (PPO, GRPO)
     source: str = ""
@@ -37,4 +45,4 @@ class Text:
     source: str = ""
 
 
-Record = Conversation | PreferencePair | Ranking | Prompt | Text
+Record = Conversation | PreferencePair | Ranking | Labelled | Prompt | Text

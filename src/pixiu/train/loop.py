@@ -209,8 +209,9 @@ class MetricsLog:
 # ---------------------------------------------------------------- checkpoints
 
 
-def _checkpoint(root: Path, step: int, model, opt, keep: int, accelerator) -> None:
-    """Write step-N atomically (temp dir, then rename) and keep the newest `keep`."""
+def _checkpoint(root: Path, step: int, model, opt, keep: int, accelerator, extra: dict | None = None) -> None:
+    """Write step-N atomically (temp dir, then rename) and keep the newest `keep`. `extra`: a stage's own
+    JSON state (PPO's KL coefficient and reward statistics), read back with `checkpoint_state`."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         tmp, final = root / f".step-{step}.tmp", root / f"step-{step}"
@@ -224,6 +225,7 @@ def _checkpoint(root: Path, step: int, model, opt, keep: int, accelerator) -> No
         save_file(tensors, tmp / "optimizer.safetensors")
         save_file({"cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
         state = {"step": step, "optimizer": meta, "python_rng": _py_rng_to_json(random.getstate())}
+        state["extra"] = extra or {}
         (tmp / "state.json").write_text(json.dumps(state))
         tmp.rename(final)
         for old in sorted(_steps(root))[:-keep] if keep > 0 else []:
@@ -248,6 +250,12 @@ def _resume(root: Path, model, opt) -> int:
     random.setstate(_py_rng_from_json(state["python_rng"]))
     print(f"resume: continuing from {ck} (step {state['step']})")
     return state["step"]
+
+
+def checkpoint_state(root: Path) -> dict:
+    """state.json of the newest checkpoint under root ({} when there is none): what `_resume` continues from."""
+    steps = sorted(_steps(root))
+    return json.loads((root / f"step-{steps[-1]}" / "state.json").read_text()) if steps else {}
 
 
 def _steps(root: Path) -> list[int]:

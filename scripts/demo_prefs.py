@@ -1,0 +1,229 @@
+"""Preference and prompt data for the route demo (reward model -> PPO), written by make_demo_data.py.
+
+The preference: a reply is good when it is correct, concise, in the language of the question and polite. Each
+prompt gets its good reply (the family's own answer, the style of sft.jsonl) and flawed ones of four kinds that a
+reward model can see in the text, and that a sampling SFT policy also produces, so PPO has something to move:
+  wrong     the same sentence with a wrong value (another draw of the family: another sum, capital, day...)
+  language  the right answer in the other language (the same draw replayed in the other language)
+  rambling  the right answer wrapped in filler and repeated
+  rude      a dismissive or evasive non-answer
+Files (each row also names the family, the language and the flaw, for per-kind evaluation):
+  pairs.jsonl           {prompt, chosen, rejected}: the good reply against one flawed one
+  rankings.jsonl        {prompt, responses} best first (K = 4): good > rambling or language > wrong > rude
+  prompts.jsonl         {prompt}: PPO's prompts
+  heldout_prompts.jsonl {prompt}: evaluation prompts; no question here appears in any other file
+  heldout_pairs.jsonl   pairs on the held-out prompts: the reward model's held-out accuracy
+"""
+
+import json
+import re
+from collections import Counter
+from string import Formatter
+
+import demo_families as fam
+from demo_families import CJK, TEMPLATES, table
+from demo_text import (
+    GENERAL_EN,
+    GENERAL_ZH,
+    IDENTITY_EN,
+    IDENTITY_ZH,
+    RAMBLE_EN,
+    RAMBLE_ZH,
+    RUDE_EN,
+    RUDE_ZH,
+    WRONG_IDENTITY_EN,
+    WRONG_IDENTITY_ZH,
+)  # fmt: skip
+
+r = fam.r  # one generator for the whole demo set: replaying its state replays a draw
+OTHER = {"en": "zh", "zh": "en"}
+LATIN = re.compile(r"[A-Za-z]")
+COMPUTED = [fam.arith, fam.units, fam.spelling, fam.calendar, fam.capital, fam.antonym, fam.translate,
+            fam.parity, fam.compare]  # fmt: skip
+# Share of each family among the prompts; arithmetic and capitals carry the most visible right/wrong signal.
+WEIGHTS = {"arith": 3, "units": 2, "spelling": 1, "calendar": 1, "capital": 2, "antonym": 1, "translate": 1,
+           "parity": 1, "compare": 1, "identity": 1, "general": 1}  # fmt: skip
+PAIR_KINDS = {"wrong": 0.25, "language": 0.25, "rambling": 0.3, "rude": 0.2}
+SIZES = {"pairs": 640, "rankings": 240, "prompts": 480, "heldout_prompts": 96, "heldout_pairs": 192}
+# Arithmetic answers ("7 × 10 = 70.") read the same in both languages, so its wrong-language reply spells it out.
+SPELLED_ARITH = {"en": "{a} {w} {b} equals {c}.", "zh": "{a}{w}{b}等于{c}。"}
+RAMBLE = {lang: {k: v for k, *v in table(t)} for lang, t in (("en", RAMBLE_EN), ("zh", RAMBLE_ZH))}
+RUDE = {"en": table(RUDE_EN), "zh": table(RUDE_ZH)}
+WRONG_IDENTITY = {"en": table(WRONG_IDENTITY_EN), "zh": table(WRONG_IDENTITY_ZH)}
+IDENTITY = {"en": table(IDENTITY_EN), "zh": table(IDENTITY_ZH)}  # rows line up: the same answer in both
+GENERAL = {"en": table(GENERAL_EN), "zh": table(GENERAL_ZH)}
+
+
+# ---- one prompt with its good reply and every flawed reply its family allows --------------------------------
+def computed(family, lang):
+    """A computed question with replies {kind: text}; its `language` reply replays the same draw."""
+    state = r.getstate()
+    v = family(lang)
+    q_t, a_t = r.choice(TEMPLATES[f"{family.__name__}.{lang}"])
+    after = r.getstate()
+    r.setstate(state)
+    v_other = family(OTHER[lang])  # the same values, told in the other language
+    _, a_other = r.choice(TEMPLATES[f"{family.__name__}.{OTHER[lang]}"])
+    if family is fam.arith:
+        a_other = SPELLED_ARITH[OTHER[lang]]
+    r.setstate(after)
+    good = a_t.format(**v)
+    replies = {"good": good, "wrong": wrong(family, lang, q_t, a_t, v), "rambling": ramble(good, lang)}
+    replies["rude"] = r.choice(RUDE[lang])[0]
+    if family is not fam.antonym:  # the antonym tables differ per language: no translated answer
+        replies["language"] = a_other.format(**v_other)
+    return q_t.format(**v), replies
+
+
+def wrong(family, lang, q_t, a_t, v):
+    """The answer sentence with the values the question does not show taken from another draw."""
+    asked = {name for _, name, _, _ in Formatter().parse(q_t) if name}
+    good = a_t.format(**v)
+    for _ in range(100):
+        bad = a_t.format(**{**family(lang), **{k: v[k] for k in asked}})
+        if bad != good:
+            return bad
+    raise AssertionError(f"no wrong answer for {good}")
+
+
+def ramble(good, lang):
+    """The right answer said twice, with filler before or after it."""
+    parts = RAMBLE[lang]
+    filler = r.choice(parts["open"]), r.choice(parts["close"])
+    said = [good, r.choice(parts["again"]).format(a=good)]
+    pieces = [filler[0], *said] if r.random() < 0.5 else [*said, filler[1]]
+    return ("" if lang == "zh" else " ").join(pieces)
+
+
+def handwritten(name, lang):
+    """An identity or general question: no computed values, so flaws come from the text tables."""
+    if name == "identity":
+        i = r.randrange(len(IDENTITY[lang]))
+        good, *questions = IDENTITY[lang][i]
+        other = IDENTITY[OTHER[lang]][i][0]
+        replies = {"good": good, "wrong": r.choice(WRONG_IDENTITY[lang])[0], "language": other}
+    else:
+        q, good = r.choice(GENERAL[lang])
+        questions, replies = [q], {"good": good}  # the two general tables are not translations of each other
+    replies |= {"rambling": ramble(good, lang), "rude": r.choice(RUDE[lang])[0]}
+    return r.choice(questions), replies
+
+
+def draw(name, lang, used):
+    """A question of family `name` not in `used` (which it joins), with its replies."""
+    family = next((f for f in COMPUTED if f.__name__ == name), None)
+    for _ in range(1000):
+        q, replies = computed(family, lang) if family else handwritten(name, lang)
+        if q not in used or name in ("identity", "general"):  # hand-written questions may repeat in training
+            used.add(q)
+            return q, replies
+    raise AssertionError(f"{name}/{lang}: ran out of distinct questions")
+
+
+def families(n, names):
+    """n family names in proportion to WEIGHTS, in a shuffled order."""
+    pool = [name for name in names for _ in range(WEIGHTS[name])]
+    out = [pool[i % len(pool)] for i in range(n)]
+    r.shuffle(out)
+    return out
+
+
+# ---- rows --------------------------------------------------------------------------------------------------------
+def draws(n, names, used):
+    """n (family, language, question, replies): families in proportion to WEIGHTS, languages alternating."""
+    pool = [name for name in names for _ in range(WEIGHTS[name])]
+    order = [pool[i % len(pool)] for i in range(n)]
+    r.shuffle(order)
+    return [(name, lang, *draw(name, lang, used)) for name, lang in zip(order, ("en", "zh") * n)]
+
+
+def pair_rows(drawn, per_prompt=1):
+    rows = []
+    for name, lang, q, replies in drawn:
+        kinds = [k for k in PAIR_KINDS if k in replies]
+        picked = (
+            r.sample(kinds, per_prompt)
+            if per_prompt > 1
+            else r.choices(kinds, [PAIR_KINDS[k] for k in kinds])
+        )
+        for kind in picked:
+            rows.append(dict(prompt=q, chosen=replies["good"], rejected=replies[kind], family=name, lang=lang,
+                             kind=kind))  # fmt: skip
+    return rows
+
+
+def ranking_rows(drawn):
+    rows = []
+    for name, lang, q, replies in drawn:
+        second = r.choice([k for k in ("rambling", "language") if k in replies])
+        kinds = ["good", second, "wrong", "rude"] if "wrong" in replies else ["good", second, "rude"]
+        rows.append(
+            dict(prompt=q, responses=[replies[k] for k in kinds], family=name, lang=lang, kinds=kinds)
+        )
+    return rows
+
+
+def prompt_rows(drawn):
+    return [dict(prompt=q, family=name, lang=lang) for name, lang, q, _ in drawn]
+
+
+# ---- checks ------------------------------------------------------------------------------------------------------
+def lang_of(text):
+    """'zh' when Chinese characters outweigh Latin letters (about five letters to a character), else 'en'."""
+    cjk = len(CJK.findall(text))
+    return "zh" if cjk * 5 >= len(LATIN.findall(text)) and cjk else "en"
+
+
+def check(files, sft_questions, arithmetic_errors):
+    """Disjoint held-out questions, right answers in every good reply, visibly flawed rejected ones."""
+    held = {row["prompt"] for row in files["heldout_prompts"]}
+    assert held == {row["prompt"] for row in files["heldout_pairs"]}
+    for name, rows in files.items():
+        if not name.startswith("heldout"):
+            assert not held & ({row["prompt"] for row in rows} | sft_questions), (
+                f"held-out question in {name}"
+            )
+    checked = 0
+    for name in ("pairs", "heldout_pairs", "rankings"):
+        for row in files[name]:
+            replies = row["responses"] if name == "rankings" else [row["chosen"], row["rejected"]]
+            kinds = row["kinds"] if name == "rankings" else ["good", row["kind"]]
+            assert len(set(replies)) == len(replies) and all(t.strip() and "{" not in t for t in replies), row
+            for kind, text in zip(kinds, replies, strict=True):
+                n, bad = arithmetic_errors(row["prompt"], text)
+                checked += n
+                assert not bad or kind == "wrong", (row, bad)
+                if row["family"] == "arith" and kind == "wrong":
+                    assert bad, row  # a wrong arithmetic reply states a wrong sum
+                if kind == "language":
+                    assert lang_of(text) != row["lang"], row
+                elif kind != "wrong" and not (row["family"] == "arith" and kind == "good"):  # "7 × 10 = 70."
+                    assert lang_of(text) == row["lang"], row
+    assert checked >= 300, checked
+    return checked
+
+
+def main(demo_dir, sft_questions, write_jsonl, arithmetic_errors):
+    """Write the route's files next to sft.jsonl; `sft_questions` stay out of the held-out set."""
+    r.seed(1)
+    computed_names = [f.__name__ for f in COMPUTED]
+    # Held-out questions first (so they never depend on the rest), unseen in SFT; each training file then keeps
+    # its questions distinct and away from the held-out ones (training files may share questions).
+    held = draws(SIZES["heldout_prompts"], computed_names, set(sft_questions))
+    banned = {q for _, _, q, _ in held}
+    files = {
+        "heldout_prompts": prompt_rows(held),
+        "heldout_pairs": pair_rows(held, SIZES["heldout_pairs"] // SIZES["heldout_prompts"]),
+        "pairs": pair_rows(draws(SIZES["pairs"], list(WEIGHTS), set(banned))),
+        "rankings": ranking_rows(draws(SIZES["rankings"], list(WEIGHTS), set(banned))),
+        "prompts": prompt_rows(draws(SIZES["prompts"], [*computed_names, "identity"], set(banned))),
+    }
+    for name, rows in files.items():
+        write_jsonl(demo_dir / f"{name}.jsonl", rows)
+        assert [json.loads(line) for line in (demo_dir / f"{name}.jsonl").open(encoding="utf-8")] == rows
+    checked = check(files, sft_questions, arithmetic_errors)
+    print(f"route data: {', '.join(f'{name} {len(rows)}' for name, rows in files.items())}; "
+          f"arithmetic re-checked: {checked}")  # fmt: skip
+    for name in ("pairs", "heldout_pairs"):
+        print(f"  {name} by flaw:", dict(Counter(row["kind"] for row in files[name])))
+    print("  pairs by family:", dict(Counter(row["family"] for row in files["pairs"])))

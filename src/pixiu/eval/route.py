@@ -1,0 +1,274 @@
+"""The route's evaluation: what the last stage gained over the policy it started from, under the reward model.
+
+- Reward model: pairwise accuracy on held-out pairs or rankings (every pair i < j of a ranking), also per flaw
+  when the rows name one in a `kind` column (the demo data does).
+- Policies: the starting policy (the SFT model) and the final one (PPO, DPO...) answer the same held-out prompts,
+  sampled with the same seed and the final stage's gen settings; the reward model scores every reply. Reported:
+  mean rewards, the gain in units of the starting policy's reward std (and Cohen's d, over the pooled std), and
+  the mean KL(π_final || π_start) per reply in nats, estimated on the final policy's own replies as
+  Σ_t log π_final(y_t) - log π_start(y_t) (the unbiased k1 estimator, http://joschu.net/blog/kl-approx.html).
+- Replies side by side for a few prompts, and the wall time of every stage: OUTPUT/summary.json and summary.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from pixiu.chat.messages import Conversation
+from pixiu.chat.templates import Rendered
+from pixiu.config import DatasetSpec, ModelConfig, RunConfig
+from pixiu.data import load_records, read_rows
+from pixiu.data.collate import collate
+from pixiu.data.records import PreferencePair, Prompt, Ranking
+from pixiu.engine import Sampling, sample
+from pixiu.model import heads, io
+from pixiu.model.forward import TargetLM, sequence_logps
+
+
+def evaluate(ev, state, out: Path) -> dict:
+    """Score what `state` (pipeline.State) made; write and print OUTPUT/summary.json and summary.md."""
+    path = out / "summary.json"
+    cfg: RunConfig | None = state.final_cfg
+    inputs = {
+        "eval": dataclasses.asdict(ev),
+        "start": state.start_policy,
+        "final": state.policy,
+        "reward_model": state.reward_model,
+        "gen": dataclasses.asdict(cfg.gen) if cfg else {},
+    }
+    if not state.ran and path.exists() and json.loads(path.read_text()).get("inputs") == inputs:
+        print((out / "summary.md").read_text(encoding="utf-8"))  # nothing changed since it was written
+        return json.loads(path.read_text())
+    print("\n== evaluation")
+    t0 = time.perf_counter()
+    summary: dict = {"output_dir": str(out), "inputs": inputs, "stages": state.stages}
+    model_cfg = cfg.model if cfg else None
+    rm = None
+    if state.reward_model:
+        like = model_cfg or ModelConfig()
+        rm = heads.load_scalar(dataclasses.replace(like, name_or_path=state.reward_model, template="default"))
+    if rm and ev.pairs:
+        summary["reward_model"] = {"path": state.reward_model, **rm_accuracy(rm, ev)}
+    if cfg and ev.prompts and state.start_policy:
+        summary["policies"] = compare_policies(cfg, state.start_policy, state.policy, rm, ev)
+    summary["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    summary["total_seconds"] = round(sum(s["seconds"] for s in state.stages) + summary["eval_seconds"], 1)
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    text = markdown(summary)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    print(text)
+    return summary
+
+
+# ---------------------------------------------------------------- reward model
+
+
+def rm_accuracy(rm, ev) -> dict:
+    """Pairwise accuracy and mean margin of the reward model on the held-out pairs / rankings."""
+    from pixiu.train.rm import ranking_stats, replies, score_replies
+
+    loaded, scalar = rm
+    records, _ = load_records(DatasetSpec(ev.pairs))
+    rows = [row for _, row in read_rows(ev.pairs)]
+    keep = ev.max_pairs or len(records)
+    kinds = [row.get("kind", "") for row in rows][:keep] if len(rows) == len(records) else []
+    records = [r for r in records if isinstance(r, (PreferencePair, Ranking))][:keep]
+    texts = [replies(r) for r in records]
+    convs = [r.prompt.add("assistant", t) for r, ts in zip(records, texts) for t in ts]
+    scores = score_replies(scalar, loaded.tokenizer, loaded.template, convs, ev.batch_size)
+    sizes = [len(ts) for ts in texts]
+    stats = ranking_stats(scores, sizes)
+    result = {
+        "groups": len(records),
+        "pairs": int(stats["pairs"]),
+        "accuracy": round(stats["correct"] / max(stats["pairs"], 1), 4),
+        "margin": round(stats["margin"] / max(stats["pairs"], 1), 4),
+    }
+    if kinds and all(
+        k and n == 2 for k, n in zip(kinds, sizes)
+    ):  # pairs that name their rejected reply's flaw
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        right: dict[str, list[bool]] = {}
+        for kind, s in zip(kinds, starts):
+            right.setdefault(kind, []).append(scores[s] > scores[s + 1])
+        result["by_kind"] = {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())}
+    return result
+
+
+# ---------------------------------------------------------------- policies
+
+
+def compare_policies(cfg: RunConfig, start: str, final: str, rm, ev) -> dict:
+    """Sample both policies on the held-out prompts, score the replies, estimate KL(final || start)."""
+    records, _ = load_records(DatasetSpec(ev.prompts))
+    convs = [r.prompt for r in records if isinstance(r, Prompt)][: ev.max_prompts or None]
+    sampling = Sampling(cfg.gen.max_new_tokens, cfg.gen.temperature, cfg.gen.top_p, cfg.gen.top_k)
+    policies = {}
+    for name, path in (("start", start), ("final", final)):
+        policies[name] = io.load(dataclasses.replace(cfg.model, name_or_path=path))
+    replies = {name: draw(p, convs, sampling, ev) for name, p in policies.items()}
+    out: dict = {
+        "prompts": len(convs),
+        "samples_per_prompt": ev.samples,
+        "sampling": dataclasses.asdict(sampling),
+    }
+    rewards = {}
+    for name, samples in replies.items():
+        rewards[name] = score(rm, convs, samples, ev) if rm else []
+        lengths = [len(s.reply_ids) for s in samples]
+        out[name] = {
+            "path": start if name == "start" else final,
+            "mean_length": round(statistics.mean(lengths), 2),
+        }
+        if rewards[name]:
+            out[name] |= {
+                "mean_reward": round(statistics.mean(rewards[name]), 4),
+                "std_reward": round(statistics.pstdev(rewards[name]), 4),
+            }
+    if rm:
+        s, f = out["start"], out["final"]
+        pooled = ((s["std_reward"] ** 2 + f["std_reward"] ** 2) / 2) ** 0.5
+        out["gain_in_start_std"] = round(
+            (f["mean_reward"] - s["mean_reward"]) / max(s["std_reward"], 1e-8), 4
+        )
+        out["cohens_d"] = round((f["mean_reward"] - s["mean_reward"]) / max(pooled, 1e-8), 4)
+    kl = reply_kl(policies["final"], policies["start"], replies["final"], ev.batch_size)
+    out["kl_final_to_start"] = round(statistics.mean(kl), 4)
+    out["side_by_side"] = side_by_side(convs, replies, rewards, ev)
+    return out
+
+
+def draw(loaded: io.Loaded, convs: list[Conversation], sampling: Sampling, ev) -> list:
+    """ev.samples replies per prompt, in chunks of ev.batch_size prompts; chunk i is seeded ev.seed + i, so both
+    policies see the same random stream."""
+    out = []
+    for i in range(0, len(convs), ev.batch_size):
+        chunk = dataclasses.replace(sampling, seed=ev.seed + i)
+        out += sample(
+            loaded.model, loaded.tokenizer, loaded.template, convs[i : i + ev.batch_size], chunk, ev.samples
+        )
+    return out
+
+
+def score(rm, convs: list[Conversation], samples: list, ev) -> list[float]:
+    from pixiu.train.rm import score_replies
+
+    loaded, scalar = rm
+    k = ev.samples
+    scored = [convs[i // k].add("assistant", s.text) for i, s in enumerate(samples)]
+    return score_replies(scalar, loaded.tokenizer, loaded.template, scored, ev.batch_size)
+
+
+@torch.no_grad()
+def reply_kl(policy: io.Loaded, ref: io.Loaded, samples: list, batch_size: int) -> list[float]:
+    """Σ_t log π(y_t) - log π_ref(y_t) over each reply's tokens (stop token included): one k1 sample per reply."""
+    rows = [
+        [Rendered(s.prompt_ids + s.reply_ids, [0] * len(s.prompt_ids) + [1] * len(s.reply_ids))]
+        for s in samples
+    ]
+    logps = {}
+    for name, loaded in (("policy", policy), ("ref", ref)):
+        model = TargetLM(loaded.model).eval()
+        device = next(model.parameters()).device
+        ctx = torch.autocast(device.type, dtype=loaded.dtype, enabled=loaded.dtype != torch.float32)
+        values = []
+        for i in range(0, len(rows), batch_size):
+            batch = collate(rows[i : i + batch_size], loaded.tokenizer.pad_token_id)
+            batch = dataclasses.replace(
+                batch, **{k: v.to(device) for k, v in vars(batch).items() if v is not None}
+            )
+            with ctx:
+                values += sequence_logps(model, batch)[0].float().cpu().tolist()
+        logps[name] = values
+    return [p - q for p, q in zip(logps["policy"], logps["ref"])]
+
+
+def side_by_side(convs, replies: dict, rewards: dict, ev) -> list[dict]:
+    """The first reply of each policy to ev.show prompts, alternating Chinese and English prompts."""
+    zh = [i for i, c in enumerate(convs) if _is_zh(c.messages[-1].content)]
+    en = [i for i in range(len(convs)) if i not in set(zh)]
+    picked = [i for pair in zip(en, zh) for i in pair] + en[len(zh) :] + zh[len(en) :]
+    rows = []
+    for i in picked[: ev.show]:
+        j = i * ev.samples
+        row = {"prompt": convs[i].messages[-1].content}
+        for name in ("start", "final"):
+            row[name] = replies[name][j].text
+            if rewards[name]:
+                row[f"{name}_reward"] = round(rewards[name][j], 3)
+        rows.append(row)
+    return rows
+
+
+def _is_zh(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+# ---------------------------------------------------------------- report
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        f"# pixiu pipeline: {summary['output_dir']}",
+        "",
+        "| stage | kind | seconds | output |",
+        "|---|---|---:|---|",
+    ]
+    for s in summary["stages"]:
+        note = " (earlier run)" if s["skipped"] else ""
+        lines.append(f"| {s['name']} | {s['kind']} | {s['seconds']:.0f}{note} | {s['output']} |")
+    lines += [
+        f"| evaluation | | {summary['eval_seconds']:.0f} | |",
+        f"| total | | {summary['total_seconds']:.0f} | |",
+        "",
+    ]
+    rm = summary.get("reward_model")
+    if rm:
+        kinds = ", ".join(f"{k} {v:.2f}" for k, v in rm.get("by_kind", {}).items())
+        lines.append(
+            f"Reward model {rm['path']}: held-out pairwise accuracy **{rm['accuracy']:.3f}** on {rm['pairs']} pairs, "
+            f"mean margin {rm['margin']:.2f}" + (f"; by flaw of the rejected reply: {kinds}" if kinds else "")
+        )
+        lines.append("")
+    pol = summary.get("policies")
+    if pol:
+        sp = pol["sampling"]
+        lines.append(
+            f"Policies on {pol['prompts']} held-out prompts ({pol['samples_per_prompt']} reply each, temperature "
+            f"{sp['temperature']}, at most {sp['max_new_tokens']} new tokens):"
+        )
+        lines += [
+            "",
+            "| policy | path | mean reward | reward std | mean reply tokens |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for name in ("start", "final"):
+            p = pol[name]
+            lines.append(
+                f"| {name} | {p['path']} | {p.get('mean_reward', float('nan')):.3f} | "
+                f"{p.get('std_reward', float('nan')):.3f} | {p['mean_length']:.1f} |"
+            )
+        lines.append("")
+        if "gain_in_start_std" in pol:
+            lines.append(
+                f"Gain: **{pol['gain_in_start_std']:+.2f}** reward std of the start policy (Cohen's d "
+                f"{pol['cohens_d']:+.2f}); mean KL(final || start) **{pol['kl_final_to_start']:.2f}** nats per reply."
+            )
+        else:
+            lines.append(
+                f"Mean KL(final || start): {pol['kl_final_to_start']:.2f} nats per reply (no reward model)."
+            )
+        lines += ["", "## Replies side by side", ""]
+        for row in pol["side_by_side"]:
+            lines.append(f"**{row['prompt']}**")
+            for name in ("start", "final"):
+                r = f" (reward {row[name + '_reward']:+.2f})" if f"{name}_reward" in row else ""
+                lines.append(f"- {name}{r}: {row[name]!r}")
+            lines.append("")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,288 @@
+"""`pixiu pipeline recipe.yaml`: the ChatGPT route from one file, SFT -> RM -> PPO (or DPO, GRPO) -> evaluation.
+
+A recipe holds the shared sections of RunConfig (model, lora, data, train, gen, rm, pref, ppo, grpo) and a
+`pipeline` section (PipelineConfig) whose `stages` run in order, each with the sections it changes:
+
+    pipeline:
+      output_dir: runs/quickstart
+      stages:
+        - {name: sft, data: {path: pixiu:demo/sft.jsonl}, train: {merge_lora: true}}
+        - {name: rm, data: {path: pixiu:demo/pairs.jsonl}}
+        - {name: ppo, data: {path: pixiu:demo/prompts.jsonl}}
+
+A stage's config is the shared sections deep-merged with its own, then its inputs wired from the stages before it
+(ROLES: the policy so far is model.name_or_path; PPO's ppo.reward_model is the latest reward model; a value the
+stage sets itself wins), train.output_dir = OUTPUT/<name>, then the command line: `--section.field=v` for every
+stage, `--stage.NAME.section.field=v` for one, `--pipeline.field=v` for the pipeline section.
+
+Every stage is `cli.STAGES[kind].run(cfg, kind)`, run in this process. A finished stage leaves
+OUTPUT/<name>/done.json (its output, wall time and config) and a re-run skips it; a stage directory without the
+marker was interrupted, and the stage runs again with train.resume=true from its last checkpoint. A stage whose
+config changed since it ran is an error, never a silent mix of old and new results. Last, eval/route.py compares
+the final policy with the one the last stage started from, under the reward model (OUTPUT/summary.md).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pixiu import config
+from pixiu.config import ConfigError, RunConfig
+
+
+@dataclass
+class EvalConfig:
+    prompts: str = ""
+    """Held-out prompts: replies of the starting and the final policy to them are scored ('' = no comparison)."""
+    pairs: str = ""
+    """Held-out pairs or rankings for the reward model's pairwise accuracy ('' = skip)."""
+    max_prompts: int = 64
+    """Use at most this many held-out prompts (0 = all)."""
+    max_pairs: int = 128
+    """Use at most this many held-out pairs or rankings (0 = all)."""
+    samples: int = 1
+    """Replies sampled per prompt from each policy, with the final stage's gen settings."""
+    show: int = 6
+    """Prompts whose two replies are printed side by side (languages alternate when the prompts mix them)."""
+    batch_size: int = 16
+    """Rows per forward when sampling and scoring."""
+    seed: int = 0
+    """Sampling seed, the same for both policies."""
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str = "runs/pipeline"
+    """Root of the run: OUTPUT/<stage name>/ per stage, OUTPUT/summary.json and summary.md."""
+    stages: list[dict] = field(default_factory=list)
+    """The stages in order: {name, stage (a `pixiu train` stage; default: name), RunConfig sections...}."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """The comparison after the last stage."""
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ConfigError(
+                "pipeline.stages is empty: list the stages to run, e.g. [{name: sft}, {name: rm}]"
+            )
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a stage kind makes, and whether it reads the latest reward model (every stage reads the policy)."""
+
+    makes: str  # "policy" or "reward_model"
+    reads_reward_model: bool = False
+
+
+ROLES = {
+    "sft": Role("policy"),
+    "pt": Role("policy"),
+    "rm": Role("reward_model"),
+    "dpo": Role("policy"),
+    "kto": Role("policy"),
+    "rrhf": Role("policy"),
+    "ppo": Role("policy", reads_reward_model=True),
+    "grpo": Role("policy"),
+    "rloo": Role("policy"),
+}
+DONE = "done.json"
+
+
+@dataclass
+class Stage:
+    name: str  # its directory under output_dir
+    kind: str  # a key of cli.STAGES and ROLES
+    sections: dict  # the RunConfig sections this stage changes
+
+
+@dataclass
+class State:
+    """What the stages so far have made: the policy, the latest reward model, and their timings."""
+
+    policy: str  # model.name_or_path of the next stage
+    start_policy: str = ""  # the policy the last policy-making stage started from (the evaluation baseline)
+    # the last policy stage's config: its gen settings and model options drive the evaluation
+    final_cfg: RunConfig | None = None
+    reward_model: str = ""
+    ran: list[str] = field(default_factory=list)  # stages that ran (not skipped) in this invocation
+    stages: list[dict] = field(default_factory=list)  # per stage: name, kind, output, seconds, skipped
+
+
+# ---------------------------------------------------------------- recipe -> stages
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineConfig, dict, list[Stage]]:
+    """Recipe + overrides -> (pipeline section, shared sections with the every-stage overrides, stages)."""
+    recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(recipe, dict) or "pipeline" not in recipe:
+        raise ConfigError(f"{path}: a pipeline recipe needs a `pipeline:` section with `stages:`")
+    extra = config.parse_overrides(list(overrides))
+    pipe_values = config.merge(recipe.pop("pipeline"), extra.pop("pipeline", {}))
+    per_stage = extra.pop("stage", {})
+    pipe = config.from_dict(pipe_values, PipelineConfig, "pipeline")
+    stages = [_stage(s, i) for i, s in enumerate(pipe.stages)]
+    names = [s.name for s in stages]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"pipeline stage names must be unique (they name directories), got {names}")
+    unknown = set(per_stage) - set(names)
+    if unknown:
+        raise ConfigError(f"--stage.NAME overrides name unknown stages {sorted(unknown)}; stages: {names}")
+    # `--section.field` changes the shared sections, and the stages that set that field themselves; so
+    # `--model.name_or_path` picks the starting model while later stages still read the policy so far.
+    shared = config.merge(recipe, extra)
+    for s in stages:
+        s.sections = config.merge(
+            config.merge(s.sections, _set_in(extra, s.sections)), per_stage.get(s.name, {})
+        )
+    config.from_dict(shared, RunConfig)  # a typo in a shared section fails here, before any training
+    return pipe, shared, stages
+
+
+def _set_in(values: dict, target: dict) -> dict:
+    """The part of `values` whose keys `target` also has (down to the leaves)."""
+    out = {}
+    for k, v in values.items():
+        if k in target:
+            out[k] = _set_in(v, target[k]) if isinstance(v, dict) and isinstance(target[k], dict) else v
+    return out
+
+
+def _stage(spec: dict, i: int) -> Stage:
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"pipeline.stages[{i}] must be a mapping with a name, got {spec!r}")
+    sections = dict(spec)
+    name = str(sections.pop("name"))
+    kind = str(sections.pop("stage", name))
+    if kind not in ROLES:
+        raise ConfigError(f"pipeline.stages[{i}] ({name}): unknown stage {kind!r}; valid: {sorted(ROLES)}")
+    return Stage(name, kind, sections)
+
+
+def stage_config(stage: Stage, shared: dict, state: State, out: Path) -> RunConfig:
+    """Shared sections + the stage's own, inputs wired from earlier stages, output under OUTPUT/<name>."""
+    own = stage.sections
+    wired: dict = {"train": {"output_dir": str(out / stage.name)}}
+    if "name_or_path" not in own.get("model", {}):
+        wired["model"] = {"name_or_path": state.policy}
+    if (
+        ROLES[stage.kind].reads_reward_model
+        and state.reward_model
+        and "reward_model" not in own.get("ppo", {})
+    ):
+        wired["ppo"] = {"reward_model": state.reward_model}
+    values = config.merge(config.merge(shared, own), wired)
+    return config.from_dict(values, RunConfig, f"pipeline stage {stage.name}")
+
+
+# ---------------------------------------------------------------- running
+
+
+def run(pipe: PipelineConfig, shared: dict, stages: list[Stage]) -> dict:
+    """Run (or skip) every stage, then the evaluation; returns the summary."""
+    out = Path(pipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = State(policy=config.from_dict(shared, RunConfig).model.name_or_path)
+    for i, stage in enumerate(stages, 1):
+        cfg = stage_config(stage, shared, state, out)
+        print(f"\n== pipeline stage {i}/{len(stages)}: {stage.name} ({stage.kind}) -> {cfg.train.output_dir}")
+        output, seconds, skipped = run_stage(stage, cfg)
+        if not skipped:
+            state.ran.append(stage.name)
+        state.stages.append(
+            dict(name=stage.name, kind=stage.kind, output=output, seconds=seconds, skipped=skipped)
+        )
+        if ROLES[stage.kind].makes == "policy":
+            state.start_policy, state.policy, state.final_cfg = cfg.model.name_or_path, output, cfg
+        else:
+            state.reward_model = output
+    from pixiu.eval import route
+
+    return route.evaluate(pipe.eval, state, out)
+
+
+def run_stage(stage: Stage, cfg: RunConfig) -> tuple[str, float, bool]:
+    """(output path, wall seconds, skipped). Skips a finished stage, resumes an interrupted one."""
+    run_dir = Path(cfg.train.output_dir)
+    done = _read_done(run_dir)
+    resolved = _comparable(cfg)
+    if done is not None and Path(done["output"]).exists():
+        _same_config(stage, done["config"], resolved, "finished")
+        print(f"finished earlier in {done['seconds']:.0f} s: skipped ({done['output']})")
+        return done["output"], done["seconds"], True
+    if (run_dir / "config.yaml").exists():
+        _same_config(stage, _comparable(config.load(run_dir / "config.yaml")), resolved, "started")
+        print("interrupted earlier: resuming from its last checkpoint")
+        cfg.train.resume = True
+    module = importlib.import_module(_stage_module(stage.kind))
+    t0 = time.perf_counter()
+    final = Path(module.run(cfg, stage.kind))
+    seconds = round(time.perf_counter() - t0, 1)
+    gc.collect()  # each stage loads its own models; drop them before the next one loads
+    # A policy saved merged as well is the next stage's base: adapters then stack on a full model.
+    output = run_dir / "merged" if (run_dir / "merged" / "config.json").exists() else final
+    marker = {"stage": stage.kind, "output": str(output), "seconds": seconds, "config": resolved}
+    tmp = run_dir / (DONE + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=2, ensure_ascii=False))
+    tmp.rename(run_dir / DONE)
+    print(f"stage {stage.name} done in {seconds:.0f} s -> {output}")
+    return str(output), seconds, False
+
+
+def _stage_module(kind: str) -> str:
+    from pixiu.cli import STAGES
+
+    return STAGES[kind]
+
+
+def _read_done(run_dir: Path) -> dict | None:
+    path = run_dir / DONE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _comparable(cfg: RunConfig) -> dict:
+    """The config as compared between runs: train.resume is how a run starts, not what it computes."""
+    values = config.to_dict(cfg)
+    values["train"]["resume"] = False
+    return json.loads(json.dumps(values))  # tuples and the like as JSON reads them back
+
+
+def _same_config(stage: Stage, before: dict, now: dict, what: str) -> None:
+    changed = _diff(before, now)
+    if changed:
+        lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in changed[:10])
+        raise ConfigError(
+            f"stage {stage.name} {what} with a different config:\n{lines}\n"
+            f"delete {now['train']['output_dir']} to run it again with the new config, or restore the old one"
+        )
+
+
+def _diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+# ---------------------------------------------------------------- command line
+
+
+def cli(argv: list[str]) -> None:
+    """pixiu pipeline recipe.yaml [--section.field=v] [--stage.NAME.section.field=v] [--pipeline.field=v]"""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(cli.__doc__.strip() + "\n\npipeline fields:")
+        for name, default, doc in config.describe(PipelineConfig, "pipeline."):
+            print(f"  --{name}={default}\n      {doc}")
+        print("\nstage fields: see `pixiu train sft --help`")
+        if not argv:
+            sys.exit(2)
+        return
+    pipe, shared, stages = load(argv[0], argv[1:])
+    summary = run(pipe, shared, stages)
+    print(f"\nsummary: {Path(pipe.output_dir) / 'summary.md'}" if summary else "")

@@ -1,0 +1,422 @@
+"""GRPO and RLOO (`pixiu train grpo`, `pixiu train rloo`): critic-free RL against a task's checkable reward.
+
+Each step samples grpo.group_size replies to each of grpo.prompts_per_step prompts with THE generation function
+(engine.sample), scores them with the task, and turns each group's rewards into advantages against the group's
+own baseline: mean and std (GRPO) or the leave-one-out mean (RLOO). The policy then takes grpo.epochs clipped
+policy-gradient steps over the reply tokens, with an optional k3 KL penalty to the reference; with LoRA the
+reference is the same weights with the adapters off, so there is one copy of the model.
+
+The lr schedule, metrics.jsonl, checkpoints and resume are the training loop's (train/loop.py). A step's prompts
+are a pure function of (seed, step) and the checkpoint carries the torch RNG that sampling draws from, so a
+resumed run samples the same replies as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pixiu import config as config_mod
+from pixiu import losses
+from pixiu.config import LoraConfig, RunConfig
+from pixiu.data import load_data
+from pixiu.data.records import Prompt
+from pixiu.data.tasks import Example, Task, resolve
+from pixiu.engine import Sampling, sample
+from pixiu.model import io
+from pixiu.model.forward import base_lm, token_logps
+from pixiu.train import loop
+
+
+@dataclass
+class Rollouts:
+    """One step's replies, group after group: G prompts x K replies = R replies."""
+
+    prompts: list[list[int]]  # (G,) prompt token ids, generation prompt included
+    replies: list[list[int]]  # (R,) sampled token ids, up to and including the stop token; R = G * K
+    rewards: torch.Tensor  # (G, K) the task's reward of each reply
+    correct: torch.Tensor  # (G, K) the task's evaluate(): 1 = right answer
+    advantages: torch.Tensor  # (R,) A_i, shared by every token of reply i
+    lengths: torch.Tensor  # (R,) reply tokens
+    finished: torch.Tensor  # (R,) 1 = a stop token ended the reply
+
+
+@dataclass
+class GroupBatch:
+    """One prompt and its K replies, the unit of a forward pass."""
+
+    prompt: torch.Tensor  # (1, P) prompt ids
+    replies: torch.Tensor  # (K, L) reply ids, right-padded
+    mask: torch.Tensor  # (K, L) 1 = a real reply token a_t
+    advantages: torch.Tensor  # (N,) the advantage at each real reply token, row-major; N = mask.sum()
+
+
+class PrefixLM(nn.Module):
+    """Log-prob logits of K replies to one prompt, running the prompt once and sharing its KV cache.
+
+    On short-answer tasks the prompt is most of a row (about 46 of 56 tokens for arithmetic on SmolLM2), so
+    forwarding it once per group instead of K times cuts a step's forward and backward compute about 3x.
+    Gradients flow into the prompt's keys and values through the shared cache, as in a full-row forward."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, g: GroupBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (N, V) logits at the positions predicting each real reply token, (N,) those tokens."""
+        base = base_lm(self.lm)
+        decoder = base.get_decoder()
+        k, width = g.replies.shape
+        out = decoder(input_ids=g.prompt, use_cache=True)
+        first = out.last_hidden_state[:, -1:].expand(k, 1, -1)  # (K, 1, H): predicts each reply's first token
+        hidden = first
+        if width > 1:
+            out.cache.batch_repeat_interleave(k)
+            start = g.prompt.shape[1]
+            positions = torch.arange(start, start + width - 1, device=g.prompt.device).expand(k, -1)
+            # right padding sits after every real token, so the causal mask alone keeps it out of sight
+            rest = decoder(
+                input_ids=g.replies[:, :-1], position_ids=positions, cache=out.cache, use_cache=True
+            )
+            hidden = torch.cat([first, rest.last_hidden_state], 1)  # (K, L, H)
+        keep = g.mask.bool()
+        return base.get_output_embeddings()(hidden[keep]), g.replies[keep]
+
+
+def advantages(rewards: torch.Tensor, estimator: str, scale: bool) -> torch.Tensor:
+    """(G, K) rewards -> (G, K) advantages with the estimator's group baseline (see losses.py)."""
+    if estimator == "rloo":
+        return losses.rloo_advantages(rewards)
+    return losses.grpo_advantages(rewards, scale)
+
+
+def step_prompts(n: int, per_step: int, seed: int, step: int) -> list[int]:
+    """Indices of the prompts of `step`: epochs of seeded shuffles laid end to end, per_step at a time."""
+    out = []
+    for flat in range(step * per_step, (step + 1) * per_step):
+        epoch, i = divmod(flat, n)
+        order = list(range(n))
+        random.Random(seed * 100_003 + epoch).shuffle(order)
+        out.append(order[i])
+    return out
+
+
+def autocast(dtype: torch.dtype, device: torch.device):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+def rollout(loaded: io.Loaded, task: Task, batch: list[Example], cfg: RunConfig, estimator: str) -> Rollouts:
+    """Sample K replies per prompt, score them, and attach group-baseline advantages."""
+    k, gen = cfg.grpo.group_size, cfg.gen
+    sampling = Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k)
+    with autocast(loaded.dtype, loaded.model.device):
+        samples = sample(
+            loaded.model, loaded.tokenizer, loaded.template, [e.prompt for e in batch], sampling, k
+        )
+    convs = [e.conversation for e in batch for _ in range(k)]
+    rewards = torch.tensor([task.reward(c, s.text) for c, s in zip(convs, samples)]).view(-1, k).float()
+    correct = torch.tensor([task.evaluate(c, s.text) for c, s in zip(convs, samples)]).view(-1, k).float()
+    return Rollouts(
+        [samples[i].prompt_ids for i in range(0, len(samples), k)],
+        [s.reply_ids for s in samples],
+        rewards,
+        correct,
+        advantages(rewards, estimator, cfg.grpo.scale_rewards).flatten(),
+        torch.tensor([len(s.reply_ids) for s in samples]),
+        torch.tensor([float(s.finished) for s in samples]),
+    )
+
+
+def group_batches(ro: Rollouts, pad_id: int, device) -> list[GroupBatch]:
+    """One GroupBatch per prompt."""
+    k = len(ro.replies) // len(ro.prompts)
+    out = []
+    for g, prompt in enumerate(ro.prompts):
+        replies = ro.replies[g * k : (g + 1) * k]
+        width = max(map(len, replies))
+        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in replies])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in replies])
+        adv = ro.advantages[g * k : (g + 1) * k, None].expand(k, width)[mask.bool()]
+        out.append(
+            GroupBatch(torch.tensor([prompt]).to(device), ids.to(device), mask.to(device), adv.to(device))
+        )
+    return out
+
+
+@torch.no_grad()
+def logps_of(policy, groups: list[GroupBatch], temperature: float, ctx) -> list[torch.Tensor]:
+    """(N,) log-probs of each group's reply tokens under `policy` inside the context `ctx()`, in eval mode:
+    π_old and π_ref are the distributions that sampled, without LoRA dropout noise."""
+    was_training = policy.training
+    policy.eval()
+    out = []
+    for g in groups:
+        with ctx():
+            logits, targets = policy(g)
+        out.append(token_logps(logits / temperature, targets))
+    policy.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------- the step
+
+
+def update(policy, opt, micro, old, ref, cfg: RunConfig, accelerator, params, dtype) -> dict:
+    """grpo.epochs optimizer steps over the step's micro-batches; the loss is normalised by the reply tokens of
+    the whole step (all processes), so micro-batching and data parallelism do not change the update."""
+    world, g = accelerator.num_processes, cfg.grpo
+    n_local = sum(len(b.advantages) for b in micro)
+    n_step = int(accelerator.reduce(torch.tensor(n_local), "sum").item())
+    temperature = cfg.gen.temperature
+    sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
+    for _ in range(g.epochs):
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            adv = batch.advantages
+            with contextlib.nullcontext() if sync else accelerator.no_sync(policy):
+                with autocast(dtype, adv.device):
+                    logits, targets = policy(batch)
+                logps = token_logps(logits / temperature, targets)
+                old_i = old[i] if old else logps.detach()  # one update per rollout: π_old is π itself
+                ref_i = ref[i] if ref else None
+                loss = losses.grpo(logps, old_i, adv, ref_i, g.clip, g.beta)
+                accelerator.backward(loss * (world / max(n_step, 1)))
+            sums["loss"] += loss.item()
+            if ref_i is not None:
+                sums["kl"] += losses.kl_estimate(logps.detach(), ref_i, "k3").sum().item()
+            sums["clip_frac"] += ((logps.detach() - old_i).exp().sub(1).abs() > g.clip).sum().item()
+        grad_norm = loop._clip(accelerator, params, cfg.train.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    total = accelerator.reduce(torch.tensor(list(sums.values())), "sum") / max(n_step * g.epochs, 1)
+    stats = {**dict(zip(sums, total.tolist())), "grad_norm": grad_norm}
+    if ref is None:
+        del stats["kl"]  # no reference to measure against (full fine-tuning with beta = 0)
+    return stats
+
+
+def step_metrics(ro: Rollouts, accelerator) -> dict:
+    local = torch.stack(
+        [ro.rewards.sum(), ro.correct.sum(), ro.lengths.sum().float(), ro.finished.sum(),
+         (ro.rewards.std(1) == 0).sum().float(), torch.tensor(float(ro.rewards.numel())),
+         torch.tensor(float(len(ro.rewards)))]
+    )  # fmt: skip
+    s = accelerator.reduce(local, "sum").tolist()
+    n, groups = max(s[5], 1), max(s[6], 1)
+    return {
+        "reward": s[0] / n,
+        "accuracy": s[1] / n,
+        "reply_len": s[2] / n,
+        "finished": s[3] / n,
+        "flat_groups": s[4] / groups,  # groups whose rewards are all equal: zero advantage, no signal
+    }
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_task(
+    loaded: io.Loaded, task: Task, n: int, sampling: Sampling, examples: list[Example] | None = None,
+    batch_size: int = 64,
+) -> dict:  # fmt: skip
+    """Score the first n held-out examples (the task's test split unless given): accuracy (task.evaluate, e.g.
+    exact match), mean reward and mean reply length in tokens."""
+    examples = (task.examples("test") if examples is None else examples)[:n]
+    scores, rewards, lengths = [], [], []
+    for i in range(0, len(examples), batch_size):
+        part = examples[i : i + batch_size]
+        with autocast(loaded.dtype, loaded.model.device):
+            out = sample(loaded.model, loaded.tokenizer, loaded.template, [e.prompt for e in part], sampling)
+        for e, s in zip(part, out):
+            scores.append(task.evaluate(e.conversation, s.text))
+            rewards.append(task.reward(e.conversation, s.text))
+            lengths.append(len(s.reply_ids))
+    m = max(len(scores), 1)
+    return {
+        "accuracy": sum(scores) / m,
+        "reward": sum(rewards) / m,
+        "reply_len": sum(lengths) / m,
+        "n": len(scores),
+    }
+
+
+# ---------------------------------------------------------------- setup
+
+
+def build(cfg: RunConfig) -> tuple[io.Loaded, torch.nn.Module | None, bool]:
+    """-> (the policy, a separate frozen reference or None, whether the start was an adapter folded in).
+
+    With LoRA the reference is the policy with adapters disabled. A start checkpoint that is itself an adapter
+    (an SFT LoRA) is merged into its base first, so the reference is the SFT model, not the bare base."""
+    if cfg.lora.r > 0:
+        loaded = io.load(cfg.model)
+        folded = _fold(loaded)
+        loaded.model.requires_grad_(False)
+        loaded.model = io.add_lora(loaded.model, cfg.lora)
+        return loaded, None, folded
+    loaded = io.load(cfg.model, LoraConfig(r=0), for_training=True)  # fp32 master weights
+    folded = _fold(loaded)
+    loaded.model.requires_grad_(True)
+    ref = None
+    if cfg.grpo.beta > 0:
+        ref_loaded = io.load(cfg.model)
+        _fold(ref_loaded)
+        ref = ref_loaded.model.requires_grad_(False).eval()
+    return loaded, ref, folded
+
+
+def _fold(loaded: io.Loaded) -> bool:
+    if not hasattr(loaded.model, "merge_and_unload"):
+        return False
+    loaded.model = loaded.model.merge_and_unload()
+    return True
+
+
+def prompts(cfg: RunConfig, task: Task, loaded: io.Loaded) -> tuple[list[Example], list[Example], dict]:
+    """Train and held-out examples: prompt records from data when given, else the task's splits. Prompts that
+    leave no room for max_new_tokens within data.max_len are skipped and counted."""
+    if cfg.data.specs():
+        data = load_data(cfg.data, want=Prompt)
+        train, held = ([Example(r.prompt, "") for r in part] for part in (data.train, data.eval))
+    else:
+        train, held = task.examples("train"), task.examples("test")
+    room = cfg.data.max_len - cfg.gen.max_new_tokens
+    report = {"train": len(train), "held_out": len(held)}
+    fit = lambda xs: [e for e in xs if len(loaded.template.prompt_ids(e.prompt)) <= room]  # noqa: E731
+    train, held = fit(train), fit(held)
+    report["skipped_too_long"] = report["train"] + report["held_out"] - len(train) - len(held)
+    if len(train) < cfg.grpo.prompts_per_step:
+        raise config_mod.ConfigError(
+            f"only {len(train)} training prompts fit data.max_len={cfg.data.max_len}: {report}"
+        )
+    return train, held, report
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(cfg: RunConfig, stage: str = "grpo") -> Path:
+    """Train and save `output_dir/final`; returns that path. stage 'rloo' forces the RLOO estimator."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    estimator = "rloo" if stage == "rloo" else cfg.grpo.estimator
+    if cfg.gen.temperature <= 0:
+        raise config_mod.ConfigError("GRPO samples a group per prompt: gen.temperature must be > 0")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(cfg.train.seed)
+    out = Path(cfg.train.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config_mod.save(cfg, out / "config.yaml")
+    t_start = time.perf_counter()
+    task = resolve(cfg.grpo.task, **cfg.grpo.task_args)
+    loaded, ref_model, folded = build(cfg)
+    if cfg.train.gradient_checkpointing:
+        io.enable_gradient_checkpointing(loaded.model)
+    train_set, held, report = prompts(cfg, task, loaded)
+    if accelerator.is_main_process:
+        print(f"grpo ({estimator}): task {cfg.grpo.task}, prompts {report}")
+    policy = accelerator.prepare(PrefixLM(loaded.model))
+    reference = PrefixLM(ref_model).to(accelerator.device) if ref_model is not None else None
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    g, tc = cfg.grpo, cfg.train
+    per_rank = g.prompts_per_step
+    total = tc.max_steps or max(
+        1, math.ceil(tc.epochs * len(train_set) / per_rank / accelerator.num_processes)
+    )
+    ckpts = out / "checkpoints"
+    start = loop._resume(ckpts, policy, opt) if tc.resume else 0
+    log = loop.MetricsLog(out, start, enabled=accelerator.is_main_process)
+    greedy = Sampling(cfg.gen.max_new_tokens, temperature=0.0)
+
+    def evaluate() -> dict:
+        ev = evaluate_task(loaded, task, g.eval_size, greedy, held if cfg.data.specs() else None)
+        return {f"eval_{k}": v for k, v in ev.items()}
+
+    if start == 0 and g.eval_size:
+        log.write({"step": 0, **evaluate()})
+    bar = tqdm(
+        total=total, initial=start, desc=estimator, unit="step", disable=not accelerator.is_main_process
+    )
+    ref_ctx = _reference_context(loaded.model, reference, g.beta, loaded.dtype, accelerator.device)
+    for step in range(start, total):
+        for group in opt.param_groups:
+            group["lr"] = loop.lr_at(step, total, tc)
+        world, rank = accelerator.num_processes, accelerator.process_index
+        idx = step_prompts(len(train_set), per_rank * world, tc.seed, step)[rank::world]
+        t0 = time.perf_counter()
+        ro = rollout(loaded, task, [train_set[i] for i in idx], cfg, estimator)
+        t1 = time.perf_counter()
+        micro = group_batches(ro, loaded.tokenizer.pad_token_id, accelerator.device)
+        ref = logps_of(reference or policy, micro, cfg.gen.temperature, ref_ctx) if ref_ctx else None
+        train_ctx = lambda: autocast(loaded.dtype, accelerator.device)  # noqa: E731
+        old = logps_of(policy, micro, cfg.gen.temperature, train_ctx) if g.epochs > 1 else None
+        stats = update(policy, opt, micro, old, ref, cfg, accelerator, params, loaded.dtype)
+        done = step + 1
+        row = {"step": done, **step_metrics(ro, accelerator), **stats, "lr": opt.param_groups[0]["lr"]}
+        row.update(gen_s=round(t1 - t0, 2), train_s=round(time.perf_counter() - t1, 2))
+        bar.update(1)
+        bar.set_postfix(
+            reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}", kl=f"{row.get('kl', 0):.4f}"
+        )
+        evaluated = g.eval_size and ((tc.eval_every and done % tc.eval_every == 0) or done == total)
+        if evaluated:
+            row.update(evaluate())
+        if evaluated or done % tc.log_every == 0 or done == total:
+            log.write(row)
+        if tc.save_every and done % tc.save_every == 0 and done < total:
+            loop._checkpoint(ckpts, done, policy, opt, tc.keep_last, accelerator)
+    bar.close()
+    return _save(out, loaded, cfg, folded, report, log.rows, t_start, stage, accelerator)
+
+
+def _reference_context(lm, reference, beta: float, dtype, device):
+    """How to compute reference log-probs: the policy with adapters off (LoRA) or a separate model; None when
+    beta = 0, which skips that forward (a third of a step's compute on a CPU) and leaves KL unlogged."""
+    if beta == 0:
+        return None
+
+    @contextlib.contextmanager
+    def ctx():
+        with (
+            autocast(dtype, device),
+            io.unwrap(lm).disable_adapter() if reference is None else contextlib.nullcontext(),
+        ):
+            yield
+
+    return ctx
+
+
+def _save(out, loaded, cfg, folded, report, rows, t_start, stage, accelerator) -> Path:
+    final = out / "final"
+    if accelerator.is_main_process:
+        # a folded start's base exists only in memory, so the result is saved merged (full weights)
+        io.save(final, loaded, merge=folded)
+        if cfg.train.merge_lora and cfg.lora.r > 0 and not folded:
+            io.save(out / "merged", loaded, merge=True)
+        evals = [r for r in rows if "eval_accuracy" in r]
+        summary = {
+            "stage": stage,
+            "seconds": round(time.perf_counter() - t_start, 1),
+            "prompts": report,
+            "first": evals[0] if evals else {},
+            "last": rows[-1] if rows else {},
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    accelerator.wait_for_everyone()
+    return final

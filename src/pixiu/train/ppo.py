@@ -1,0 +1,315 @@
+"""PPO from prompts (`pixiu train ppo`): InstructGPT's third stage, https://arxiv.org/abs/2203.02155.
+
+One PPO step: sample one reply per prompt with the policy (`engine.sample`), score the replies (reward model
+and/or reward function), compute log-probs, reference log-probs and values (rollout.py), turn scores and the
+per-token KL penalty into GAE advantages, then run `ppo_epochs` passes of clipped policy and value updates over
+minibatches (plus PPO-ptx when asked). With LoRA every model is an adapter on one base (actors.py).
+
+Dropout stays off (eval mode) throughout: the rollout's log-probs must equal the first update's, so the ratio
+starts at exactly 1. The batch order, sampling seed and minibatch shuffle are pure functions of (seed, step),
+and the KL coefficient and reward statistics travel in the checkpoint, so a resumed run matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from pixiu import config as config_mod
+from pixiu import losses
+from pixiu.chat.messages import Conversation
+from pixiu.config import ConfigError, RunConfig
+from pixiu.data import DataError, load_data
+from pixiu.data.collate import collate, fit, plan
+from pixiu.data.records import Prompt
+from pixiu.data.tasks import reward_fn
+from pixiu.engine import Sampling, sample
+from pixiu.model import io
+from pixiu.model.forward import token_logps
+from pixiu.train import loop
+from pixiu.train.actors import CRITIC, REWARD, Actors, build
+from pixiu.train.loop import MetricsLog, Rows, checkpoint_state, lr_at
+from pixiu.train.rollout import (
+    Rollout,
+    RunningMoments,
+    adapt_kl,
+    autocast,
+    experience,
+    gae,
+    reply_rows,
+    scaled,
+    to_device,
+    token_rewards,
+    whiten,
+)
+
+
+def run(cfg: RunConfig, stage: str = "ppo") -> Path:
+    """Train the policy and save `output_dir/final` (adapter or full weights); returns that path."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator.num_processes > 1:
+        raise ConfigError("PPO runs in one process for now; start it without `accelerate launch`/torchrun")
+    if not (cfg.ppo.reward_model or cfg.ppo.reward_fn):
+        raise ConfigError(
+            "PPO needs a reward: set ppo.reward_model (a `pixiu train rm` output), ppo.reward_fn, or both"
+        )
+    set_seed(cfg.train.seed)
+    out = Path(cfg.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_mod.save(cfg, out / "config.yaml")
+    t0 = time.perf_counter()
+    data = load_data(cfg.data, want=Prompt)  # bad data fails before the models load
+    fn = reward_fn(cfg.ppo.reward_fn) if cfg.ppo.reward_fn else None
+    actors, loaded, merged = build(cfg)
+    actors.to(accelerator.device).eval()
+    prompts, report = fit_prompts(data.train, loaded.template, cfg.data.max_len, cfg.gen.max_new_tokens)
+    report["skipped_rows"] = data.skipped
+    ptx = ptx_rows(cfg, loaded) if cfg.ppo.ptx_coef > 0 else None
+    models = "one base + adapters" if actors.shared else "separate models"
+    print(
+        f"ppo: {report['prompts']} prompts ({report['too_long']} skipped: longer than data.max_len minus "
+        f"gen.max_new_tokens); {models}"
+    )
+    trainer = Trainer(actors, loaded, cfg, fn, ptx, accelerator)
+    history = trainer.fit(prompts, out)
+    final = save_policy(out, actors, loaded, merged, cfg)
+    summary = {
+        "stage": stage,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "models": models,
+        "data": report,
+        "first": history[0] if history else {},
+        "last": history[-1] if history else {},
+        "time": trainer.seconds,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return final
+
+
+def fit_prompts(records: list[Prompt], template, max_len: int, max_new: int) -> tuple[list, dict]:
+    """Keep prompts whose rendering leaves room for max_new reply tokens within max_len; count the rest."""
+    kept = [r.prompt for r in records if len(template.prompt_ids(r.prompt)) + max_new <= max_len]
+    if not kept:
+        raise DataError(
+            f"no prompt fits data.max_len={max_len} with gen.max_new_tokens={max_new} of reply room"
+        )
+    return kept, {"records": len(records), "prompts": len(kept), "too_long": len(records) - len(kept)}
+
+
+def ptx_rows(cfg: RunConfig, loaded: io.Loaded) -> Rows:
+    """PPO-ptx data: SFT conversations from ppo.ptx_path, rendered like the SFT stage."""
+    dc = dataclasses.replace(
+        cfg.data, path=cfg.ppo.ptx_path, datasets=[], eval_path="", eval_size=0, max_samples=0
+    )
+    records = load_data(dc, want=Conversation).train
+    samples, _ = fit(
+        [loaded.template.render(c, cfg.data.train_on) for c in records], cfg.data.max_len, "truncate"
+    )
+    if not samples:
+        raise DataError(f"{cfg.ppo.ptx_path}: no PPO-ptx sample with a target token")
+    return Rows([[s] for s in samples], loaded.tokenizer.pad_token_id, cfg.train.batch_size, cfg.data.seed)
+
+
+class Trainer:
+    """The PPO loop: rollouts, updates, metrics, checkpoints. Holds what the steps share, nothing more."""
+
+    def __init__(self, actors: Actors, loaded: io.Loaded, cfg: RunConfig, fn, ptx: Rows | None, accelerator):
+        self.actors, self.loaded, self.cfg, self.fn, self.ptx = actors, loaded, cfg, fn, ptx
+        self.accelerator = accelerator
+        self.pad = loaded.tokenizer.pad_token_id
+        self.temperature = cfg.gen.temperature if cfg.gen.temperature > 0 else 1.0
+        self.params = actors.trained_parameters()
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.kl_coef = cfg.ppo.kl_coef
+        self.moments = RunningMoments()
+        self.seconds = dict.fromkeys(("gen_s", "score_s", "exp_s", "train_s"), 0.0)  # this process's totals
+
+    def fit(self, prompts: list[Conversation], out: Path) -> list[dict]:
+        cfg = self.cfg
+        per_epoch = math.ceil(len(prompts) / cfg.ppo.rollout_prompts)
+        total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
+        ckpts = out / "checkpoints"
+        start = loop._resume(ckpts, self.actors, self.opt) if cfg.train.resume else 0
+        if start:
+            extra = checkpoint_state(ckpts)["extra"]
+            self.kl_coef, self.moments = extra["kl_coef"], RunningMoments(**extra["moments"])
+        log = MetricsLog(out, start, enabled=True)
+        bar = tqdm(total=total, initial=start, desc="ppo", unit="step")
+        for step in range(start, total):
+            epoch, within = divmod(step, per_epoch)
+            idx = plan([0] * len(prompts), cfg.ppo.rollout_prompts, cfg.data.seed, epoch, False)[within]
+            row = self.step(step, total, [prompts[i] for i in idx])
+            self.seconds = {k: round(v + row[k], 3) for k, v in self.seconds.items()}
+            if (step + 1) % cfg.train.log_every == 0 or step + 1 == total:
+                log.write(row)
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.2f}")
+            if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0 and step + 1 < total:
+                extra = {"kl_coef": self.kl_coef, "moments": dataclasses.asdict(self.moments)}
+                loop._checkpoint(
+                    ckpts, step + 1, self.actors, self.opt, cfg.train.keep_last, self.accelerator, extra
+                )
+        bar.close()
+        return log.rows
+
+    def step(self, step: int, total: int, convs: list[Conversation]) -> dict:
+        """One PPO step: rollouts, scores, experience, updates -> the metrics row."""
+        cfg, t = self.cfg, [time.perf_counter()]
+        gen = cfg.gen
+        sampling = Sampling(
+            gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k, seed=cfg.train.seed * 1_000_003 + step
+        )
+        with self.actors.use("policy"):
+            samples = sample(self.actors.lm, self.loaded.tokenizer, self.loaded.template, convs, sampling)
+        t.append(time.perf_counter())
+        scores, parts = self.score(convs, samples)
+        t.append(time.perf_counter())
+        ro = self.rollout(samples, scores)
+        t.append(time.perf_counter())
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(step, total, cfg.train)
+        stats = self.update(ro, random.Random(cfg.train.seed * 1_000_003 + step), step)
+        t.append(time.perf_counter())
+        kl = float(((ro.logps - ro.ref_logps) * ro.mask).sum(1).mean())  # nats per reply
+        row = {
+            "step": step + 1,
+            "reward": float(scores.mean()),
+            "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
+            **parts,
+            "kl": kl,
+            "kl_coef": self.kl_coef,
+            **stats,
+            "response_length": float(ro.lengths.float().mean()),
+            "finished": sum(s.finished for s in samples) / len(samples),
+            "empty_replies": sum(not s.text for s in samples),
+            "lr": self.opt.param_groups[0]["lr"],
+            **{k: round(b - a, 3) for k, a, b in zip(("gen_s", "score_s", "exp_s", "train_s"), t, t[1:])},
+        }
+        if cfg.ppo.adaptive_kl:
+            self.kl_coef = adapt_kl(self.kl_coef, kl, cfg.ppo.target_kl)
+        return row
+
+    def score(self, convs: list[Conversation], samples) -> tuple[torch.Tensor, dict]:
+        """(B,) raw reward: reward-model score + reward-function value; and their means when both are set."""
+        cfg, answered = self.cfg, [c.add("assistant", s.text) for c, s in zip(convs, samples)]
+        parts, total = {}, torch.zeros(len(samples))
+        if self.actors.reward is not None:
+            rm = torch.tensor(self.actors.scores(answered, self.loaded.tokenizer, cfg.train.batch_size, 0))
+            total, parts["rm_score"] = total + rm, float(rm.mean())
+        if self.fn is not None:
+            fn = torch.tensor([float(self.fn(c, s.text)) for c, s in zip(convs, samples)])
+            total, parts["fn_reward"] = total + fn, float(fn.mean())
+        return total, parts if len(parts) > 1 else {}
+
+    def rollout(self, samples, scores: torch.Tensor) -> Rollout:
+        cfg = self.cfg.ppo
+        rows = reply_rows(samples)
+        logps, ref_logps, values = experience(
+            self.actors, rows, self.pad, self.cfg.train.batch_size, self.temperature, self.loaded.dtype
+        )
+        mask = torch.nn.utils.rnn.pad_sequence(
+            [torch.ones(len(s.reply_ids)) for s in samples], batch_first=True
+        )
+        normed = scores
+        if cfg.whiten_rewards:
+            self.moments.update(scores)
+            normed = self.moments.normalise(scores)
+        rewards = token_rewards(normed, logps, ref_logps, mask, self.kl_coef)
+        advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+        return Rollout(
+            rows, mask, logps, ref_logps, values, scores, rewards, whiten(advantages, mask), returns
+        )
+
+    def update(self, ro: Rollout, rng: random.Random, step: int) -> dict:
+        """ppo_epochs passes of minibatch updates; -> token-averaged losses, entropy, clip fraction."""
+        cfg, mb = self.cfg, self.cfg.ppo.minibatch
+        sums, n_updates, norms = defaultdict(float), 0, []
+        for _ in range(cfg.ppo.ppo_epochs):
+            order = rng.sample(range(len(ro.rows)), len(ro.rows))
+            for start in range(0, len(order), mb):
+                idx = order[start : start + mb]
+                n_tok = float(ro.mask[idx].sum())
+                for i in range(0, len(idx), cfg.train.batch_size):
+                    self.micro_step(ro, idx[i : i + cfg.train.batch_size], n_tok, sums)
+                if self.ptx is not None:
+                    sums["ptx_loss"] += self.ptx_step(step, n_updates)
+                norms.append(loop._clip(self.accelerator, self.params, cfg.train.max_grad_norm))
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                n_updates += 1
+        tokens = sums.pop("tokens")
+        out = {k: v / tokens for k, v in sums.items() if k != "ptx_loss"}
+        if self.ptx is not None:
+            out["ptx_loss"] = sums["ptx_loss"] / n_updates
+        return {**out, "grad_norm": sum(norms) / len(norms), "updates": n_updates}
+
+    def micro_step(self, ro: Rollout, idx: list[int], n_tok: float, sums: dict) -> None:
+        """Policy then critic forward + backward on rows idx; losses divided by the minibatch's reply tokens.
+        Two backward passes keep one forward's activations alive at a time (the critic is a second forward)."""
+        cfg, actors = self.cfg.ppo, self.actors
+        device = next(actors.parameters()).device
+        batch = to_device(collate([[ro.rows[i]] for i in idx], self.pad), device)
+        m = ro.mask[idx].bool()
+        old, adv = ro.logps[idx][m].to(device), ro.advantages[idx][m].to(device)
+        with autocast(device, self.loaded.dtype):
+            logits, targets = actors.policy_logits(batch)
+            logits = scaled(logits, self.temperature)
+            logp = token_logps(logits, targets)
+            policy = losses.ppo_policy(logp, old, adv, cfg.clip)
+            if cfg.entropy_coef > 0:
+                ent = losses.entropy(logits).sum()
+            else:  # only logged: no graph, and in slices, so no extra (N, V) fp32 copies at once
+                with torch.no_grad():
+                    ent = sum(losses.entropy(c).sum() for c in logits.detach().split(256))
+        ((policy - cfg.entropy_coef * ent) / n_tok).backward()
+        ratio = torch.exp(logp.detach() - old)
+        del logits
+        with autocast(device, self.loaded.dtype):
+            values = actors.values(batch)
+            value = losses.ppo_value(
+                values, ro.values[idx][m].to(device), ro.returns[idx][m].to(device), cfg.value_clip
+            )
+        (cfg.vf_coef * value / n_tok).backward()
+        sums["policy_loss"] += policy.item()
+        sums["value_loss"] += value.item()
+        sums["entropy"] += ent.item()
+        sums["clip_frac"] += float(((ratio - 1).abs() > cfg.clip).sum())
+        sums["tokens"] += float(m.sum())
+
+    def ptx_step(self, step: int, update: int) -> float:
+        """PPO-ptx (InstructGPT eq. 2's γ term): ptx_coef x the SFT loss of one batch, backward; -> that loss."""
+        plan_ = self.ptx.epoch(step, 1)  # a fresh order each PPO step, a pure function of (seed, step)
+        idx = plan_[update % len(plan_)]
+        device = next(self.actors.parameters()).device
+        batch = to_device(self.ptx.batch(idx), device)
+        with autocast(device, self.loaded.dtype):
+            loss = losses.sft(*self.actors.policy_logits(batch)) / max(self.ptx.n_targets(idx), 1)
+        (self.cfg.ppo.ptx_coef * loss).backward()
+        return loss.item()
+
+
+def save_policy(out: Path, actors: Actors, loaded: io.Loaded, merged: bool, cfg: RunConfig) -> Path:
+    """The policy alone, like sft.py: its adapter over the base (other adapters dropped first), or full weights.
+    A policy whose start was an adapter folded in memory is saved merged: that base exists nowhere on disk."""
+    lm = actors.lm
+    if actors.shared:
+        lm.set_adapter("default")
+        for name in (CRITIC, REWARD):
+            if name in lm.peft_config:
+                lm.delete_adapter(name)
+    policy = dataclasses.replace(loaded, model=lm)
+    final = io.save(out / "final", policy, merge=merged)
+    if cfg.train.merge_lora and actors.shared and not merged:
+        io.save(out / "merged", policy, merge=True)
+    return final
