@@ -9,7 +9,7 @@ reward model can see in the text, and that a sampling SFT policy also produces, 
   rude      a dismissive or evasive non-answer
 Files (each row also names the family, the language and the flaw, for per-kind evaluation):
   pairs.jsonl           {prompt, chosen, rejected}: the good reply against one flawed one
-  rankings.jsonl        {prompt, responses} best first (K = 4): good > rambling or language > wrong > rude
+  rankings.jsonl        {prompt, responses} best first: good > rambling > language > rude (K = 4, or 3)
   prompts.jsonl         {prompt}: PPO's prompts
   heldout_prompts.jsonl {prompt}: evaluation prompts; no question here appears in any other file
   heldout_pairs.jsonl   pairs on the held-out prompts: the reward model's held-out accuracy
@@ -153,13 +153,13 @@ def pair_rows(drawn, per_prompt=1):
 
 
 def ranking_rows(drawn):
+    """good > rambling > language > rude: right answers first, the one a reader can still use before the one
+    in a language they may not read; a refusal last. (Wrong answers stay in pairs: a ranking that put a fluent
+    wrong answer above a right but long one would teach a small reward model that length is good.)"""
     rows = []
     for name, lang, q, replies in drawn:
-        second = r.choice([k for k in ("rambling", "language") if k in replies])
-        kinds = ["good", second, "wrong", "rude"] if "wrong" in replies else ["good", second, "rude"]
-        rows.append(
-            dict(prompt=q, responses=[replies[k] for k in kinds], family=name, lang=lang, kinds=kinds)
-        )
+        kinds = [k for k in ("good", "rambling", "language", "rude") if k in replies]
+        rows.append(dict(prompt=q, responses=[replies[k] for k in kinds], family=name, lang=lang, kinds=kinds))
     return rows
 
 

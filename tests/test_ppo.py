@@ -251,6 +251,7 @@ def test_lora_one_base_only_policy_and_critic_adapters_change(tmp_path, tiny_mod
     }
     assert changed == trained  # every policy/critic weight moved; base and reward adapter did not
     assert {"rm_score", "fn_reward", "ptx_loss"} <= rows[-1].keys() and rows[-1]["kl_coef"] != 0.05
+    assert rows[-1]["kl"] != 0  # the reference (adapters off) is not the trained policy
     batch = collate([[r] for r in reply_rows(_samples(loaded, prompts[:2]))], loaded.tokenizer.pad_token_id)
     with torch.no_grad():
         want = actors.policy_logits(batch)[0]
@@ -261,6 +262,25 @@ def test_lora_one_base_only_policy_and_critic_adapters_change(tmp_path, tiny_mod
     with torch.no_grad():
         got = TargetLM(reloaded.model)(batch)[0]
     torch.testing.assert_close(got, want)
+
+
+def test_adapter_start_is_folded_so_the_reference_is_the_sft_model(tmp_path, tiny_model_dir, reward_model):
+    """An unmerged SFT adapter as the start: folded into its base, so the reference (adapters off) is the SFT
+    model and the first rollout's KL is 0; the RM, recorded over the raw base, runs as its own model; the policy
+    is saved merged (its base exists only in memory)."""
+    sft = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"), LoraConfig(r=4), for_training=True)
+    with torch.no_grad():
+        for n, p in sft.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    start = io.save(tmp_path / "sft", sft)
+    cfg = make_cfg(tmp_path, start, "--lora.r=4", "--train.max_steps=1", f"--ppo.reward_model={reward_model}")
+    actors, _, merged = build(cfg)
+    assert merged and actors.shared and actors.reward.lm is not actors.lm
+    final = ppo.run(cfg)
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert row["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert (final / "model.safetensors").exists() and not io.read_meta(str(final)).get("adapter")
 
 
 def _samples(loaded, convs):
