@@ -26,6 +26,7 @@ Run from the repository root; it prints a markdown table and writes bench/result
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -84,7 +85,8 @@ def run_pixiu(a, work: Path) -> dict:
     cfg = config.load(None, ["--" + o for o in overrides.split()])
     t0 = time.perf_counter()
     final = rm.run(cfg)
-    train_wall = time.perf_counter() - t0
+    train_wall, train_rss = time.perf_counter() - t0, peak_rss_mib()
+    gc.collect()  # the trained model is unreachable once run() returns; free it before the reload below
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = {r["step"]: r for r in logged if "tokens_per_s" in r}
     # The batch plan is a pure function of (lengths, seed, epoch): replaying it gives each step's tokens and pairs.
@@ -109,6 +111,7 @@ def run_pixiu(a, work: Path) -> dict:
         "train_pairs": report.groups, "dropped_pairs": report.skipped, "steps": len(steps),
         "tokens": sum(tokens.values()), "pairs": sum(len(batches[s - 1]) for s in timed), "seconds": seconds,
         "train_wall_s": train_wall, "eval_s": eval_s, "eval_tokens": eval_tokens, "trainable": trainable,
+        "peak_rss_train_mib": train_rss,
         "first_loss": steps[1]["loss"], "last_loss": steps[len(steps)]["loss"],
     }  # fmt: skip
 
@@ -171,7 +174,7 @@ def run_trl(a, work: Path) -> dict:
     trainer = RewardTrainer(model_dir, args, collate, data, processing_class=tok, peft_config=lora)
     trainer.add_callback(StepTimer())
     trainer.train()
-    train_wall = time.perf_counter() - t0
+    train_wall, train_rss = time.perf_counter() - t0, peak_rss_mib()
     model = trainer.model.eval()
     held = json.loads((work / "eval.json").read_text())
     seqs = [ids(p["prompt"], reply) for p in held for reply in (p["chosen"], p["rejected"])]
@@ -187,6 +190,7 @@ def run_trl(a, work: Path) -> dict:
         "seconds": sum(times[1:steps]), "train_wall_s": train_wall, "eval_s": eval_s,
         "eval_tokens": sum(map(len, seqs)), "first_loss": losses[0], "last_loss": losses[-1],
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "peak_rss_train_mib": train_rss,
     }  # fmt: skip
 
 
@@ -209,14 +213,17 @@ def score_trl(model, seqs: list[list[int]], pad: int, batch: int, dtype: str) ->
     return out
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def child(a) -> None:
     import torch
 
     torch.set_num_threads(a.threads)
     load0 = os.getloadavg()[0]
     out = (run_pixiu if a.one == "pixiu" else run_trl)(a, Path(a.work))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    out.update(framework=a.one, peak_rss_mib=rss, threads=torch.get_num_threads())
+    out.update(framework=a.one, peak_rss_mib=peak_rss_mib(), threads=torch.get_num_threads())
     out.update(tokens_per_s=out["tokens"] / out["seconds"], pairs_per_s=out["pairs"] / out["seconds"])
     out.update(load_start=load0, load_end=os.getloadavg()[0])
     print("RESULT " + json.dumps(out))
@@ -277,7 +284,8 @@ def report(a, p: dict, t: dict, command: str) -> str:
         row("held-out mean margin r_c - r_r", "margin", ".3f", ratio=False),
         row("train tokens/s (steps 2..N)", "tokens_per_s", ".1f"),
         row("train pairs/s (steps 2..N)", "pairs_per_s", ".3f"),
-        row("peak RSS MiB", "peak_rss_mib", ".0f"),
+        row("peak RSS MiB, training (at its end)", "peak_rss_train_mib", ".0f"),
+        row("peak RSS MiB, whole side (with scoring)", "peak_rss_mib", ".0f"),
         row("train pairs used", "train_pairs", "d", ratio=False),
         row("train pairs dropped (a reply > max_len)", "dropped_pairs", "d", ratio=False),
         row("optimizer steps", "steps", "d", ratio=False),

@@ -193,7 +193,7 @@ def run(pipe: PipelineConfig, shared: dict, stages: list[Stage]) -> dict:
     for i, stage in enumerate(stages, 1):
         cfg = stage_config(stage, shared, state, out)
         print(f"\n== pipeline stage {i}/{len(stages)}: {stage.name} ({stage.kind}) -> {cfg.train.output_dir}")
-        output, seconds, skipped = run_stage(stage, cfg)
+        output, seconds, skipped = run_stage(stage, cfg, out)
         if not skipped:
             state.ran.append(stage.name)
         state.stages.append(
@@ -208,17 +208,18 @@ def run(pipe: PipelineConfig, shared: dict, stages: list[Stage]) -> dict:
     return route.evaluate(pipe.eval, state, out)
 
 
-def run_stage(stage: Stage, cfg: RunConfig) -> tuple[str, float, bool]:
+def run_stage(stage: Stage, cfg: RunConfig, out: Path) -> tuple[str, float, bool]:
     """(output path, wall seconds, skipped). Skips a finished stage, resumes an interrupted one."""
     run_dir = Path(cfg.train.output_dir)
     done = _read_done(run_dir)
-    resolved = _comparable(cfg)
-    if done is not None and Path(done["output"]).exists():
-        _same_config(stage, done["config"], resolved, "finished")
-        print(f"finished earlier in {done['seconds']:.0f} s: skipped ({done['output']})")
-        return done["output"], done["seconds"], True
+    resolved = _comparable(cfg, out)
+    if done is not None and (out / done["output"]).exists():
+        _same_config(stage, done["config"], resolved, "finished", run_dir)
+        print(f"finished earlier in {done['seconds']:.0f} s: skipped ({out / done['output']})")
+        return str(out / done["output"]), done["seconds"], True
     if (run_dir / "config.yaml").exists():
-        _same_config(stage, _comparable(config.load(run_dir / "config.yaml")), resolved, "started")
+        started = _comparable(config.load(run_dir / "config.yaml"), out)
+        _same_config(stage, started, resolved, "started", run_dir)
         print("interrupted earlier: resuming from its last checkpoint")
         cfg.train.resume = True
     module = importlib.import_module(_stage_module(stage.kind))
@@ -228,7 +229,12 @@ def run_stage(stage: Stage, cfg: RunConfig) -> tuple[str, float, bool]:
     gc.collect()  # each stage loads its own models; drop them before the next one loads
     # A policy saved merged as well is the next stage's base: adapters then stack on a full model.
     output = run_dir / "merged" if (run_dir / "merged" / "config.json").exists() else final
-    marker = {"stage": stage.kind, "output": str(output), "seconds": seconds, "config": resolved}
+    marker = {
+        "stage": stage.kind,
+        "output": str(output.relative_to(out)),
+        "seconds": seconds,
+        "config": resolved,
+    }
     tmp = run_dir / (DONE + ".tmp")
     tmp.write_text(json.dumps(marker, indent=2, ensure_ascii=False))
     tmp.rename(run_dir / DONE)
@@ -247,20 +253,31 @@ def _read_done(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _comparable(cfg: RunConfig) -> dict:
-    """The config as compared between runs: train.resume is how a run starts, not what it computes."""
-    values = config.to_dict(cfg)
+def _comparable(cfg: RunConfig, out: Path) -> dict:
+    """The config as compared between runs. train.resume is how a run starts, not what it computes; paths
+    inside the output directory are kept relative to it, so a moved run directory still matches."""
+    values = json.loads(json.dumps(config.to_dict(cfg)))  # tuples and the like as JSON reads them back
     values["train"]["resume"] = False
-    return json.loads(json.dumps(values))  # tuples and the like as JSON reads them back
+    return _relative(values, str(out).rstrip("/") + "/")
 
 
-def _same_config(stage: Stage, before: dict, now: dict, what: str) -> None:
+def _relative(value, root: str):
+    if isinstance(value, dict):
+        return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, root) for v in value]
+    return (
+        "{output_dir}/" + value[len(root) :] if isinstance(value, str) and value.startswith(root) else value
+    )
+
+
+def _same_config(stage: Stage, before: dict, now: dict, what: str, run_dir: Path) -> None:
     changed = _diff(before, now)
     if changed:
         lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in changed[:10])
         raise ConfigError(
             f"stage {stage.name} {what} with a different config:\n{lines}\n"
-            f"delete {now['train']['output_dir']} to run it again with the new config, or restore the old one"
+            f"delete {run_dir} to run it again with the new config, or restore the old one"
         )
 
 

@@ -4,7 +4,8 @@ Each step samples grpo.group_size replies to each of grpo.prompts_per_step promp
 (engine.sample), scores them with the task, and turns each group's rewards into advantages against the group's
 own baseline: mean and std (GRPO) or the leave-one-out mean (RLOO). The policy then takes grpo.epochs clipped
 policy-gradient steps over the reply tokens, with an optional k3 KL penalty to the reference; with LoRA the
-reference is the same weights with the adapters off, so there is one copy of the model.
+reference is the same weights with the adapters off, so there is one copy of the model. A group's K replies share
+one forward of their prompt (`PrefixLM`), so a forward is one group and train.batch_size is not used here.
 
 The lr schedule, metrics.jsonl, checkpoints and resume are the training loop's (train/loop.py). A step's prompts
 are a pure function of (seed, step) and the checkpoint carries the torch RNG that sampling draws from, so a
@@ -173,23 +174,23 @@ def logps_of(policy, groups: list[GroupBatch], temperature: float, ctx) -> list[
 # ---------------------------------------------------------------- the step
 
 
-def update(policy, opt, micro, old, ref, cfg: RunConfig, accelerator, params, dtype) -> dict:
-    """grpo.epochs optimizer steps over the step's micro-batches; the loss is normalised by the reply tokens of
-    the whole step (all processes), so micro-batching and data parallelism do not change the update."""
+def update(policy, opt, groups, old, ref, cfg: RunConfig, accelerator, params, dtype) -> dict:
+    """grpo.epochs optimizer steps over the step's groups (one forward each); the loss is normalised by the reply
+    tokens of the whole step (all processes), so splitting into groups and processes does not change the update."""
     world, g = accelerator.num_processes, cfg.grpo
-    n_local = sum(len(b.advantages) for b in micro)
+    n_local = sum(len(b.advantages) for b in groups)
     n_step = int(accelerator.reduce(torch.tensor(n_local), "sum").item())
     temperature = cfg.gen.temperature
     sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
     for _ in range(g.epochs):
-        for i, batch in enumerate(micro):
-            sync = i == len(micro) - 1
+        for i, batch in enumerate(groups):
+            sync = i == len(groups) - 1
             adv = batch.advantages
             with contextlib.nullcontext() if sync else accelerator.no_sync(policy):
                 with autocast(dtype, adv.device):
                     logits, targets = policy(batch)
                 logps = token_logps(logits / temperature, targets)
-                old_i = old[i] if old else logps.detach()  # one update per rollout: π_old is π itself
+                old_i = old[i] if old else logps.detach()
                 ref_i = ref[i] if ref else None
                 loss = losses.grpo(logps, old_i, adv, ref_i, g.clip, g.beta)
                 accelerator.backward(loss * (world / max(n_step, 1)))
@@ -305,6 +306,25 @@ def prompts(cfg: RunConfig, task: Task, loaded: io.Loaded) -> tuple[list[Example
     return train, held, report
 
 
+def one_step(
+    loaded, policy, ref_logps, opt, params, task, batch, cfg: RunConfig, estimator, accelerator
+) -> dict:
+    """Rollouts for this process's prompts, then grpo.epochs updates -> the step's metrics."""
+    t0 = time.perf_counter()
+    ro = rollout(loaded, task, batch, cfg, estimator)
+    t1 = time.perf_counter()
+    groups = group_batches(ro, loaded.tokenizer.pad_token_id, accelerator.device)
+    temperature = cfg.gen.temperature
+    ref = ref_logps(groups) if ref_logps else None
+    if cfg.grpo.epochs > 1:
+        old = logps_of(policy, groups, temperature, lambda: autocast(loaded.dtype, accelerator.device))
+    else:
+        old = None  # one update per rollout: π_old is π itself, taken detached in `update`
+    stats = update(policy, opt, groups, old, ref, cfg, accelerator, params, loaded.dtype)
+    return {**step_metrics(ro, accelerator), **stats, "gen_s": round(t1 - t0, 2),
+            "train_s": round(time.perf_counter() - t1, 2)}  # fmt: skip
+
+
 # ---------------------------------------------------------------- the stage
 
 
@@ -335,9 +355,8 @@ def run(cfg: RunConfig, stage: str = "grpo") -> Path:
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     g, tc = cfg.grpo, cfg.train
-    per_rank = g.prompts_per_step
     total = tc.max_steps or max(
-        1, math.ceil(tc.epochs * len(train_set) / per_rank / accelerator.num_processes)
+        1, math.ceil(tc.epochs * len(train_set) / g.prompts_per_step / accelerator.num_processes)
     )
     ckpts = out / "checkpoints"
     start = loop._resume(ckpts, policy, opt) if tc.resume else 0
@@ -353,27 +372,20 @@ def run(cfg: RunConfig, stage: str = "grpo") -> Path:
     bar = tqdm(
         total=total, initial=start, desc=estimator, unit="step", disable=not accelerator.is_main_process
     )
-    ref_ctx = _reference_context(loaded.model, reference, g.beta, loaded.dtype, accelerator.device)
+    ref_logps = _reference(policy, reference, cfg, loaded.dtype, accelerator.device)
     for step in range(start, total):
         for group in opt.param_groups:
             group["lr"] = loop.lr_at(step, total, tc)
         world, rank = accelerator.num_processes, accelerator.process_index
-        idx = step_prompts(len(train_set), per_rank * world, tc.seed, step)[rank::world]
-        t0 = time.perf_counter()
-        ro = rollout(loaded, task, [train_set[i] for i in idx], cfg, estimator)
-        t1 = time.perf_counter()
-        micro = group_batches(ro, loaded.tokenizer.pad_token_id, accelerator.device)
-        ref = logps_of(reference or policy, micro, cfg.gen.temperature, ref_ctx) if ref_ctx else None
-        train_ctx = lambda: autocast(loaded.dtype, accelerator.device)  # noqa: E731
-        old = logps_of(policy, micro, cfg.gen.temperature, train_ctx) if g.epochs > 1 else None
-        stats = update(policy, opt, micro, old, ref, cfg, accelerator, params, loaded.dtype)
-        done = step + 1
-        row = {"step": done, **step_metrics(ro, accelerator), **stats, "lr": opt.param_groups[0]["lr"]}
-        row.update(gen_s=round(t1 - t0, 2), train_s=round(time.perf_counter() - t1, 2))
+        idx = step_prompts(len(train_set), g.prompts_per_step * world, tc.seed, step)[rank::world]
+        row = {"step": step + 1, **one_step(loaded, policy, ref_logps, opt, params, task, [train_set[i] for i in idx],
+                                             cfg, estimator, accelerator)}  # fmt: skip
+        row["lr"] = opt.param_groups[0]["lr"]
         bar.update(1)
         bar.set_postfix(
             reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}", kl=f"{row.get('kl', 0):.4f}"
         )
+        done = step + 1
         evaluated = g.eval_size and ((tc.eval_every and done % tc.eval_every == 0) or done == total)
         if evaluated:
             row.update(evaluate())
@@ -385,21 +397,20 @@ def run(cfg: RunConfig, stage: str = "grpo") -> Path:
     return _save(out, loaded, cfg, folded, report, log.rows, t_start, stage, accelerator)
 
 
-def _reference_context(lm, reference, beta: float, dtype, device):
-    """How to compute reference log-probs: the policy with adapters off (LoRA) or a separate model; None when
-    beta = 0, which skips that forward (a third of a step's compute on a CPU) and leaves KL unlogged."""
-    if beta == 0:
+def _reference(policy, reference, cfg: RunConfig, dtype, device):
+    """groups -> (N,) reference log-probs per group: the policy with adapters off (LoRA) or a separate model.
+    None when beta = 0, which skips that forward (a third of a step's compute on a CPU) and leaves KL unlogged."""
+    if cfg.grpo.beta == 0:
         return None
+    lm = io.unwrap(policy).lm
 
     @contextlib.contextmanager
     def ctx():
-        with (
-            autocast(dtype, device),
-            io.unwrap(lm).disable_adapter() if reference is None else contextlib.nullcontext(),
-        ):
+        off = io.unwrap(lm).disable_adapter() if reference is None else contextlib.nullcontext()
+        with autocast(dtype, device), off:
             yield
 
-    return ctx
+    return lambda groups: logps_of(reference or policy, groups, cfg.gen.temperature, ctx)
 
 
 def _save(out, loaded, cfg, folded, report, rows, t_start, stage, accelerator) -> Path:
