@@ -21,14 +21,6 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def nudge(model, seed=0, scale=0.05) -> None:
     """Move the policy off the reference the same way on both sides, so rewards differ from 0 in both signs."""
     g = torch.Generator().manual_seed(seed)

@@ -22,16 +22,6 @@ from pixiu.train.rollout import RunningMoments, adapt_kl, gae, reply_rows, token
 TARGET = "今"  # one token of the tiny tokenizer (id 341), about 0.35% likely under the untrained model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a loaded machine OpenMP's spinning threads made these runs
-    ~8x slower (4 LoRA PPO steps: 31 s with 2 threads, 3.8 s with 1, at load average 9 on 2 cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def count_target(conversation, reply: str) -> float:
     """The reward of the rise test: how often the reply writes TARGET."""
     return float(reply.count(TARGET))

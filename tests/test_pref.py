@@ -21,15 +21,6 @@ from pixiu.train import pref
 T = torch.tensor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy 2-core machine spinning threads cost seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def close(x, expected):
     return torch.allclose(x.float(), torch.as_tensor(expected, dtype=torch.float32), atol=1e-5)
 

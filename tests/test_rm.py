@@ -23,16 +23,6 @@ PROMPTS = ["hi", "what is two plus two", "help me please", "is it good", "你好
 SYSTEM = {"role": "system", "content": "be kind"}  # short: the template's default system turn is long
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are too small to split: on a loaded 2-core machine two OpenMP threads spin-wait on
-    each other and a step took 100x longer (3.4 s instead of 0.03 s measured). Restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def sp(x: float) -> float:
     """softplus(-x) = -log σ(x) = log(1 + e^-x)."""
     return math.log1p(math.exp(-x))

@@ -276,7 +276,7 @@ class GRPOConfig:
     group_size: int = 8
     """Replies sampled per prompt."""
     prompts_per_step: int = 4
-    """Prompts per optimizer step."""
+    """Prompts per optimizer step on each process (each gets group_size replies)."""
     beta: float = 0.04
     """KL penalty coefficient against the reference model (0 = none: no reference forward, KL not logged)."""
     clip: float = 0.2

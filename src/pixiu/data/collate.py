@@ -30,6 +30,9 @@ class TokenBatch:
     def n_tokens(self) -> int:
         return int(self.input_ids.numel() if self.attention_mask is None else self.attention_mask.sum())
 
+    def to(self, device) -> TokenBatch:
+        return TokenBatch(*(None if t is None else t.to(device) for t in vars(self).values()))
+
 
 @dataclass
 class Overflow:
@@ -129,6 +132,9 @@ class GroupBatch:
     @property
     def n_tokens(self) -> int:
         return self.tokens.n_tokens
+
+    def to(self, device) -> GroupBatch:
+        return GroupBatch(self.tokens.to(device), self.sizes, {k: v.to(device) for k, v in self.extra.items()})
 
 
 def collate_groups(

@@ -120,6 +120,7 @@ def train(
     autocast = torch.autocast(accelerator.device.type, dtype=dtype) if dtype != torch.float32 else None
     if start == 0 and evaluate:
         log.write({"step": 0, **evaluate()})
+    model.train()  # from_pretrained returns eval mode: dropout (LoRA's included) must be on while training
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not accelerator.is_main_process)
     epoch_plan, plan_epoch = None, -1
     for step in range(start, total):
@@ -134,7 +135,7 @@ def train(
         n_step = sum(data.n_targets(idx) for idx in micro)  # targets of the whole step, all processes
         loss_sum, tokens = 0.0, 0
         for i, shard in enumerate(shards):
-            batch = data.batch(shard)
+            batch = data.batch(shard).to(accelerator.device)
             sync = i == len(shards) - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 with autocast or contextlib.nullcontext():

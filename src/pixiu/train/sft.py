@@ -131,7 +131,7 @@ def eval_loss(model, rows: list, pad_id: int, batch_size: int, accelerator, dtyp
     total, count = torch.zeros(()), torch.zeros(())
     ctx = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     for i in range(0, len(mine), batch_size):
-        batch = collate(mine[i : i + batch_size], pad_id)
+        batch = collate(mine[i : i + batch_size], pad_id).to(accelerator.device)
         with ctx:
             logits, targets = model(batch)
         total += losses.sft(logits, targets).float().cpu()
