@@ -5,7 +5,7 @@ prompt gets its good reply (the family's own answer, the style of sft.jsonl) and
 reward model can see in the text, and that a sampling SFT policy also produces, so PPO has something to move:
   wrong     the same sentence with a wrong value (another draw of the family: another sum, capital, day...)
   language  the right answer in the other language (the same draw replayed in the other language)
-  rambling  the right answer wrapped in filler and repeated
+  rambling  the right answer that does not stop: repeated with filler, or run on into unrelated answers
   rude      a dismissive or evasive non-answer
 Files (each row also names the family, the language and the flaw, for per-kind evaluation):
   pairs.jsonl           {prompt, chosen, rejected}: the good reply against one flawed one
@@ -21,7 +21,7 @@ from collections import Counter
 from string import Formatter
 
 import demo_families as fam
-from demo_families import CJK, TEMPLATES, table
+from demo_families import CJK, TEMPLATES, make, table
 from demo_text import (
     GENERAL_EN,
     GENERAL_ZH,
@@ -87,11 +87,15 @@ def wrong(family, lang, q_t, a_t, v):
 
 
 def ramble(good, lang):
-    """The right answer said twice, with filler before or after it."""
+    """The right answer that does not stop: said again, padded with filler, or run on into unrelated answers
+    (what a small model sampling at temperature 1 does most)."""
     parts = RAMBLE[lang]
-    filler = r.choice(parts["open"]), r.choice(parts["close"])
-    said = [good, r.choice(parts["again"]).format(a=good)]
-    pieces = [filler[0], *said] if r.random() < 0.5 else [*said, filler[1]]
+    how = r.choice(("again", "again", "run_on", "run_on"))
+    if how == "again":
+        said = [good, r.choice(parts["again"]).format(a=good)]
+        pieces = [r.choice(parts["open"]), *said] if r.random() < 0.5 else [*said, r.choice(parts["close"])]
+    else:
+        pieces = [good, *(make(r.choice(COMPUTED), lang)[1] for _ in range(r.randint(1, 2)))]
     return ("" if lang == "zh" else " ").join(pieces)
 
 

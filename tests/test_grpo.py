@@ -217,7 +217,9 @@ def test_prefix_forward_equals_full_rows(tiny_model_dir):
     from pixiu.data.collate import collate
     from pixiu.model import TargetLM
 
-    loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"), LoraConfig(r=4, dropout=0.0), for_training=True)
+    loaded = io.load(
+        ModelConfig(str(tiny_model_dir), dtype="fp32"), LoraConfig(r=4, dropout=0.0), for_training=True
+    )
     torch.manual_seed(0)
     for n, p in loaded.model.named_parameters():
         if "lora_B" in n:

@@ -102,12 +102,14 @@ def advantages(rewards: torch.Tensor, estimator: str, scale: bool) -> torch.Tens
 
 def step_prompts(n: int, per_step: int, seed: int, step: int) -> list[int]:
     """Indices of the prompts of `step`: epochs of seeded shuffles laid end to end, per_step at a time."""
+    orders: dict[int, list[int]] = {}
     out = []
     for flat in range(step * per_step, (step + 1) * per_step):
         epoch, i = divmod(flat, n)
-        order = list(range(n))
-        random.Random(seed * 100_003 + epoch).shuffle(order)
-        out.append(order[i])
+        if epoch not in orders:
+            orders[epoch] = list(range(n))
+            random.Random(seed * 100_003 + epoch).shuffle(orders[epoch])
+        out.append(orders[epoch][i])
     return out
 
 
