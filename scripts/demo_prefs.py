@@ -6,10 +6,12 @@ reward model can see in the text, and that a sampling SFT policy also produces, 
   wrong     the same sentence with a wrong value (another draw of the family: another sum, capital, day...)
   language  the right answer in the other language (the same draw replayed in the other language)
   rambling  the right answer that does not stop: repeated with filler, or run on into unrelated answers
+  garbled   the right answer with about half its words (or Chinese characters) swapped for random ones:
+            the incoherent text a small model sampling at temperature 1 writes
   rude      a dismissive or evasive non-answer
 Files (each row also names the family, the language and the flaw, for per-kind evaluation):
   pairs.jsonl           {prompt, chosen, rejected}: the good reply against one flawed one
-  rankings.jsonl        {prompt, responses} best first: good > rambling > language > rude (K = 4, or 3)
+  rankings.jsonl        {prompt, responses} best first (K = 4): good > rambling or language > garbled > rude
   prompts.jsonl         {prompt}: PPO's prompts
   heldout_prompts.jsonl {prompt}: evaluation prompts; no question here appears in any other file
   heldout_pairs.jsonl   pairs on the held-out prompts: the reward model's held-out accuracy
@@ -43,7 +45,7 @@ COMPUTED = [fam.arith, fam.units, fam.spelling, fam.calendar, fam.capital, fam.a
 # Share of each family among the prompts; arithmetic and capitals carry the most visible right/wrong signal.
 WEIGHTS = {"arith": 3, "units": 2, "spelling": 1, "calendar": 1, "capital": 2, "antonym": 1, "translate": 1,
            "parity": 1, "compare": 1, "identity": 1, "general": 1}  # fmt: skip
-PAIR_KINDS = {"wrong": 0.25, "language": 0.25, "rambling": 0.3, "rude": 0.2}
+PAIR_KINDS = {"wrong": 0.2, "language": 0.2, "rambling": 0.2, "garbled": 0.25, "rude": 0.15}
 SIZES = {"pairs": 640, "rankings": 240, "prompts": 480, "heldout_prompts": 96, "heldout_pairs": 192}
 # Arithmetic answers ("7 × 10 = 70.") read the same in both languages, so its wrong-language reply spells it out.
 SPELLED_ARITH = {"en": "{a} {w} {b} equals {c}.", "zh": "{a}{w}{b}等于{c}。"}
@@ -52,6 +54,11 @@ RUDE = {"en": table(RUDE_EN), "zh": table(RUDE_ZH)}
 WRONG_IDENTITY = {"en": table(WRONG_IDENTITY_EN), "zh": table(WRONG_IDENTITY_ZH)}
 IDENTITY = {"en": table(IDENTITY_EN), "zh": table(IDENTITY_ZH)}  # rows line up: the same answer in both
 GENERAL = {"en": table(GENERAL_EN), "zh": table(GENERAL_ZH)}
+
+
+# Words and characters that garbled replies are made of: everything the templates and tables use.
+_TEXT = json.dumps([TEMPLATES, fam.CAPITALS, fam.WORDS, fam.SPELL, fam.DAYS, fam.MONTHS], ensure_ascii=False)
+POOL = {"en": sorted(set(re.findall(r"[A-Za-z]{2,}", _TEXT))), "zh": sorted(set(CJK.findall(_TEXT)))}
 
 
 # ---- one prompt with its good reply and every flawed reply its family allows --------------------------------
@@ -69,7 +76,7 @@ def computed(family, lang):
     r.setstate(after)
     good = a_t.format(**v)
     replies = {"good": good, "wrong": wrong(family, lang, q_t, a_t, v), "rambling": ramble(good, lang)}
-    replies["rude"] = r.choice(RUDE[lang])[0]
+    replies |= {"garbled": garble(good, lang), "rude": r.choice(RUDE[lang])[0]}
     if family is not fam.antonym:  # the antonym tables differ per language: no translated answer
         replies["language"] = a_other.format(**v_other)
     return q_t.format(**v), replies
@@ -99,6 +106,22 @@ def ramble(good, lang):
     return ("" if lang == "zh" else " ").join(pieces)
 
 
+def garble(good, lang):
+    """About half the words (English) or Chinese characters, and numbers, swapped for random ones."""
+    unit = re.compile(r"\d+|" + (r"[A-Za-z]{2,}" if lang == "en" else r"[\u4e00-\u9fff]"))
+
+    def swap(m):
+        if r.random() >= 0.5:
+            return m[0]
+        return str(r.randint(0, 999)) if m[0].isdigit() else r.choice(POOL[lang])
+
+    for _ in range(100):
+        bad = unit.sub(swap, good)
+        if bad != good:
+            return bad
+    raise AssertionError(f"cannot garble {good}")
+
+
 def handwritten(name, lang):
     """An identity or general question: no computed values, so flaws come from the text tables."""
     if name == "identity":
@@ -109,7 +132,11 @@ def handwritten(name, lang):
     else:
         q, good = r.choice(GENERAL[lang])
         questions, replies = [q], {"good": good}  # the two general tables are not translations of each other
-    replies |= {"rambling": ramble(good, lang), "rude": r.choice(RUDE[lang])[0]}
+    replies |= {
+        "rambling": ramble(good, lang),
+        "garbled": garble(good, lang),
+        "rude": r.choice(RUDE[lang])[0],
+    }
     return r.choice(questions), replies
 
 
@@ -157,13 +184,16 @@ def pair_rows(drawn, per_prompt=1):
 
 
 def ranking_rows(drawn):
-    """good > rambling > language > rude: right answers first, the one a reader can still use before the one
-    in a language they may not read; a refusal last. (Wrong answers stay in pairs: a ranking that put a fluent
-    wrong answer above a right but long one would teach a small reward model that length is good.)"""
+    """good > rambling or language > garbled > rude: right answers first (flawed but usable before garbled),
+    a refusal last. (Wrong answers stay in pairs: a ranking that put a fluent wrong answer above a right but
+    long one would teach a small reward model that length is good.)"""
     rows = []
     for name, lang, q, replies in drawn:
-        kinds = [k for k in ("good", "rambling", "language", "rude") if k in replies]
-        rows.append(dict(prompt=q, responses=[replies[k] for k in kinds], family=name, lang=lang, kinds=kinds))
+        second = r.choice([k for k in ("rambling", "language") if k in replies])
+        kinds = ["good", second, "garbled", "rude"]
+        rows.append(
+            dict(prompt=q, responses=[replies[k] for k in kinds], family=name, lang=lang, kinds=kinds)
+        )
     return rows
 
 
@@ -173,9 +203,10 @@ def prompt_rows(drawn):
 
 # ---- checks ------------------------------------------------------------------------------------------------------
 def lang_of(text):
-    """'zh' when Chinese characters outweigh Latin letters (about five letters to a character), else 'en'."""
-    cjk = len(CJK.findall(text))
-    return "zh" if cjk * 5 >= len(LATIN.findall(text)) and cjk else "en"
+    """'zh' when Chinese characters outweigh Latin letters (about five letters to a character), 'en' when
+    there are letters, None for text of digits and symbols alone ("7 × 10 = 70.")."""
+    cjk, latin = len(CJK.findall(text)), len(LATIN.findall(text))
+    return "zh" if cjk and cjk * 5 >= latin else "en" if latin else None
 
 
 def check(files, sft_questions, arithmetic_errors):
@@ -196,13 +227,14 @@ def check(files, sft_questions, arithmetic_errors):
             for kind, text in zip(kinds, replies, strict=True):
                 n, bad = arithmetic_errors(row["prompt"], text)
                 checked += n
-                assert not bad or kind == "wrong", (row, bad)
+                assert not bad or kind in ("wrong", "garbled"), (row, bad)
                 if row["family"] == "arith" and kind == "wrong":
                     assert bad, row  # a wrong arithmetic reply states a wrong sum
+                said = lang_of(text)
                 if kind == "language":
-                    assert lang_of(text) != row["lang"], row
-                elif kind != "wrong" and not (row["family"] == "arith" and kind == "good"):  # "7 × 10 = 70."
-                    assert lang_of(text) == row["lang"], row
+                    assert said not in (None, row["lang"]), row
+                elif kind != "wrong" and said is not None:
+                    assert said == row["lang"], row
     assert checked >= 300, checked
     return checked
 

@@ -134,7 +134,9 @@ class GroupBatch:
         return self.tokens.n_tokens
 
     def to(self, device) -> GroupBatch:
-        return GroupBatch(self.tokens.to(device), self.sizes, {k: v.to(device) for k, v in self.extra.items()})
+        return GroupBatch(
+            self.tokens.to(device), self.sizes, {k: v.to(device) for k, v in self.extra.items()}
+        )
 
 
 def collate_groups(
