@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pinned: on the project's CPU machines this wheel is local; an unpinned torch pulls the CUDA build
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint
+.PHONY: setup demo test test-fast lint browser
 
 setup: $(VENV)/.installed
 
@@ -22,12 +22,18 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/pixiu pipeline recipes/quickstart.yaml
 
-test: setup lint
+test: setup lint browser
 	$(PY) -m pytest -q -m "not slow"
 	$(PY) -m pytest -q -m slow
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# Debian's Chromium for the web UI tests (they skip when it is missing)
+browser:
+	@command -v chromium >/dev/null || (apt-get install -y -q --no-install-recommends chromium \
+	  || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium) \
+	  || echo "chromium not installed: the browser tests will skip")
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -156,6 +156,27 @@ def marked(rendered, tokenizer) -> str:
     return "".join(out)
 
 
+def chat(argv: list[str]) -> None:
+    """pixiu chat MODEL: multi-turn chat in the terminal, streaming."""
+    from pixiu.serve import terminal
+
+    terminal.cli(argv)
+
+
+def serve(argv: list[str]) -> None:
+    """pixiu serve MODEL [MODEL ...]: OpenAI-compatible API, web UI (chat, arena, ranking) and feedback store."""
+    from pixiu.serve import api
+
+    api.cli(argv)
+
+
+def feedback(argv: list[str]) -> None:
+    """pixiu feedback export|stats: collected votes and rankings as RM / DPO / SFT data, counts, agreement, Elo."""
+    from pixiu.serve import feedback as fb
+
+    fb.cli(argv)
+
+
 def templates(argv: list[str]) -> None:
     """pixiu templates: the named chat templates."""
     from pixiu.chat.templates import list_templates
@@ -168,6 +189,9 @@ COMMANDS = {
     "pipeline": pipeline,
     "score": score,
     "generate": generate,
+    "chat": chat,
+    "serve": serve,
+    "feedback": feedback,
     "data": data,
     "templates": templates,
 }
