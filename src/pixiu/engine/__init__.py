@@ -1,3 +1,85 @@
+"""Generation: one interface (`Engine`: submit / generate / stream) over backends in a registry.
+
+    engine = load_engine("smollm2-135m")          # or a checkpoint dir, HF dir, .gguf file
+    engine.generate([conv], Sampling(64))         # -> [Completion]
+    for piece in engine.stream(conv, Sampling(64)): print(piece, end="")
+
+`sample()` (HF `generate` on a model being trained) stays the rollout path of PPO / GRPO and evaluation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+from pixiu.engine.base import Completion, ContextError, Delta, Engine, EngineError, Request
 from pixiu.engine.generate import Sample, Sampling, generate, sample
 
-__all__ = ["Sample", "Sampling", "generate", "sample"]
+__all__ = [
+    "BACKENDS",
+    "Completion",
+    "ContextError",
+    "Delta",
+    "Engine",
+    "EngineError",
+    "Request",
+    "Sample",
+    "Sampling",
+    "generate",
+    "load_engine",
+    "sample",
+]
+
+BACKENDS: dict[str, Callable[..., Engine]] = {}
+
+
+def register(name: str):
+    def add(fn):
+        BACKENDS[name] = fn
+        return fn
+
+    return add
+
+
+@register("torch")
+def _torch(model: str, dtype: str, template: str, name: str, max_batch: int) -> Engine:
+    from pixiu.config import ModelConfig
+    from pixiu.engine.torch_engine import TorchEngine
+    from pixiu.model import io
+
+    loaded = io.load(ModelConfig(model, dtype=dtype, template=template, attn_implementation="sdpa"))
+    return TorchEngine(loaded, name, max_batch)
+
+
+@register("llamacpp")
+def _llamacpp(model: str, dtype: str, template: str, name: str, max_batch: int) -> Engine:
+    from pixiu.engine.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine.load(model, template=template, name=name)
+
+
+def load_engine(
+    model: str,
+    backend: str = "auto",
+    dtype: str = "auto",
+    template: str = "default",
+    name: str | None = None,
+    max_batch: int = 16,
+) -> Engine:
+    """An engine over a pixiu checkpoint, HF directory or hub name, .gguf file or 'smollm2-135m'.
+
+    backend 'auto': llama.cpp for a .gguf file when llama-cpp-python is installed, else torch. `name` is the
+    model id clients use (default: the alias or the path's basename)."""
+    if backend == "auto":
+        gguf = str(model).endswith(".gguf") and importlib.util.find_spec("llama_cpp") is not None
+        backend = "llamacpp" if gguf else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown engine backend {backend!r}; valid: {['auto', *sorted(BACKENDS)]}")
+    name = name or model_name(model)
+    return BACKENDS[backend](str(model), dtype, template, name, max_batch)
+
+
+def model_name(model: str) -> str:
+    path = Path(str(model).rstrip("/"))
+    return path.stem if path.suffix == ".gguf" else path.name or str(model)

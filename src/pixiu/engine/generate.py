@@ -1,7 +1,8 @@
 """Generation: the one function PPO / GRPO rollouts, evaluation and the CLI call to sample replies.
 
-This first backend uses transformers' `generate` (KV cache, batched with left padding); the serving issue
-grows it into an engine with streaming and continuous batching behind the same call.
+`sample` uses transformers' `generate` (KV cache, batched with left padding) on the model being trained, as
+PPO / GRPO rollouts need; serving goes through the `Engine` (engine/base.py), which streams and batches
+continuously.
 """
 
 from __future__ import annotations
@@ -19,10 +20,22 @@ from pixiu.model.io import Loaded, unwrap
 class Sampling:
     max_new_tokens: int = 128
     temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
+    top_p: float = 1.0  # nucleus: sample from the smallest set of tokens whose probability reaches top_p
+    top_k: int = 0  # 0 = no limit
+    repetition_penalty: float = 1.0  # 1 = none; >1 discourages tokens already in prompt or reply (CTRL)
+    seed: int | None = None  # the same seed, prompt and settings give the same reply
+
+    def __post_init__(self):
+        checks = {
+            "max_new_tokens must be >= 1": self.max_new_tokens >= 1,
+            "temperature must be >= 0": self.temperature >= 0,
+            "top_p must be in (0, 1]": 0 < self.top_p <= 1,
+            "top_k must be >= 0": self.top_k >= 0,
+            "repetition_penalty must be > 0": self.repetition_penalty > 0,
+        }
+        bad = [msg for msg, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"bad sampling settings: {'; '.join(bad)}")
 
 
 @dataclass

@@ -1,0 +1,371 @@
+"""pixiu's generation engine against HF `generate` and llama.cpp on this CPU: decode speed, throughput, RSS.
+
+Same weights and precision on every side (fp32 by default), same threads, greedy decoding, the same chat
+prompts (Alpaca instructions in the model's chat template), the same max_new_tokens; a reply ends at the
+template's stop token on every side.
+
+- single-stream decode tokens/s: one request at a time, tokens after the first over the time from the first
+  to the last streamed piece (prefill excluded). pixiu engine vs `model.generate` (timed with a streamer)
+  vs llama.cpp (llama-cpp-python through pixiu's llamacpp backend, on a GGUF of the same weights: pass an
+  F32 GGUF with --gguf for matched precision). Also shown as GB/s of weights read per second and as a share
+  of --ceiling-gbs (this machine's memory bandwidth).
+- aggregate tokens/s with C concurrent requests (C in --concurrency): all C submitted at once to the engine
+  (max_batch C) vs HF batched `generate` (left padding, one call) vs a one-at-a-time loop of HF `generate`
+  (a server that serves one request at a time). Tokens are the reply tokens up to the stop token, over the
+  wall time from submission to the last reply (prefill included).
+- greedy check: every pixiu reply, single and concurrent, token for token against HF `generate` on that
+  prompt alone.
+- peak RSS: each side runs in a fresh subprocess and reports its own ru_maxrss.
+
+Run from the repository root; it writes bench/results/generate.md and generate.jsonl:
+    python bench/generate.py --threads 2 --gguf smollm2-135m-f32.gguf
+    python bench/generate.py --max-new-tokens 8 --concurrency 2 --single 1 --results /tmp/gen  # smoke
+An F32 GGUF of the embedded model's weights: llama.cpp's convert_hf_to_gguf.py on the directory that
+`pixiu.model.io.resolve("smollm2-135m")` returns, with --outtype f32. llama-cpp-python may live in another
+interpreter: --llamacpp-python PATH runs that side there (it must be able to import pixiu too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca" / "alpaca_data.json"
+FALLBACK = [
+    "Explain how a bicycle works.",
+    "Write a short story about a lighthouse keeper.",
+    "Give three tips for staying healthy.",
+    "Describe the water cycle.",
+]
+
+
+def questions(n: int) -> list[str]:
+    """The first n Alpaca instructions that need no input (a fixed list when the data is absent)."""
+    if ALPACA.is_file():
+        rows = [r["instruction"] for r in json.loads(ALPACA.read_text()) if not r["input"]]
+    else:
+        rows = FALLBACK
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def conversations(n: int):
+    from pixiu.chat.messages import Conversation, Message
+
+    return [Conversation([Message("user", q)]) for q in questions(n)]
+
+
+# ---------------------------------------------------------------- sides (each runs in its own process)
+
+
+def load_hf(args):
+    from pixiu.config import ModelConfig
+    from pixiu.engine.text import stop_token_ids
+    from pixiu.model import io
+
+    loaded = io.load(ModelConfig(args.model, dtype=args.dtype))
+    loaded.model.eval()
+    return loaded, sorted(stop_token_ids(loaded.tokenizer, loaded.template.stop))
+
+
+def until_stop(ids: list[int], stops: list[int]) -> list[int]:
+    end = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))
+    return ids[:end]
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights counted once
+
+
+def timed_requests(engine, convs, sampling) -> list[dict]:
+    """Submit every conversation at once; per request: ids and the time of each streamed piece."""
+    records = [{"ids": [], "stamps": [], "first": 0} for _ in convs]
+
+    def hook(record):
+        def on_delta(delta):
+            if not record["stamps"]:
+                record["first"] = len(delta.token_ids)
+            record["ids"] += delta.token_ids
+            record["stamps"].append(time.perf_counter())
+
+        return on_delta
+
+    t0 = time.perf_counter()
+    requests = [engine.submit(c, sampling, on_delta=hook(r)) for c, r in zip(convs, records)]
+    for request in requests:
+        request.completion()
+    for r in records:
+        r["t0"] = t0
+    return records
+
+
+def decode_rate(records: list[dict]) -> float:
+    """Tokens after the first piece over the time from the first to the last piece, summed over requests."""
+    tokens = sum(len(r["ids"]) - r["first"] for r in records)
+    seconds = sum(r["stamps"][-1] - r["stamps"][0] for r in records)
+    return tokens / seconds if seconds else float("nan")
+
+
+def side_pixiu_single(args) -> dict:
+    from pixiu.engine import Sampling, load_engine
+
+    with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=1) as engine:
+        sampling = Sampling(max_new_tokens=args.max_new_tokens)
+        engine.generate(conversations(1), Sampling(max_new_tokens=4))  # warm-up
+        records = [timed_requests(engine, [c], sampling)[0] for c in conversations(args.single)]
+        return {
+            "tok_s": decode_rate(records),
+            "ids": [r["ids"] for r in records],
+            "bytes": weight_bytes(engine.model),
+        }
+
+
+def side_llamacpp_single(args) -> dict:
+    from pixiu.engine import Sampling, load_engine
+
+    with load_engine(args.gguf, backend="llamacpp") as engine:
+        sampling = Sampling(max_new_tokens=args.max_new_tokens)
+        engine.generate(conversations(1), Sampling(max_new_tokens=4))
+        records = [timed_requests(engine, [c], sampling)[0] for c in conversations(args.single)]
+        return {"tok_s": decode_rate(records), "ids": [r["ids"] for r in records]}
+
+
+def side_hf_single(args) -> dict:
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class Stamps(BaseStreamer):
+        def __init__(self):
+            self.times = []
+
+        def put(self, value):
+            self.times.append(time.perf_counter())  # the first put is the prompt
+
+        def end(self):
+            pass
+
+    loaded, stops = load_hf(args)
+    tokens, seconds, ids = 0, 0.0, []
+    for conv in [conversations(1)[0], *conversations(args.single)]:  # the first is a warm-up
+        prompt = loaded.template.prompt_ids(conv)
+        streamer = Stamps()
+        with torch.inference_mode():
+            out = loaded.model.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=args.max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+                streamer=streamer,
+            )
+        ids.append(out[0, len(prompt) :].tolist())
+        tokens += len(ids[-1]) - 1
+        seconds += streamer.times[-1] - streamer.times[1]
+    return {"tok_s": tokens / seconds, "ids": ids[1:]}
+
+
+def side_pixiu_batch(args) -> dict:
+    from pixiu.engine import Sampling, load_engine
+
+    c = args.concurrency
+    with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=c) as engine:
+        engine.generate(conversations(1), Sampling(max_new_tokens=4))
+        records = timed_requests(engine, conversations(c), Sampling(max_new_tokens=args.max_new_tokens))
+    wall = max(r["stamps"][-1] for r in records) - records[0]["t0"]
+    latency = [r["stamps"][-1] - r["t0"] for r in records]
+    first = [r["stamps"][0] - r["t0"] for r in records]
+    tokens = sum(len(r["ids"]) for r in records)
+    return {
+        "tok_s": tokens / wall,
+        "ids": [r["ids"] for r in records],
+        "latency_p50": statistics.median(latency),
+        "first_piece_p50": statistics.median(first),
+    }
+
+
+def side_hf_batched(args) -> dict:
+    import torch
+
+    loaded, stops = load_hf(args)
+    prompts = [loaded.template.prompt_ids(c) for c in conversations(args.concurrency)]
+    width, pad = max(map(len, prompts)), loaded.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=pad,
+        )
+    wall = time.perf_counter() - t0
+    replies = [until_stop(row, stops) for row in out[:, width:].tolist()]
+    return {"tok_s": sum(map(len, replies)) / wall, "ids": replies}
+
+
+def side_hf_loop(args) -> dict:
+    import torch
+
+    loaded, stops = load_hf(args)
+    t0, replies = time.perf_counter(), []
+    for conv in conversations(args.concurrency):
+        prompt = loaded.template.prompt_ids(conv)
+        with torch.inference_mode():
+            out = loaded.model.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=args.max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+            )
+        replies.append(out[0, len(prompt) :].tolist())
+    return {"tok_s": sum(map(len, replies)) / (time.perf_counter() - t0), "ids": replies}
+
+
+SIDES = {
+    "pixiu-single": side_pixiu_single,
+    "hf-single": side_hf_single,
+    "llamacpp-single": side_llamacpp_single,
+    "pixiu-batch": side_pixiu_batch,
+    "hf-batched": side_hf_batched,
+    "hf-loop": side_hf_loop,
+}
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    result = SIDES[args.side](args)
+    result.update(
+        side=args.side,
+        concurrency=args.concurrency,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        process_s=time.perf_counter() - t0,
+    )
+    print("RESULT " + json.dumps(result))
+
+
+# ---------------------------------------------------------------- parent: run sides, compare, report
+
+
+def run_side(args, side: str, concurrency: int = 1) -> dict:
+    python = args.llamacpp_python if side.startswith("llamacpp") else sys.executable
+    cmd = [python, __file__, "--side", side, "--concurrency", str(concurrency)]
+    for name in ("model", "dtype", "threads", "max_new_tokens", "single", "gguf"):
+        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
+    print(f"running {side} (concurrency {concurrency}) ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"{side} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def same(a: list[list[int]], b: list[list[int]]) -> str:
+    return f"{sum(x == y for x, y in zip(a, b))}/{len(a)}"
+
+
+def report(args, single: dict, batches: dict[int, dict]) -> str:
+    import torch
+    import transformers
+
+    ps, hs, ls = single["pixiu-single"], single["hf-single"], single.get("llamacpp-single")
+    gbs = ps["bytes"] / 1e9
+    lines = [
+        "# pixiu engine vs HF generate vs llama.cpp (CPU)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}; {args.threads} threads; load average at start "
+        f"{args.load_start:.1f}.",
+        "",
+        f"Model {args.model}, {args.dtype}, {ps['bytes'] / 2**20:.0f} MiB of weights; greedy, max_new_tokens "
+        f"{args.max_new_tokens}; {args.single} single-stream prompts; llama.cpp on {args.gguf or '(not run)'}.",
+        "",
+        f"Command: `python bench/generate.py {' '.join(args.argv)}`",
+        "",
+        "## Single-stream decode",
+        "",
+        "| side | decode tok/s | weights GB/s | % of ceiling | vs HF | peak RSS MiB | greedy = HF alone |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [("pixiu engine", ps), ("HF generate", hs)] + ([("llama.cpp", ls)] if ls else [])
+    for label, r in rows:
+        bw = r["tok_s"] * gbs
+        lines.append(
+            f"| {label} | {r['tok_s']:.1f} | {bw:.1f} | {100 * bw / args.ceiling_gbs:.0f}% | "
+            f"{r['tok_s'] / hs['tok_s']:.2f}x | {r['peak_rss_mib']:.0f} | {same(r['ids'], hs['ids'])} |"
+        )
+    if ls:
+        lines.append(f"\npixiu / llama.cpp single-stream: {ps['tok_s'] / ls['tok_s']:.2f}x")
+    lines += [
+        "",
+        "## Aggregate throughput, C concurrent requests",
+        "",
+        "| C | pixiu tok/s | HF batched tok/s | one-at-a-time tok/s | vs HF batched | vs one-at-a-time | "
+        "pixiu p50 latency s | pixiu p50 first piece s | pixiu RSS MiB | HF batched RSS MiB | "
+        "pixiu greedy = HF alone | HF batched = HF alone |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c, b in batches.items():
+        p, h, loop = b["pixiu-batch"], b["hf-batched"], b["hf-loop"]
+        lines.append(
+            f"| {c} | {p['tok_s']:.1f} | {h['tok_s']:.1f} | {loop['tok_s']:.1f} | {p['tok_s'] / h['tok_s']:.2f}x | "
+            f"{p['tok_s'] / loop['tok_s']:.2f}x | {p['latency_p50']:.1f} | {p['first_piece_p50']:.2f} | "
+            f"{p['peak_rss_mib']:.0f} | {h['peak_rss_mib']:.0f} | {same(p['ids'], loop['ids'])} | "
+            f"{same(h['ids'], loop['ids'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--single", type=int, default=3, help="prompts timed one at a time")
+    p.add_argument("--concurrency", default="8,32", help="comma-separated C values")
+    p.add_argument(
+        "--gguf", default="", help="GGUF of the same weights for the llama.cpp side (skipped if empty)"
+    )
+    p.add_argument("--llamacpp-python", default=sys.executable, help="interpreter with llama-cpp-python")
+    p.add_argument("--ceiling-gbs", type=float, default=45.0, help="memory bandwidth of this machine, GB/s")
+    p.add_argument("--results", default=str(RESULTS), help="where generate.md and generate.jsonl go")
+    p.add_argument("--side", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.side:
+        args.concurrency = int(args.concurrency)
+        return child(args)
+    args.argv, args.load_start = argv, os.getloadavg()[0]
+    single = {s: run_side(args, s) for s in ("pixiu-single", "hf-single")}
+    if args.gguf:
+        single["llamacpp-single"] = run_side(args, "llamacpp-single")
+    batches = {
+        c: {s: run_side(args, s, c) for s in ("pixiu-batch", "hf-batched", "hf-loop")}
+        for c in map(int, args.concurrency.split(","))
+    }
+    text = report(args, single, batches)
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "generate.md").write_text(text)
+    raw = [*single.values(), *(r for b in batches.values() for r in b.values())]
+    (out / "generate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in raw))
+    print(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,86 @@
+"""Next-token choice for a batch of sequences that each have their own sampling settings.
+
+The order matches transformers' `generate` (repetition penalty, then temperature, top-k, top-p), so greedy
+output equals HF greedy and sampled output follows the same distribution. Each sequence draws from its own
+`torch.Generator` seeded from `Sampling.seed`: a reply depends on its seed, not on which other requests
+happen to share its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pixiu.engine.generate import Sampling
+
+
+@dataclass
+class Choice:
+    """One sequence's sampling state."""
+
+    sampling: Sampling
+    generator: torch.Generator
+    seen: torch.Tensor | None  # (V,) bool: tokens in prompt and reply, kept only for a repetition penalty
+
+    @classmethod
+    def new(cls, sampling: Sampling, prompt_ids: list[int], vocab: int, device="cpu") -> Choice:
+        generator = torch.Generator()
+        if sampling.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(sampling.seed)
+        seen = None
+        if sampling.repetition_penalty != 1.0:
+            seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+            seen[torch.tensor(prompt_ids, device=device)] = True
+        return cls(sampling, generator, seen)
+
+    def saw(self, token: int) -> None:
+        if self.seen is not None:
+            self.seen[token] = True
+
+
+def choose(logits: torch.Tensor, choices: list[Choice]) -> list[int]:
+    """logits: (B, V) next-token scores of B sequences -> B token ids."""
+    logits = logits.float()
+    for i, c in enumerate(choices):
+        if c.seen is not None:
+            logits[i] = penalize(logits[i], c.seen, c.sampling.repetition_penalty)
+    tokens = logits.argmax(-1)
+    hot = [i for i, c in enumerate(choices) if c.sampling.temperature > 0]
+    if hot:
+        rows = torch.tensor(hot, device=logits.device)
+        picked = draw(logits[rows], [choices[i] for i in hot])
+        tokens[rows] = picked
+    return tokens.tolist()
+
+
+def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019, eq. 1 as HF applies it): seen tokens' scores are divided
+    by the penalty when positive, multiplied when negative."""
+    hit = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, hit, logits)
+
+
+def draw(logits: torch.Tensor, choices: list[Choice]) -> torch.Tensor:
+    """logits: (B, V) -> (B,) tokens sampled after temperature, top-k and top-p, each row from its generator."""
+    temperature = torch.tensor([c.sampling.temperature for c in choices], device=logits.device)
+    scores, order = (logits / temperature[:, None]).sort(-1, descending=True)  # (B, V) best first
+    rank = torch.arange(scores.shape[-1], device=logits.device)
+    top_k = torch.tensor([c.sampling.top_k or scores.shape[-1] for c in choices], device=logits.device)
+    kth = scores.gather(1, (top_k - 1)[:, None])  # ties with the k-th score stay in, as in HF
+    scores = scores.masked_fill(scores < kth, float("-inf"))
+    probs = scores.softmax(-1)
+    top_p = torch.tensor([c.sampling.top_p for c in choices], device=logits.device)
+    # nucleus (Holtzman et al. 2020): keep the smallest prefix whose mass reaches top_p, at least one token
+    drop = (probs.cumsum(-1) - probs > top_p[:, None]) & (rank > 0)
+    probs = probs.masked_fill(drop, 0.0)
+    cdf = probs.cumsum(-1)
+    u = torch.stack([torch.rand((), generator=c.generator, dtype=torch.float64) for c in choices])
+    u = (u.to(logits.device) * cdf[:, -1].double()).to(cdf.dtype)
+    picked = torch.searchsorted(cdf, u[:, None], right=True)
+    picked = torch.minimum(
+        picked, (probs > 0).sum(-1, keepdim=True) - 1
+    )  # u at the very top stays in the kept set
+    return order.gather(1, picked)[:, 0]

@@ -1,0 +1,109 @@
+"""Token ids in, safe text out: the streaming side of every backend.
+
+Two things make naive streaming wrong. A token can hold half a UTF-8 character (byte-level BPE splits 你 into
+several tokens), so decoding token by token would emit U+FFFD; text is released only once the decoded window
+no longer ends in U+FFFD (the incremental scheme of TGI / vLLM: decode a short window of tokens with one token
+of context, take what is new). And a stop string can arrive in pieces ("<|im" then "_end|>"), so text that
+could be the start of a stop string is held back until it is known not to be one.
+"""
+
+from __future__ import annotations
+
+from pixiu.engine.base import Delta, Request
+
+REPLACEMENT = "\ufffd"
+
+
+class Reply:
+    """One request's output side, shared by the backends: sampled ids in, Deltas out, end of reply decided."""
+
+    def __init__(self, request: Request, tokenizer, stop_ids: set[int]):
+        self.request = request
+        self.text = TextStream(tokenizer, request.stop)
+        self.stop_ids = stop_ids  # ids that end a reply (EOS, one-token stop strings)
+        self.pending: list[int] = []  # sampled ids not yet sent in a Delta
+        self.finished = False
+
+    def accept(self, token: int) -> bool:
+        """Record a sampled token, emit the text it makes safe to show; True when the reply has ended."""
+        request = self.request
+        request.completion_tokens += 1
+        self.pending.append(token)
+        if token in self.stop_ids:
+            text, reason = self.text.flush(), "stop"
+        else:
+            text, hit = self.text.add(token)
+            reason = "stop" if hit else None
+            if reason is None and request.completion_tokens >= request.sampling.max_new_tokens:
+                text, reason = text + self.text.finish(), "length"
+        if text or reason:
+            request.emit(Delta(text, self.pending, reason))
+            self.pending = []
+        self.finished = reason is not None
+        return self.finished
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.request.emit(Delta("", self.pending, "cancelled"))
+            self.finished = True
+
+
+def stop_token_ids(tokenizer, stops: list[str]) -> set[int]:
+    """Stop strings that are one token (e.g. <|im_end|>), plus EOS: these end a reply by id."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for s in stops:
+        enc = tokenizer(s, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            ids.add(enc[0])
+    return ids
+
+
+class TextStream:
+    """Feed sampled token ids one at a time; get back text that is safe to show."""
+
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.ids: list[int] = []
+        self.prefix = 0  # ids[prefix:read] is the context the next piece is decoded after
+        self.read = 0  # ids[read:] have not been turned into text yet
+        self.held = ""  # text that may be the start of a stop string
+
+    def add(self, token_id: int) -> tuple[str, bool]:
+        """-> (text to emit now, True when a stop string ended the reply: the text stops before it)."""
+        self.ids.append(token_id)
+        return self._release(self._new_text())
+
+    def finish(self) -> str:
+        """The rest at the end of a reply, a trailing partial character included (as a plain decode shows it)."""
+        rest = self._decode(self.ids[self.prefix :])[len(self._decode(self.ids[self.prefix : self.read])) :]
+        self.read = len(self.ids)
+        text, _ = self._release(rest)
+        held, self.held = self.held, ""
+        return text + held
+
+    def flush(self) -> str:
+        """Text held back as a possible stop string, released because the reply ended on a stop token."""
+        held, self.held = self.held, ""
+        return held
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False) if ids else ""
+
+    def _new_text(self) -> str:
+        before = self._decode(self.ids[self.prefix : self.read])
+        text = self._decode(self.ids[self.prefix :])
+        if len(text) <= len(before) or text.endswith(REPLACEMENT):
+            return ""  # an unfinished character (or a token with no text yet): wait for more
+        self.prefix, self.read = self.read, len(self.ids)
+        return text[len(before) :]
+
+    def _release(self, piece: str) -> tuple[str, bool]:
+        text = self.held + piece
+        hits = [i for s in self.stop if (i := text.find(s)) >= 0]
+        if hits:
+            self.held = ""
+            return text[: min(hits)], True
+        keep = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        self.held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep], False

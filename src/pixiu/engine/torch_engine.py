@@ -1,0 +1,217 @@
+"""The torch backend: one scheduler thread, continuous batching over a slot KV cache.
+
+Each scheduler iteration (see `_loop`):
+  1. admit waiting requests into free slots: prefill each alone (no padding, so prefill is exactly HF's),
+     sample its first token, copy its KV into the slot cache;
+  2. run ONE batched decode step for all running sequences (B, 1) with a (B, 1, 1, T) length mask;
+  3. sample per sequence (its own settings and generator), turn tokens into safe text, emit Deltas;
+  4. retire finished or cancelled sequences: their slot is free for the next waiting request.
+Only this thread touches the model and the cache; `submit` only tokenizes, checks the context window and
+queues. HF's own continuous batching (`generate_batch`, paged attention) was measured on this CPU first: ~9x
+slower than a plain `generate` loop for 4 prompts x 16 tokens, and built around CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from pixiu.engine.base import Delta, Engine, EngineError, Request
+from pixiu.engine.cache import SlotCache
+from pixiu.engine.sampler import Choice, choose
+from pixiu.engine.text import Reply, stop_token_ids
+from pixiu.model.io import Loaded, unwrap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sequence:
+    reply: Reply
+    choice: Choice
+    pos: int  # where its next token's key goes = tokens already in the cache
+    last: int = -1  # the latest sampled token: the input of the next decode step
+
+
+class TorchEngine(Engine):
+    def __init__(self, loaded: Loaded, name: str, max_batch: int = 16):
+        self.model = serving_model(loaded.model)
+        self.tokenizer, self.template, self.name = loaded.tokenizer, loaded.template, name
+        self.context_len = context_window(self.model.config)
+        self.max_batch = max_batch
+        self._threads = torch.get_num_threads()
+        self.device = next(self.model.parameters()).device
+        self.vocab = self.model.get_output_embeddings().weight.shape[0]
+        self.stop_ids = stop_token_ids(self.tokenizer, self.template.stop)
+        self.cache = SlotCache(self.model.config.num_hidden_layers, max_batch, self.context_len, self.device)
+        self._positions = torch.arange(self.context_len, device=self.device)
+        # transformers renamed `past_key_values` to `cache` in 5.2x; pass whichever this version takes
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._waiting: deque[Request] = deque()
+        self._running: list[Sequence] = []  # row i of the cache holds _running[i]
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"pixiu-engine-{name}", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- caller side
+
+    def submit(self, prompt, sampling, stop=(), on_delta=None) -> Request:
+        ids = self.prompt_ids(prompt)
+        self.check_context(ids, sampling)
+        request = Request(ids, sampling, self.stops(stop), on_delta)
+        with self._wake:
+            if self._closed:
+                raise EngineError(f"engine {self.name!r} is closed")
+            self._waiting.append(request)
+            self._wake.notify()
+        return request
+
+    @property
+    def running(self) -> int:
+        """Sequences holding a batch slot."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    # ---------------------------------------------------------------- scheduler thread
+
+    def _loop(self) -> None:
+        torch.set_num_threads(self._threads)  # a new thread does not inherit the caller's setting
+        with torch.inference_mode():
+            while True:
+                admitted = self._next_work()
+                if admitted is None:
+                    break
+                try:
+                    for request in admitted:
+                        self._start(request)
+                    self._retire()
+                    if self._running:
+                        self._step()
+                except Exception as error:  # a failed step fails the requests in it, not the engine
+                    log.exception("generation step failed")
+                    for seq in self._running:
+                        seq.reply.request.fail(error)
+                    for request in admitted:
+                        request.fail(error)
+                    self._running.clear()
+                if not self._running:
+                    self.cache.release()
+        for seq in self._running:
+            seq.reply.cancel()
+        while self._waiting:
+            self._waiting.popleft().emit(Delta("", [], "cancelled"))
+
+    def _next_work(self) -> list[Request] | None:
+        """Block until there is work; take as many waiting requests as there are free slots. None: closed."""
+        with self._wake:
+            while not (self._closed or self._waiting or self._running):
+                self._wake.wait()
+            if self._closed:
+                return None
+            for request in [r for r in self._waiting if r.cancelled]:
+                self._waiting.remove(request)  # a client that left while waiting never takes a slot
+                request.emit(Delta("", [], "cancelled"))
+            free = self.max_batch - len(self._running)
+            return [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+
+    def _start(self, request: Request) -> None:
+        """Prefill one prompt alone into the next free row and take its first token."""
+        from transformers import DynamicCache
+
+        if request.cancelled:
+            request.emit(Delta("", [], "cancelled"))
+            return
+        prefill = DynamicCache(config=self.model.config)
+        ids = torch.tensor([request.prompt_ids], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: prefill})
+        row = len(self._running)
+        self.cache.put(row, prefill, len(request.prompt_ids))
+        choice = Choice.new(request.sampling, request.prompt_ids, self.vocab, self.device)
+        seq = Sequence(Reply(request, self.tokenizer, self.stop_ids), choice, len(request.prompt_ids))
+        self._running.append(seq)
+        self._accept(seq, choose(out.logits[:, -1], [choice])[0])
+
+    def _step(self) -> None:
+        """One decode step for every running sequence: (B, 1) tokens in, one new token each out."""
+        running = self._running
+        width = max(s.pos for s in running) + 1
+        self.cache.bind(len(running), width)
+        pos = self.cache.batch_pos  # (B,) each row's position
+        tokens = torch.tensor([[s.last] for s in running], device=self.device)  # (B, 1)
+        mask = None  # rows of one length need no mask (and then match HF's unpadded decode exactly)
+        if any(s.pos != running[0].pos for s in running):
+            mask = (self._positions[:width] <= pos[:, None])[:, None, None, :]  # (B, 1, 1, T)
+        out = self.model(
+            input_ids=tokens,
+            position_ids=pos[:, None],
+            attention_mask=mask,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kw: self.cache},
+        )
+        pos += 1
+        picked = choose(out.logits[:, -1], [s.choice for s in running])
+        for seq, token in zip(running, picked):
+            seq.pos += 1
+            self._accept(seq, token)
+        self._retire()
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        seq.last = token
+        seq.choice.saw(token)
+        seq.reply.accept(token)
+
+    def _retire(self) -> None:
+        """Free the rows of finished and cancelled sequences; the last row moves into each hole."""
+        running, i = self._running, 0
+        while i < len(running):
+            seq = running[i]
+            if seq.reply.request.cancelled:
+                seq.reply.cancel()
+            if not seq.reply.finished:
+                i += 1
+                continue
+            last = running.pop()
+            if last is not seq:
+                self.cache.move(len(running), i, last.pos)
+                running[i] = last
+
+
+def serving_model(model):
+    """The plain causal LM to serve: unwrapped, LoRA adapters merged into the weights (one matmul per layer
+    instead of three), eval mode, SDPA attention (the slot cache passes boolean length masks)."""
+    model = unwrap(model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
+    if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
+        model.set_attn_implementation("sdpa")
+    return model
+
+
+def context_window(config) -> int:
+    """Positions the model can attend over. Sliding-window attention is not modelled by the slot cache, so a
+    model with a window serves at most that many tokens (exact results rather than silently wrong ones)."""
+    keys = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+    n = next((getattr(config, k) for k in keys if getattr(config, k, None)), 2048)
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) is not False:
+        n = min(n, window)
+    return n

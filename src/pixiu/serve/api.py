@@ -1,0 +1,386 @@
+"""`pixiu serve`: the OpenAI-compatible HTTP API (FastAPI under uvicorn), with the web UI on the same app.
+
+Routes are thin: validate with `protocol`, pick the engine by the request's `model`, submit one engine request
+per choice, and shape what comes back (jobs.py bridges the engine thread to asyncio). Every error, ours or the
+framework's, leaves in OpenAI's shape {"error": {message, type, param, code}}, and the client's mistakes are
+4xx, never 500. With an API key set, every route needs it (auth.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import sys
+from dataclasses import replace
+
+import jinja2
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from pixiu.engine import ContextError, EngineError, Sampling
+from pixiu.serve import protocol as p
+from pixiu.serve.auth import KeyCheck, check_bind, require_key
+from pixiu.serve.jobs import Job, Piece, pieces
+
+__all__ = ["cli", "create_app", "require_key"]
+
+ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+ERROR_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed"}
+RESPONSES = {s: {"model": p.ErrorResponse} for s in (400, 401, 404)}
+STREAMED = {200: {"content": {"text/event-stream": {}}}}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = p.ErrorResponse(error=p.ErrorBody(message=message, type=kind, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Map every failure onto the OpenAI error shape; a client's mistake is a 4xx with the reason."""
+
+    def validation(_, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        where = [".".join(str(x) for x in e.get("loc", ())[1:]) for e in errs]  # drop the leading "body"
+        message = "; ".join(
+            f"{w}: {e.get('msg', '')}" if w else e.get("msg", "") for w, e in zip(where, errs)
+        )
+        return error(400, message or "invalid request", param=where[0] if where and where[0] else None)
+
+    def http(_, exc: HTTPException) -> JSONResponse:
+        res = error(exc.status_code, str(exc.detail), code=ERROR_CODES.get(exc.status_code))
+        res.headers.update(exc.headers or {})
+        return res
+
+    handlers = {
+        APIError: lambda _, e: error(e.status, e.message, e.param, e.code),
+        RequestValidationError: validation,
+        HTTPException: http,
+        EngineError: lambda _, e: error(500, f"generation failed: {e}", code="engine_error"),
+        Exception: lambda _, e: error(500, f"internal error: {type(e).__name__}"),
+    }
+    for exc_type, handler in handlers.items():
+        app.add_exception_handler(exc_type, handler)
+
+
+def create_app(
+    engines: dict, api_key: str | None = None, store=None, moderation=None, max_tokens: int = 512
+) -> FastAPI:
+    """The app serving `engines` (served name -> Engine). `max_tokens` caps a reply whose request sets no limit.
+
+    The web UI (pixiu.serve.ui) is mounted when a feedback `store` is given."""
+    app = FastAPI(title="pixiu", summary="OpenAI-compatible API over pixiu engines")
+    app.state.api_key = api_key or None
+    add_error_handlers(app)
+    routes = Routes(engines, moderation, max_tokens)
+    app.add_api_route("/health", routes.health, methods=["GET"])
+    app.add_api_route("/v1/models", routes.models, methods=["GET"], response_model=p.ModelList)
+    app.add_api_route(
+        "/v1/models/{model:path}",
+        routes.model,
+        methods=["GET"],
+        response_model=p.ModelCard,
+        responses=RESPONSES,
+    )
+    for path, fn, shape in [
+        ("/v1/chat/completions", routes.chat, p.ChatCompletion),
+        ("/v1/completions", routes.complete, p.Completion),
+    ]:
+        app.add_api_route(
+            path, fn, methods=["POST"], response_model=shape, responses={**RESPONSES, **STREAMED}
+        )
+    if store is not None and importlib.util.find_spec("pixiu.serve.ui"):
+        from pixiu.serve import ui
+
+        app.include_router(ui.router(engines, store, moderation, require_key=require_key))
+    if app.state.api_key:
+        app.add_middleware(KeyCheck, key=app.state.api_key, open_paths=("/ui",))
+    return app
+
+
+class Routes:
+    """The OpenAI routes over `engines`; each submits one engine request per choice and shapes the replies."""
+
+    def __init__(self, engines: dict, moderation, max_tokens: int):
+        if not engines:
+            raise ValueError("serve at least one model")
+        self.engines, self.moderation, self.max_tokens = engines, moderation, max_tokens
+        self.cards = {name: p.ModelCard(id=name) for name in engines}
+
+    async def health(self) -> dict:
+        return {"status": "ok", "models": list(self.engines)}
+
+    async def models(self) -> p.ModelList:
+        return p.ModelList(data=list(self.cards.values()))
+
+    async def model(self, model: str) -> p.ModelCard:
+        self.engine(model)
+        return self.cards[model]
+
+    def engine(self, name: str):
+        if name not in self.engines:
+            served = sorted(self.engines)
+            raise APIError(
+                404, f"the model {name!r} does not exist; served: {served}", "model", "model_not_found"
+            )
+        return self.engines[name]
+
+    async def chat(self, body: p.ChatCompletionRequest):
+        engine = self.engine(body.model)
+        conv = body.conversation()
+        await self.check_input([m.content for m in conv.messages if m.role == "user"], "messages")
+        job = self.start(engine, [conv], body, "messages")
+        out = Shape(job, body, context=conv.to_openai())
+        if body.stream:
+            roles = [
+                p.ChunkChoice(index=i, delta=p.DeltaMessage(role="assistant", content=""))
+                for i in range(body.n)
+            ]
+            return sse(self.stream(out, out.chat_events, [out.chunk(roles)]))
+        texts, finish = await self.collect(out)
+        choices = [
+            p.ChatChoice(index=i, message=message(t, f), finish_reason=f)
+            for i, (t, f) in enumerate(zip(texts, finish))
+        ]
+        return p.ChatCompletion(model=body.model, choices=choices, usage=out.usage())
+
+    async def complete(self, body: p.CompletionRequest):
+        engine = self.engine(body.model)
+        prompts = body.prompts()
+        await self.check_input(prompts, "prompt")
+        job = self.start(engine, prompts, body, "prompt")
+        out = Shape(job, body, context=None)
+        echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else []
+        if body.stream:
+            first = [out.chunk([p.CompletionChoice(index=i, text=e)]) for i, e in enumerate(echo)]
+            return sse(self.stream(out, out.text_events, first))
+        texts, finish = await self.collect(out)
+        texts = [e + t for e, t in zip(echo, texts)] if echo else texts
+        choices = [
+            p.CompletionChoice(index=i, text=t, finish_reason=f)
+            for i, (t, f) in enumerate(zip(texts, finish))
+        ]
+        return p.Completion(model=body.model, choices=choices, usage=out.usage())
+
+    def start(self, engine, prompts: list, body: p.SamplingParams, param: str) -> Job:
+        """Submit n choices per prompt (choice index = prompt index * n + j); seed + j makes them differ.
+
+        What submission rejects is the client's input: a prompt beyond the context window, a conversation
+        the chat template cannot render (TemplateError is a ValueError; Jinja's own is not)."""
+        job = Job()
+        try:
+            for prompt in prompts:
+                base = sampling(body, body.limit() or self.default_limit(engine, prompt))
+                for j in range(body.n):
+                    seed = None if base.seed is None else (base.seed + j) % 2**63
+                    job.submit(engine, prompt, replace(base, seed=seed), body.stops())
+        except ContextError as e:
+            job.cancel_all()  # choices already submitted must not keep their slots
+            raise APIError(400, str(e), param, "context_length_exceeded") from e
+        except (ValueError, jinja2.TemplateError) as e:
+            job.cancel_all()
+            raise APIError(400, f"{param}: {e}", param) from e
+        except BaseException:
+            job.cancel_all()
+            raise
+        return job
+
+    def default_limit(self, engine, prompt) -> int:
+        """No max_tokens given: up to `max_tokens`, within what the context window leaves after the prompt."""
+        return max(1, min(self.max_tokens, engine.context_len - len(engine.prompt_ids(prompt))))
+
+    async def check_input(self, texts: list[str], param: str) -> None:
+        if self.moderation is None:
+            return
+        verdict = await asyncio.to_thread(self.moderation.check, "\n".join(texts))
+        if verdict.flagged:
+            raise APIError(
+                400, f"the input was flagged by moderation: {verdict.reason}", param, "content_filter"
+            )
+
+    async def collect(self, out: Shape) -> tuple[list[str], list[str]]:
+        """A whole reply per choice, for a non-streamed response."""
+        count = len(out.job.reqs)
+        texts, finish = [""] * count, ["stop"] * count
+        async for piece in pieces(out.job, self.moderation, None, out.context):
+            if piece.finish_reason == "error":
+                raise APIError(500, out.job.error(piece.index), code="engine_error")
+            texts[piece.index] += piece.text
+            finish[piece.index] = piece.finish_reason or finish[piece.index]
+        return texts, finish
+
+    async def stream(self, out: Shape, events, first: list[str]):
+        """SSE events: `first`, then one per piece, a usage event when asked, then [DONE].
+
+        An engine failure mid-stream becomes an error event (the status line has already gone out)."""
+        try:
+            for event in first:
+                yield event
+            async for piece in pieces(out.job, self.moderation, WINDOW, out.context):
+                if piece.finish_reason == "error":
+                    body = p.ErrorResponse(
+                        error=p.ErrorBody(message=out.job.error(piece.index), type="server_error")
+                    )
+                    yield f"data: {body.model_dump_json()}\n\n"
+                    break
+                for event in events(piece):
+                    yield event
+            else:
+                if out.body.include_usage():
+                    yield out.chunk([], out.usage())
+            yield "data: [DONE]\n\n"
+        finally:  # the client disconnected, or we are done: either way no slot stays taken
+            out.job.cancel_all()
+
+
+WINDOW = 64  # streamed characters per output-moderation check (only when moderation is on)
+
+
+class Shape:
+    """Builds one request's chunks (same id and `created` throughout) and its usage."""
+
+    def __init__(self, job: Job, body: p.SamplingParams, context: list[dict] | None):
+        self.job, self.body, self.context = job, body, context
+        self.id = p.new_id("chatcmpl" if isinstance(body, p.ChatCompletionRequest) else "cmpl")
+        self.created = p.now()
+
+    def chunk(self, choices: list, usage: p.Usage | None = None) -> str:
+        kind = p.ChatCompletionChunk if isinstance(self.body, p.ChatCompletionRequest) else p.Completion
+        obj = kind(id=self.id, created=self.created, model=self.body.model, choices=choices, usage=usage)
+        return f"data: {obj.model_dump_json()}\n\n"
+
+    def chat_events(self, piece: Piece) -> list[str]:
+        """Text and the finish reason go in separate chunks, as OpenAI sends them."""
+        out = []
+        if piece.text:
+            out.append(
+                self.chunk([p.ChunkChoice(index=piece.index, delta=p.DeltaMessage(content=piece.text))])
+            )
+        if piece.finish_reason:
+            done = p.ChunkChoice(index=piece.index, delta=p.DeltaMessage(), finish_reason=piece.finish_reason)
+            out.append(self.chunk([done]))
+        return out
+
+    def text_events(self, piece: Piece) -> list[str]:
+        if not (piece.text or piece.finish_reason):
+            return []
+        return [
+            self.chunk(
+                [p.CompletionChoice(index=piece.index, text=piece.text, finish_reason=piece.finish_reason)]
+            )
+        ]
+
+    def usage(self) -> p.Usage:
+        return p.Usage.of(self.job.prompt_tokens(per_prompt=self.body.n), self.job.completion_tokens())
+
+
+def sampling(body: p.SamplingParams, max_new_tokens: int) -> Sampling:
+    return Sampling(
+        max_new_tokens=max_new_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        repetition_penalty=body.repetition_penalty,
+        seed=body.seed,
+    )
+
+
+def message(text: str, finish: str) -> p.AssistantMessage:
+    return p.AssistantMessage(content=text, refusal=text if finish == "content_filter" else None)
+
+
+def sse(events) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_model(spec: str) -> tuple[str | None, str]:
+    """'NAME=PATH' -> (NAME, PATH); a bare path or 'smollm2-135m' -> (None, it): the engine names itself."""
+    name, sep, path = spec.partition("=")
+    if sep and name and "/" not in name:
+        return name, path
+    return None, spec
+
+
+def load_engines(specs: list[str], backend: str, dtype: str, template: str, max_batch: int) -> dict:
+    from pixiu.engine import load_engine
+
+    engines: dict = {}
+    for spec in specs:
+        name, path = parse_model(spec)
+        engine = load_engine(
+            path, backend=backend, dtype=dtype, template=template, name=name, max_batch=max_batch
+        )
+        if engine.name in engines:
+            sys.exit(f"two models are served as {engine.name!r}; name them apart with NAME=PATH")
+        engines[engine.name] = engine
+    return engines
+
+
+def cli(argv: list[str]) -> None:
+    """pixiu serve MODEL [MODEL ...]: the OpenAI-compatible API and the web UI."""
+    a = parser().parse_args(argv)
+    key = a.api_key or os.environ.get("PIXIU_API_KEY") or None
+    check_bind(a.host, key, a.insecure)  # before loading anything: refuse fast
+    from pixiu.serve.feedback import open_store
+
+    moderation = None
+    if a.moderation:
+        from pixiu.serve.moderation import load_moderation
+
+        moderation = load_moderation(a.moderation)
+    engines = load_engines(a.models, a.backend, a.dtype, a.template, a.max_batch)
+    store = open_store(a.db)
+    app = create_app(engines, api_key=key, store=store, moderation=moderation, max_tokens=a.max_tokens)
+    import uvicorn
+
+    where = f"http://{a.host}:{a.port}"
+    print(f"serving {sorted(engines)} at {where}/v1; web UI at {where}/ui; feedback in {a.db}")
+    try:
+        uvicorn.run(app, host=a.host, port=a.port, log_level="info", timeout_graceful_shutdown=5)
+    finally:
+        for engine in engines.values():
+            engine.close()
+        store.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pixiu serve", description=cli.__doc__)
+    ap.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="[NAME=]PATH: checkpoint dir, HF dir, .gguf file or smollm2-135m; NAME is the served id",
+    )
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback unless you mean it)")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--api-key", default=None, help="required on every route (default: $PIXIU_API_KEY)")
+    ap.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
+    ap.add_argument("--db", default="feedback.db", help="feedback store: a SQLite file or postgresql://...")
+    ap.add_argument(
+        "--moderation", default=None, help="input/output filter spec (see pixiu.serve.moderation)"
+    )
+    ap.add_argument("--max-batch", type=int, default=16, help="sequences decoded together per model")
+    ap.add_argument("--max-tokens", type=int, default=512, help="reply cap when a request sets no max_tokens")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "llamacpp"])
+    ap.add_argument("--template", default="default", help="chat template name (see `pixiu templates`)")
+    return ap

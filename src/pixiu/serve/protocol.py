@@ -1,0 +1,255 @@
+"""The OpenAI wire format: request and response models for /v1/models, /v1/chat/completions, /v1/completions.
+
+The only place the OpenAI schema lives. Requests validate here (bad values become 400s with the field named);
+responses are built here so every route returns the exact OpenAI shape: ids, `created`, `object`, choices
+and usage. Unknown request fields are ignored, as OpenAI-compatible servers commonly do, so clients that send
+newer fields keep working; fields we cannot honour (tools, logprobs, JSON mode) are refused, not ignored.
+Reference: https://platform.openai.com/docs/api-reference/chat
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pixiu.chat.messages import Conversation, Message
+
+MAX_N = 16  # replies per prompt; OpenAI allows 128, but on a CPU server one request should not queue hundreds
+MAX_STOP = 16  # stop strings per request (OpenAI: 4)
+MAX_CHOICES = 64  # prompts x n for one /v1/completions request
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str  # invalid_request_error | authentication_error | not_found_error | server_error
+    param: str | None = None
+    code: str | None = None  # e.g. context_length_exceeded, model_not_found, invalid_api_key
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# ---------------------------------------------------------------- requests
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class TextPart(_Request):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Request):
+    # developer is OpenAI's newer name for system; tool results map onto pixiu's tool role
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class SamplingParams(_Request):
+    """Fields shared by chat and text completions. top_k and repetition_penalty are extensions (as in vLLM)."""
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
+    # accepted for compatibility; the engine samples with repetition_penalty instead (see the issue)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    top_k: int = Field(0, ge=0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> list[str]:
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings")
+        return [s for s in stops if s]  # an empty stop string would end every reply at once
+
+    def stops(self) -> list[str]:
+        return list(self.stop or [])
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def _refuse(name: str, why: str):
+    def check(cls, v):
+        if v:
+            raise ValueError(f"{name} is not supported by this server: {why}")
+        return v
+
+    return field_validator(name)(classmethod(check))
+
+
+class ChatCompletionRequest(SamplingParams):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)  # the newer name for max_tokens
+    logprobs: bool | None = None
+    tools: list[dict] | None = None
+    response_format: dict | None = None
+
+    _no_logprobs = _refuse("logprobs", "the engine returns text, not log-probabilities")
+    _no_tools = _refuse("tools", "tool calls are not parsed from replies")
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, v: dict | None) -> dict | None:
+        if v and v.get("type", "text") != "text":
+            raise ValueError("only response_format {'type': 'text'} is supported")
+        return v
+
+    def limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def conversation(self) -> Conversation:
+        roles = {"developer": "system"}
+        return Conversation([Message(roles.get(m.role, m.role), m.text()) for m in self.messages])
+
+
+class CompletionRequest(SamplingParams):
+    prompt: str | list[str] = Field(min_length=1)
+    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for text completions
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+
+    _no_logprobs = _refuse("logprobs", "the engine returns text, not log-probabilities")
+    _no_suffix = _refuse("suffix", "insertion (fill-in-the-middle) is not supported")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CompletionRequest:
+        if len(self.prompts()) * self.n > MAX_CHOICES:
+            raise ValueError(f"prompts x n is at most {MAX_CHOICES} per request")
+        return self
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def limit(self) -> int | None:
+        return self.max_tokens
+
+
+# ---------------------------------------------------------------- responses
+
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt: int, completion: int) -> Usage:
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "pixiu"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("chatcmpl"))
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str = "pixiu"
+
+
+class DeltaMessage(BaseModel):
+    # absent rather than null when unset, as OpenAI sends them
+    role: Literal["assistant"] | None = Field(None, exclude_if=lambda v: v is None)
+    content: str | None = Field(None, exclude_if=lambda v: v is None)
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: DeltaMessage
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str = "pixiu"
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class Completion(BaseModel):
+    """A text completion, or (object "text_completion" too, as OpenAI does) one chunk of a streamed one."""
+
+    id: str = Field(default_factory=lambda: new_id("cmpl"))
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str = "pixiu"

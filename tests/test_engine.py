@@ -1,0 +1,181 @@
+"""The torch engine on a tiny model: continuous batching is exact, sampling is seeded, stops, cancel, context."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from pixiu.chat.messages import Conversation, Message
+from pixiu.engine import ContextError, Sampling, load_engine
+from pixiu.engine.text import TextStream
+
+PROMPTS = [
+    "Hello",
+    "What is two plus two? Please help me.",
+    "你好",
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Thanks!",
+]
+
+
+@pytest.fixture(scope="module")
+def lively_dir(tmp_path_factory, tokenizer):
+    """A tiny Llama with larger random weights: the default init (std 0.02) makes greedy decoding repeat one
+    token, which would hide a batching bug; std 0.2 gives varied, prompt-dependent output."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    path = tmp_path_factory.mktemp("lively-llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(lively_dir):
+    # 3 slots for 5 prompts: the last two wait and take the slots of the first to finish
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=3, name="tiny") as eng:
+        yield eng
+
+
+def conv(text: str) -> Conversation:
+    return Conversation([Message("user", text)])
+
+
+def token_ids(request) -> list[int]:
+    return [t for d in request for t in d.token_ids]
+
+
+def hf_greedy(engine, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    with torch.inference_mode():
+        out = engine.model.generate(
+            torch.tensor([prompt_ids]),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(engine.stop_ids),
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
+    return out[0, len(prompt_ids) :].tolist()
+
+
+def test_concurrent_greedy_equals_hf_generate_alone(engine):
+    # different lengths and budgets: rows join and leave the batch at different steps
+    requests = [engine.submit(conv(p), Sampling(max_new_tokens=6 + 4 * i)) for i, p in enumerate(PROMPTS)]
+    got = [token_ids(r) for r in requests]
+    for i, (request, ids) in enumerate(zip(requests, got)):
+        assert ids == hf_greedy(engine, request.prompt_ids, 6 + 4 * i)
+        assert request.completion_tokens == len(ids) and request.finish_reason == "length"
+    assert len({tuple(ids[:6]) for ids in got}) == len(PROMPTS)  # the model really depends on the prompt
+    assert engine.running == 0 and engine.waiting == 0
+
+
+def test_raw_prompt_and_metadata(engine):
+    (c,) = engine.generate(["The quick brown"], Sampling(max_new_tokens=5))
+    ids = engine.tokenizer("The quick brown")["input_ids"]
+    assert c.prompt_tokens == len(ids) and c.completion_tokens == 5 and c.finish_reason == "length"
+    assert c.text == engine.tokenizer.decode(hf_greedy(engine, ids, 5))
+    assert engine.name == "tiny" and engine.context_len == 512
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    s = Sampling(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=50, repetition_penalty=1.2, seed=7)
+    alone = engine.generate([conv("Hello")], s)[0].text
+    # the same request again, now sharing the batch with two others
+    crowd = engine.generate([conv("Thanks!"), conv("Hello"), conv("你好")], s)
+    assert crowd[1].text == alone
+    n = engine.generate([conv("Hello")], s, n=3)  # seeds 7, 8, 9
+    assert n[0].text == alone and len({c.text for c in n}) == 3
+
+
+def test_stop_strings_cut_and_stream_concatenates(engine):
+    full = engine.generate([conv("Hello")], Sampling(max_new_tokens=20))[0].text
+    stop = full[6:9]
+    assert stop and full.find(stop) == 6
+    pieces = []
+    request = engine.submit(conv("Hello"), Sampling(max_new_tokens=20), stop=[stop], on_delta=pieces.append)
+    text = "".join(d.text for d in request)
+    assert text == full[:6] == "".join(d.text for d in pieces)
+    assert request.finish_reason == "stop" and pieces[-1].finish_reason == "stop"
+    assert "".join(engine.stream(conv("Hello"), Sampling(max_new_tokens=20))) == full
+
+
+def test_cancel_frees_the_slot(lively_dir):
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=1) as eng:
+        first_piece, cancelled = threading.Event(), threading.Event()
+
+        def hold(delta):  # the engine thread waits here until the test has cancelled
+            first_piece.set()
+            cancelled.wait(10)
+
+        long = eng.submit(conv("Hello"), Sampling(max_new_tokens=400), on_delta=hold)
+        waiting = eng.submit(conv("Thanks!"), Sampling(max_new_tokens=4))
+        assert first_piece.wait(10) and eng.running == 1 and eng.waiting == 1
+        long.cancel()
+        cancelled.set()
+        deltas = list(long)
+        assert deltas[-1].finish_reason == "cancelled" and long.completion_tokens < 400
+        assert waiting.completion().finish_reason == "length"  # it got the freed slot
+        assert eng.running == 0 and eng.waiting == 0
+
+
+def test_context_error(engine):
+    with pytest.raises(ContextError, match="context window of 512"):
+        engine.submit("Hello " * 100, Sampling(max_new_tokens=500))
+    assert isinstance(ContextError("x"), ValueError)
+
+
+def test_text_stream_never_splits_a_character(tokenizer):
+    text = "你好，世界。我是一个助手。"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text) // 2  # byte-level BPE: some characters span several tokens
+    stream = TextStream(tokenizer, stop=[])
+    pieces = [stream.add(i)[0] for i in ids] + [stream.finish()]
+    assert all("\ufffd" not in p for p in pieces)
+    assert "".join(pieces) == text
+
+
+def test_text_stream_holds_back_a_stop_string(tokenizer):
+    stream = TextStream(tokenizer, stop=["lazy dog"])
+    out, hit = [], False
+    for i in tokenizer("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)["input_ids"]:
+        piece, hit = stream.add(i)
+        out.append(piece)
+        if hit:
+            break
+    assert hit and "".join(out) == "The quick brown fox jumps over the "
+    assert not any("lazy" in p for p in out)
+
+
+@pytest.mark.slow
+def test_smollm2_concurrent_greedy_equals_hf_generate():
+    """Real weights, prompts of different lengths submitted at once, fewer slots than prompts."""
+    questions = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "Explain in detail how a bicycle works, step by step, for a child.",
+        "2+2=?",
+        "Name three colors.",
+        "Why is the sky blue?",
+    ]
+    with load_engine("smollm2-135m", dtype="fp32", max_batch=4) as eng:
+        requests = [eng.submit(conv(q), Sampling(max_new_tokens=24)) for q in questions]
+        got = [token_ids(r) for r in requests]
+        for request, ids in zip(requests, got):
+            assert ids == hf_greedy(eng, request.prompt_ids, 24)
+        assert "Paris" in eng.tokenizer.decode(got[0])

@@ -1,0 +1,504 @@
+"""The OpenAI-compatible server: the official `openai` client against a real uvicorn server, TestClient for
+errors and auth. A deterministic fake engine (tests/fake_engine.py) makes every reply exact; the tiny Llama and
+the embedded SmolLM2 check the real engine behind the same routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from fake_engine import FakeEngine
+from fastapi.testclient import TestClient
+
+from pixiu.serve import api
+from pixiu.serve.moderation import Rule, RulesModeration
+
+USER = [
+    {"role": "user", "content": "hello there"}
+]  # 2 + 2 words + 1 = 5 prompt tokens with the fake template
+
+
+@contextlib.contextmanager
+def serving(app):
+    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return {"fake": FakeEngine("fake"), "other": FakeEngine("other")}
+
+
+@pytest.fixture(scope="module")
+def url(engines):
+    with serving(api.create_app(engines)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def test_models_are_listed_and_retrieved(client):
+    assert [m.id for m in client.models.list().data] == ["fake", "other"]
+    assert client.models.retrieve("other").id == "other"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("nope")
+    assert e.value.code == "model_not_found"
+
+
+def test_chat_not_streamed(client):
+    r = client.chat.completions.create(model="fake", messages=USER, temperature=0)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-") and r.model == "fake"
+    assert r.created > 1_700_000_000
+    assert [(c.index, c.message.role, c.message.content, c.finish_reason) for c in r.choices] == [
+        (0, "assistant", "fake says: hello there", "stop")
+    ]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (5, 4, 9)
+    other = client.chat.completions.create(model="other", messages=USER, temperature=0)
+    assert other.choices[0].message.content == "other says: hello there"  # the model is chosen by name
+
+
+def test_chat_streamed_with_usage(client):
+    chunks = list(
+        client.chat.completions.create(
+            model="fake", messages=USER, temperature=0, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert len({c.id for c in chunks}) == 1 and all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "fake says: hello there"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+    assert chunks[-1].usage.prompt_tokens == 5
+
+
+def test_n_choices_use_seed_plus_index(client):
+    r = client.chat.completions.create(model="fake", messages=USER, n=3, seed=7, temperature=0.5)
+    assert [c.message.content for c in r.choices] == [f"fake says: hello there #{s}" for s in (7, 8, 9)]
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 15)  # the prompt is counted once
+    chunks = list(
+        client.chat.completions.create(model="fake", messages=USER, n=3, seed=7, temperature=0.5, stream=True)
+    )
+    by_index = {
+        i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+        for i in range(3)
+    }
+    assert by_index == {i: c.message.content for i, c in enumerate(r.choices)}
+
+
+@pytest.mark.parametrize("stop", [" there", [" nothing", " there"]])
+def test_stop_string_or_list(client, stop):
+    r = client.chat.completions.create(model="fake", messages=USER, temperature=0, stop=stop)
+    assert r.choices[0].message.content == "fake says: hello"
+    assert r.choices[0].finish_reason == "stop"
+
+
+def test_max_tokens_and_max_completion_tokens(client):
+    for kw in ({"max_tokens": 2}, {"max_completion_tokens": 2}):
+        r = client.chat.completions.create(model="fake", messages=USER, temperature=0, **kw)
+        assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("fake says: ", "length")
+        assert r.usage.completion_tokens == 2
+
+
+def test_sampling_fields_reach_the_engine(client, engines):
+    client.chat.completions.create(
+        model="fake",
+        messages=USER,
+        temperature=0.3,
+        top_p=0.9,
+        seed=5,
+        max_tokens=9,
+        frequency_penalty=0.5,
+        presence_penalty=-0.5,
+        extra_body={"top_k": 4, "repetition_penalty": 1.1},
+    )
+    s = engines["fake"].requests[-1].sampling
+    assert (s.temperature, s.top_p, s.seed, s.max_new_tokens, s.top_k, s.repetition_penalty) == (
+        0.3,
+        0.9,
+        5,
+        9,
+        4,
+        1.1,
+    )
+    client.chat.completions.create(model="fake", messages=USER)  # no limit: the context window bounds it
+    assert engines["fake"].requests[-1].sampling.max_new_tokens == 64 - 5
+
+
+def test_completions(client):
+    r = client.completions.create(model="fake", prompt="one two", max_tokens=10, temperature=0)
+    assert r.object == "text_completion" and r.id.startswith("cmpl-")
+    assert [(c.index, c.text, c.finish_reason) for c in r.choices] == [(0, "fake says: one two", "stop")]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (2, 4)
+    r = client.completions.create(
+        model="fake", prompt=["a", "b c"], n=2, seed=1, temperature=1, max_tokens=10
+    )
+    assert [c.text for c in r.choices] == [
+        "fake says: a #1",
+        "fake says: a #2",
+        "fake says: b c #1",
+        "fake says: b c #2",
+    ]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (1 + 2, 4 + 4 + 5 + 5)
+    r = client.completions.create(model="fake", prompt="x", max_tokens=10, temperature=0, echo=True)
+    assert r.choices[0].text == "xfake says: x"
+    default = client.completions.create(model="fake", prompt="w " * 20, temperature=0)
+    assert (
+        default.choices[0].finish_reason == "length" and default.usage.completion_tokens == 16
+    )  # OpenAI's default
+
+
+def test_completions_streamed(client):
+    stream = client.completions.create(
+        model="fake",
+        prompt=["a", "b"],
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    texts = {
+        i: "".join(c.choices[0].text for c in chunks if c.choices and c.choices[0].index == i) for i in (0, 1)
+    }
+    assert texts == {0: "fake says: a", 1: "fake says: b"}
+    assert chunks[-1].usage.total_tokens == 2 + 6
+
+
+def test_openai_errors(client):
+    long = [{"role": "user", "content": "word " * 70}]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="fake", messages=long, max_tokens=4)
+    assert e.value.code == "context_length_exceeded" and "context window" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="fake", prompt="w " * 70)
+    assert e.value.code == "context_length_exceeded" and e.value.param == "prompt"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-4", messages=USER)
+    assert e.value.code == "model_not_found" and "fake" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="fake", messages=USER, temperature=3)
+    assert e.value.param == "temperature" and "less than or equal to 2" in e.value.message
+
+
+@pytest.fixture(scope="module")
+def tc(engines):
+    return TestClient(api.create_app(engines))
+
+
+def error_of(res, status: int) -> dict:
+    assert res.status_code == status, res.text
+    body = res.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "fake", "messages": USER, "n": 0}, "n"),
+        ({"model": "fake", "messages": USER, "n": 17}, "n"),
+        ({"model": "fake", "messages": USER, "top_p": 0}, "top_p"),
+        ({"model": "fake", "messages": USER, "max_tokens": 0}, "max_tokens"),
+        ({"model": "fake", "messages": []}, "messages"),
+        ({"model": "fake", "messages": "hi"}, "messages"),
+        ({"model": "fake", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+        ({"model": "fake", "messages": USER, "temperature": "hot"}, "temperature"),
+        ({"model": "fake", "messages": USER, "stop": 5}, "stop.str"),
+        ({"model": "fake", "messages": USER, "logprobs": True}, "logprobs"),
+        ({"model": "fake", "messages": USER, "tools": [{"type": "function"}]}, "tools"),
+        ({"model": 3, "messages": USER}, "model"),
+        ({"messages": USER}, "model"),
+    ],
+)
+def test_bad_parameters_are_400(tc, body, param):
+    err = error_of(tc.post("/v1/chat/completions", json=body), 400)
+    assert err["type"] == "invalid_request_error" and err["param"] == param
+
+
+def test_malformed_requests_are_4xx_in_openai_shape(tc):
+    err = error_of(
+        tc.post(
+            "/v1/chat/completions",
+            content=b'{"model": "fake", "messa',
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    )
+    assert "JSON" in err["message"]
+    error_of(tc.post("/v1/completions", json={"model": "fake", "prompt": ["a"] * 65}), 400)
+    error_of(tc.post("/v1/completions", json={"model": "fake", "prompt": [1, 2]}), 400)
+    assert error_of(tc.get("/v1/nothing"), 404)["type"] == "not_found_error"
+    error_of(tc.get("/v1/chat/completions"), 405)
+    assert tc.get("/health").json() == {"status": "ok", "models": ["fake", "other"]}
+
+
+def test_template_rejection_is_400(tc, engines):
+    class Picky:
+        stop: list = []
+
+        def prompt_ids(self, conv):
+            import jinja2
+
+            raise jinja2.TemplateError("Conversation roles must alternate user/assistant")
+
+    picky = FakeEngine("picky")
+    picky.template = Picky()
+    res = TestClient(api.create_app({"picky": picky})).post(
+        "/v1/chat/completions", json={"model": "picky", "messages": USER}
+    )
+    assert "must alternate" in error_of(res, 400)["message"]
+
+
+def test_engine_failure_is_reported_not_hung():
+    broken = FakeEngine("broken")
+    broken.fail_after = 1
+    tc = TestClient(api.create_app({"broken": broken}), raise_server_exceptions=False)
+    body = {"model": "broken", "messages": USER, "temperature": 0}
+    assert error_of(tc.post("/v1/chat/completions", json=body), 500)["code"] == "engine_error"
+    events = tc.post("/v1/chat/completions", json={**body, "stream": True}).text.split("\n\n")
+    assert '"the fake backend broke"' not in events[-3] and "generation failed" in events[-3]
+    assert events[-2] == "data: [DONE]"
+
+
+# ---------------------------------------------------------------- disconnects and concurrency
+
+
+def test_client_disconnect_mid_stream_frees_the_slot():
+    slow = FakeEngine("slow", context_len=10_000, delay=0.02, endless=True)
+    with serving(api.create_app({"slow": slow})) as url:
+        body = {"model": "slow", "messages": USER, "max_tokens": 5000, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as res:
+            lines = res.iter_lines()
+            assert next(lines).startswith("data: ")
+            while "la" not in next(lines):  # generation is under way
+                pass
+        for _ in range(300):  # the server notices the closed socket, cancels, the engine frees the slot
+            if slow.cancelled and slow.active == 0:
+                break
+            time.sleep(0.01)
+        assert slow.cancelled == slow.requests and slow.active == 0
+        assert slow.requests[0].completion_tokens < 5000
+
+
+def test_64_concurrent_streams():
+    engine = FakeEngine("fake", delay=0.005)
+    with serving(api.create_app({"fake": engine})) as url:
+
+        async def one(http: httpx.AsyncClient, i: int) -> str:
+            body = {
+                "model": "fake",
+                "messages": [{"role": "user", "content": f"n{i}"}],
+                "stream": True,
+                "temperature": 0,
+            }
+            async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as res:
+                events = [line async for line in res.aiter_lines() if line]
+            assert events[-1] == "data: [DONE]"
+            return "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:-1])
+
+        async def main():
+            async with httpx.AsyncClient(timeout=30) as http:
+                return await asyncio.gather(*(one(http, i) for i in range(64)))
+
+        assert asyncio.run(main()) == [f"fake says: n{i}" for i in range(64)]
+        assert engine.active == 0
+
+
+# ---------------------------------------------------------------- moderation
+
+
+def test_moderation_refuses_input_and_filters_output():
+    rules = RulesModeration([Rule.parse("test", "forbidden")])
+    engine = FakeEngine("fake", context_len=500)
+    tc = TestClient(api.create_app({"fake": engine}, moderation=rules))
+    err = error_of(
+        tc.post(
+            "/v1/chat/completions",
+            json={"model": "fake", "messages": [{"role": "user", "content": "a forbidden word"}]},
+        ),
+        400,
+    )
+    assert err["code"] == "content_filter" and err["param"] == "messages" and not engine.requests
+    engine.reply = lambda prompt, sampling: "fine words then forbidden ones"
+    r = tc.post("/v1/chat/completions", json={"model": "fake", "messages": USER}).json()
+    assert r["choices"][0]["finish_reason"] == "content_filter"
+    assert r["choices"][0]["message"]["content"] == rules.message == r["choices"][0]["message"]["refusal"]
+    events = tc.post("/v1/chat/completions", json={"model": "fake", "messages": USER, "stream": True}).text
+    deltas = [json.loads(e[6:]) for e in events.split("\n\n") if e.startswith("data: {")]
+    text = "".join(d["choices"][0]["delta"].get("content", "") for d in deltas)
+    assert "forbidden" not in text and text.endswith(rules.message)
+    assert deltas[-1]["choices"][0]["finish_reason"] == "content_filter"
+    engine.reply = lambda prompt, sampling: "all fine"
+    assert (
+        tc.post("/v1/completions", json={"model": "fake", "prompt": "hi"}).json()["choices"][0]["text"]
+        == "all fine"
+    )
+
+
+# ---------------------------------------------------------------- API key
+
+
+@pytest.fixture
+def keyed(engines, tmp_path):
+    from pixiu.serve.feedback import open_store
+
+    store = open_store(tmp_path / "fb.db")
+    yield api.create_app(engines, api_key="s3cret", store=store)
+    store.close()
+
+
+def every_route(routes, prefix: str = "") -> list[tuple[str, str]]:
+    """(method, path) of every route, path parameters filled in. FastAPI >= 0.16x keeps an included router
+    as one entry (its routes under `original_router`, its prefix in `include_context`)."""
+    out = []
+    for route in routes:
+        if not hasattr(route, "path"):
+            out += every_route(route.original_router.routes, prefix + route.include_context.prefix)
+            continue
+        path = prefix + route.path.replace("{model:path}", "fake").replace("{name}", "app.js")
+        out += [(m, path) for m in sorted(getattr(route, "methods", None) or {"GET"}) if m != "HEAD"]
+    return out
+
+
+def test_wrong_or_missing_key_is_401_on_every_route(keyed):
+    tc = TestClient(keyed)
+    routes = every_route(keyed.routes)
+    assert {
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/health"),
+        ("GET", "/docs"),
+    } <= set(routes)
+    assert any(path.startswith("/ui") for _, path in routes)  # the web UI is mounted, and guarded too
+    for method, path in [*routes, ("GET", "/no/such/route")]:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            res = tc.request(method, path, headers=headers, json={})
+            assert res.status_code == 401, (method, path, headers, res.status_code)
+    res = tc.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+    assert error_of(res, 401)["code"] == "invalid_api_key" and res.headers["www-authenticate"] == "Bearer"
+
+
+def test_right_key_passes_by_header_cookie_or_query(keyed):
+    tc = TestClient(keyed)
+    assert tc.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="s3cret", http_client=tc, max_retries=0)
+    assert (
+        client.chat.completions.create(model="fake", messages=USER, temperature=0).choices[0].message.content
+    )
+    browser = TestClient(keyed)
+    assert browser.get("/health?key=wrong").status_code == 401
+    res = browser.get("/health?key=s3cret")
+    assert res.status_code == 200 and "HttpOnly" in res.headers["set-cookie"]
+    assert browser.get("/v1/models").status_code == 200  # the cookie now logs the browser in
+    assert TestClient(keyed, cookies={"pixiu_key": "s3cret"}).get("/ui/static/app.js").status_code == 200
+    assert (
+        TestClient(keyed).post("/v1/models?key=s3cret").status_code == 401
+    )  # the query key is for GETs only
+
+
+def test_no_key_means_loopback_only(monkeypatch, tmp_path):
+    monkeypatch.delenv("PIXIU_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as e:
+        api.cli(["smollm2-135m", "--host", "0.0.0.0"])
+    assert "refusing to listen on 0.0.0.0 without an API key" in str(e.value) and "--insecure" in str(e.value)
+    started = []
+    monkeypatch.setattr(api, "load_engines", lambda *a: {"fake": FakeEngine()})
+    monkeypatch.setattr(
+        "uvicorn.run", lambda app, host, port, **kw: started.append((host, app.state.api_key))
+    )
+    monkeypatch.chdir(tmp_path)  # the default feedback.db lands here
+    api.cli(["x", "--host", "0.0.0.0", "--insecure"])
+    api.cli(["x", "--host", "::1"])
+    monkeypatch.setenv("PIXIU_API_KEY", "envkey")
+    api.cli(["x", "--host", "0.0.0.0"])
+    assert started == [("0.0.0.0", None), ("::1", None), ("0.0.0.0", "envkey")]
+    assert (tmp_path / "feedback.db").exists()
+
+
+def test_served_names():
+    assert api.parse_model("bot=runs/x/final") == ("bot", "runs/x/final")
+    assert api.parse_model("runs/a=b/final") == (None, "runs/a=b/final")
+    assert api.parse_model("smollm2-135m") == (None, "smollm2-135m")
+
+
+# ---------------------------------------------------------------- the real engine
+
+
+def test_tiny_model_through_the_openai_client(tiny_model_dir):
+    from pixiu.chat.messages import Conversation
+    from pixiu.engine import Sampling, load_engine
+
+    engine = load_engine(str(tiny_model_dir), name="tiny", max_batch=4)
+    try:
+        with serving(api.create_app({"tiny": engine})) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+            want = engine.generate([Conversation.from_openai(USER)], Sampling(8, temperature=0))[0]
+            r = client.chat.completions.create(model="tiny", messages=USER, max_tokens=8, temperature=0)
+            assert (
+                r.choices[0].message.content == want.text and r.choices[0].finish_reason == want.finish_reason
+            )
+            assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (
+                want.prompt_tokens,
+                want.completion_tokens,
+            )
+            stream = client.chat.completions.create(
+                model="tiny", messages=USER, max_tokens=8, temperature=0, stream=True
+            )
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == want.text
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(model="tiny", messages=USER, max_tokens=engine.context_len)
+            assert e.value.code == "context_length_exceeded"
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_smollm2_through_the_openai_client():
+    from pixiu.engine import load_engine
+
+    engine = load_engine("smollm2-135m", max_batch=4)
+    try:
+        with serving(api.create_app({engine.name: engine})) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+            q = [{"role": "user", "content": "What is the capital of France?"}]
+            r = client.chat.completions.create(model="smollm2-135m", messages=q, max_tokens=24, temperature=0)
+            assert "Paris" in r.choices[0].message.content
+            stream = client.chat.completions.create(
+                model="smollm2-135m", messages=q, max_tokens=24, temperature=0, stream=True
+            )
+            assert (
+                "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+                == r.choices[0].message.content
+            )
+    finally:
+        engine.close()
