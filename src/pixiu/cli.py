@@ -177,6 +177,20 @@ def feedback(argv: list[str]) -> None:
     fb.cli(argv)
 
 
+def evaluate(argv: list[str]) -> None:
+    """pixiu eval MODEL --tasks mmlu,gsm8k,...: benchmarks, perplexity, reward accuracy, win rates, judges."""
+    from pixiu.eval import run
+
+    run.cli(argv)
+
+
+def report(argv: list[str]) -> None:
+    """pixiu report RUN_DIR: one self-contained HTML file with plots and a markdown summary of a run."""
+    from pixiu.eval import report as rep
+
+    rep.cli(argv)
+
+
 def templates(argv: list[str]) -> None:
     """pixiu templates: the named chat templates."""
     from pixiu.chat.templates import list_templates
@@ -192,6 +206,8 @@ COMMANDS = {
     "chat": chat,
     "serve": serve,
     "feedback": feedback,
+    "eval": evaluate,
+    "report": report,
     "data": data,
     "templates": templates,
 }
