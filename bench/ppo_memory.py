@@ -169,8 +169,12 @@ def write_report(a, runs: dict, ratio: float, args: str, prompt_len: float) -> N
     import torch
     import transformers
 
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = [x.split(":", 1)[1].strip() for x in info if x.startswith("model name")]
     lines = [
         "# PPO (LoRA, one base + adapters) vs LoRA SFT: peak memory",
+        "",
+        f"Machine: {cpu[0] if cpu else 'unknown CPU'}, {os.cpu_count()} cores.",
         "",
         f"Command: `{' '.join(['python bench/ppo_memory.py', args]).strip()}`",
         "",
@@ -191,6 +195,8 @@ def write_report(a, runs: dict, ratio: float, args: str, prompt_len: float) -> N
     ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ppo_memory.md").write_text("\n".join(lines))
+    raw = "".join(json.dumps({"run": k, **r}) + "\n" for k, r in runs.items())
+    (RESULTS / "ppo_memory.jsonl").write_text(raw)
 
 
 if __name__ == "__main__":

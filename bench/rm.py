@@ -338,6 +338,7 @@ def main() -> None:
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "rm.md").write_text(text)
+    (RESULTS / "rm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (p, t)))
 
 
 if __name__ == "__main__":

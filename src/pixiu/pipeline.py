@@ -19,7 +19,8 @@ Every stage is `cli.STAGES[kind].run(cfg, kind)`, run in this process. A finishe
 OUTPUT/<name>/done.json (its output, wall time and config) and a re-run skips it; a stage directory without the
 marker was interrupted, and the stage runs again with train.resume=true from its last checkpoint. A stage whose
 config changed since it ran is an error, never a silent mix of old and new results. Last, eval/route.py compares
-the final policy with the one the last stage started from, under the reward model (OUTPUT/summary.md).
+the final policy with the one the last stage started from, under the reward model (OUTPUT/summary.md), and
+eval/report.py draws every stage's curves next to those numbers (OUTPUT/report.html, report.md).
 """
 
 from __future__ import annotations
@@ -303,3 +304,6 @@ def cli(argv: list[str]) -> None:
     pipe, shared, stages = load(argv[0], argv[1:])
     summary = run(pipe, shared, stages)
     print(f"\nsummary: {Path(pipe.output_dir) / 'summary.md'}" if summary else "")
+    from pixiu.eval import report
+
+    print(f"report: {report.write(pipe.output_dir)[0]}")
