@@ -18,11 +18,14 @@ template's stop token on every side.
 - peak RSS: each side runs in a fresh subprocess and reports its own ru_maxrss.
 
 Run from the repository root; it writes bench/results/generate.md and generate.jsonl:
-    python bench/generate.py --threads 2 --gguf smollm2-135m-f32.gguf
+    python bench/generate.py --write-f32-gguf /tmp/smollm2-135m-f32.gguf     # once, see below
+    python bench/generate.py --threads 1 --gguf /tmp/smollm2-135m-f32.gguf,smollm2-135m
     python bench/generate.py --max-new-tokens 8 --concurrency 2 --single 1 --results /tmp/gen  # smoke
-An F32 GGUF of the embedded model's weights: llama.cpp's convert_hf_to_gguf.py on the directory that
-`pixiu.model.io.resolve("smollm2-135m")` returns, with --outtype f32. llama-cpp-python may live in another
-interpreter: --llamacpp-python PATH runs that side there (it must be able to import pixiu too).
+--gguf takes a comma-separated list, one llama.cpp row each ('smollm2-135m' is the embedded Q4_1 file).
+--write-f32-gguf dequantizes the embedded GGUF into an F32 GGUF: exactly the weights the torch sides load
+(pixiu dequantizes that same file), at their precision. llama-cpp-python may live elsewhere: --llamacpp-site
+DIR (a site-packages holding llama_cpp) is searched after this interpreter's own packages on that side only,
+or --llamacpp-python PATH runs that side in another interpreter (it must be able to import pixiu too).
 """
 
 from __future__ import annotations
@@ -120,9 +123,12 @@ def side_pixiu_single(args) -> dict:
     with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=1) as engine:
         sampling = Sampling(max_new_tokens=args.max_new_tokens)
         engine.generate(conversations(1), Sampling(max_new_tokens=4))  # warm-up
+        cpu = time.process_time()
         records = [timed_requests(engine, [c], sampling)[0] for c in conversations(args.single)]
+        cpu = time.process_time() - cpu
         return {
             "tok_s": decode_rate(records),
+            "cpu_tok_s": sum(len(r["ids"]) for r in records) / cpu,
             "ids": [r["ids"] for r in records],
             "bytes": weight_bytes(engine.model),
         }
@@ -131,11 +137,23 @@ def side_pixiu_single(args) -> dict:
 def side_llamacpp_single(args) -> dict:
     from pixiu.engine import Sampling, load_engine
 
-    with load_engine(args.gguf, backend="llamacpp") as engine:
+    with load_engine(args.gguf, backend="llamacpp") as engine:  # the child gets one file of the list
         sampling = Sampling(max_new_tokens=args.max_new_tokens)
         engine.generate(conversations(1), Sampling(max_new_tokens=4))
+        cpu = time.process_time()
         records = [timed_requests(engine, [c], sampling)[0] for c in conversations(args.single)]
-        return {"tok_s": decode_rate(records), "ids": [r["ids"] for r in records]}
+        cpu = time.process_time() - cpu
+        from pixiu.engine.llamacpp import gguf_path
+
+        path = gguf_path(args.gguf)
+        # weights read per token: the file less its metadata, roughly (Q4_1 blocks are read as stored)
+        return {
+            "tok_s": decode_rate(records),
+            "cpu_tok_s": sum(len(r["ids"]) for r in records) / cpu,
+            "ids": [r["ids"] for r in records],
+            "gguf": str(path),
+            "bytes": path.stat().st_size,
+        }
 
 
 def side_hf_single(args) -> dict:
@@ -153,9 +171,10 @@ def side_hf_single(args) -> dict:
             pass
 
     loaded, stops = load_hf(args)
-    tokens, seconds, ids = 0, 0.0, []
-    for conv in [conversations(1)[0], *conversations(args.single)]:  # the first is a warm-up
+    tokens, seconds, cpu, ids = 0, 0.0, 0.0, []
+    for k, conv in enumerate([conversations(1)[0], *conversations(args.single)]):  # the first is a warm-up
         prompt = loaded.template.prompt_ids(conv)
+        cpu0 = time.process_time()
         streamer = Stamps()
         with torch.inference_mode():
             out = loaded.model.generate(
@@ -167,9 +186,11 @@ def side_hf_single(args) -> dict:
                 streamer=streamer,
             )
         ids.append(out[0, len(prompt) :].tolist())
-        tokens += len(ids[-1]) - 1
-        seconds += streamer.times[-1] - streamer.times[1]
-    return {"tok_s": tokens / seconds, "ids": ids[1:]}
+        if k:  # the warm-up is not timed
+            tokens += len(ids[-1]) - 1
+            seconds += streamer.times[-1] - streamer.times[1]
+            cpu += time.process_time() - cpu0
+    return {"tok_s": tokens / seconds, "cpu_tok_s": sum(map(len, ids[1:])) / cpu, "ids": ids[1:]}
 
 
 def side_pixiu_batch(args) -> dict:
@@ -178,13 +199,16 @@ def side_pixiu_batch(args) -> dict:
     c = args.concurrency
     with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=c) as engine:
         engine.generate(conversations(1), Sampling(max_new_tokens=4))
+        cpu = time.process_time()
         records = timed_requests(engine, conversations(c), Sampling(max_new_tokens=args.max_new_tokens))
+        cpu = time.process_time() - cpu
     wall = max(r["stamps"][-1] for r in records) - records[0]["t0"]
     latency = [r["stamps"][-1] - r["t0"] for r in records]
     first = [r["stamps"][0] - r["t0"] for r in records]
     tokens = sum(len(r["ids"]) for r in records)
     return {
         "tok_s": tokens / wall,
+        "cpu_tok_s": tokens / cpu,
         "ids": [r["ids"] for r in records],
         "latency_p50": statistics.median(latency),
         "first_piece_p50": statistics.median(first),
@@ -195,11 +219,12 @@ def side_hf_batched(args) -> dict:
     import torch
 
     loaded, stops = load_hf(args)
+    hf_warm_up(loaded, stops)
     prompts = [loaded.template.prompt_ids(c) for c in conversations(args.concurrency)]
     width, pad = max(map(len, prompts)), loaded.tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    t0 = time.perf_counter()
+    t0, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = loaded.model.generate(
             input_ids=ids,
@@ -209,16 +234,18 @@ def side_hf_batched(args) -> dict:
             eos_token_id=stops,
             pad_token_id=pad,
         )
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
     replies = [until_stop(row, stops) for row in out[:, width:].tolist()]
-    return {"tok_s": sum(map(len, replies)) / wall, "ids": replies}
+    tokens = sum(map(len, replies))
+    return {"tok_s": tokens / wall, "cpu_tok_s": tokens / cpu, "ids": replies}
 
 
 def side_hf_loop(args) -> dict:
     import torch
 
     loaded, stops = load_hf(args)
-    t0, replies = time.perf_counter(), []
+    hf_warm_up(loaded, stops)
+    t0, cpu, replies = time.perf_counter(), time.process_time(), []
     for conv in conversations(args.concurrency):
         prompt = loaded.template.prompt_ids(conv)
         with torch.inference_mode():
@@ -230,7 +257,23 @@ def side_hf_loop(args) -> dict:
                 pad_token_id=loaded.tokenizer.pad_token_id,
             )
         replies.append(out[0, len(prompt) :].tolist())
-    return {"tok_s": sum(map(len, replies)) / (time.perf_counter() - t0), "ids": replies}
+    wall, cpu, tokens = time.perf_counter() - t0, time.process_time() - cpu, sum(map(len, replies))
+    return {"tok_s": tokens / wall, "cpu_tok_s": tokens / cpu, "ids": replies}
+
+
+def hf_warm_up(loaded, stops) -> None:
+    """The same 4-token warm-up the engine sides get, so no side pays first-call costs in its timing."""
+    import torch
+
+    prompt = loaded.template.prompt_ids(conversations(1)[0])
+    with torch.inference_mode():
+        loaded.model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=4,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+        )
 
 
 SIDES = {
@@ -244,6 +287,8 @@ SIDES = {
 
 
 def child(args) -> None:
+    if args.llamacpp_site:  # after our own packages: only what this interpreter lacks comes from there
+        sys.path.append(args.llamacpp_site)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -261,10 +306,46 @@ def child(args) -> None:
 # ---------------------------------------------------------------- parent: run sides, compare, report
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def f32_gguf(src: Path, out: Path) -> Path:
+    """`src` (any quantization) with every tensor dequantized to F32, metadata copied (file type set to F32):
+    the values pixiu's torch sides load from `src`, for llama.cpp at the same precision."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(out, arch)
+    for f in reader.fields.values():
+        if f.name.startswith("GGUF.") or f.name in (
+            gguf.Keys.General.ARCHITECTURE,
+            gguf.Keys.General.FILE_TYPE,
+        ):
+            continue  # written by GGUFWriter itself, or changed below
+        sub = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(f.name, f.contents(), f.types[0], sub_type=sub)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for t in reader.tensors:
+        writer.add_tensor(
+            t.name, np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32)
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
 def run_side(args, side: str, concurrency: int = 1) -> dict:
     python = args.llamacpp_python if side.startswith("llamacpp") else sys.executable
     cmd = [python, __file__, "--side", side, "--concurrency", str(concurrency)]
-    for name in ("model", "dtype", "threads", "max_new_tokens", "single", "gguf"):
+    for name in ("model", "dtype", "threads", "max_new_tokens", "single", "gguf", "llamacpp_site"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
     print(f"running {side} (concurrency {concurrency}) ...", file=sys.stderr, flush=True)
@@ -275,6 +356,14 @@ def run_side(args, side: str, concurrency: int = 1) -> dict:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def llamacpp_version(args) -> str:
+    code = "import sys; sys.path.append(sys.argv[1]); import llama_cpp; print(llama_cpp.__version__)"
+    proc = subprocess.run(
+        [args.llamacpp_python, "-c", code, args.llamacpp_site], capture_output=True, text=True
+    )
+    return f", llama-cpp-python {proc.stdout.strip()}" if proc.returncode == 0 else ""
+
+
 def same(a: list[list[int]], b: list[list[int]]) -> str:
     return f"{sum(x == y for x, y in zip(a, b))}/{len(a)}"
 
@@ -283,34 +372,40 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
     import torch
     import transformers
 
-    ps, hs, ls = single["pixiu-single"], single["hf-single"], single.get("llamacpp-single")
-    gbs = ps["bytes"] / 1e9
+    ps, hs = single["pixiu-single"], single["hf-single"]
+    llama = {k: v for k, v in single.items() if k.startswith("llamacpp")}
     lines = [
         "# pixiu engine vs HF generate vs llama.cpp (CPU)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; {args.threads} threads; load average at start "
-        f"{args.load_start:.1f}.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}{args.llamacpp_version}; {args.threads} thread(s) on every side; "
+        f"load average {args.load_start:.1f} at start, {args.load_end:.1f} at end (a shared machine).",
         "",
         f"Model {args.model}, {args.dtype}, {ps['bytes'] / 2**20:.0f} MiB of weights; greedy, max_new_tokens "
-        f"{args.max_new_tokens}; {args.single} single-stream prompts; llama.cpp on {args.gguf or '(not run)'}.",
+        f"{args.max_new_tokens}; {args.single} single-stream prompts; llama.cpp on "
+        f"{', '.join(args.ggufs) or '(not run: no --gguf)'}.",
         "",
         f"Command: `python bench/generate.py {' '.join(args.argv)}`",
         "",
         "## Single-stream decode",
         "",
-        "| side | decode tok/s | weights GB/s | % of ceiling | vs HF | peak RSS MiB | greedy = HF alone |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| side | decode tok/s | weights GB/s | % of ceiling | vs HF | tok per CPU-s | peak RSS MiB | "
+        "greedy = HF alone |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rows = [("pixiu engine", ps), ("HF generate", hs)] + ([("llama.cpp", ls)] if ls else [])
+    rows = [("pixiu engine", ps), ("HF generate", hs)]
+    rows += [(f"llama.cpp {Path(r['gguf']).name}", r) for r in llama.values()]
     for label, r in rows:
-        bw = r["tok_s"] * gbs
+        bw = r.get("bytes", ps["bytes"]) / 1e9 * r["tok_s"]  # llama.cpp: bytes of its own file's weights
         lines.append(
             f"| {label} | {r['tok_s']:.1f} | {bw:.1f} | {100 * bw / args.ceiling_gbs:.0f}% | "
-            f"{r['tok_s'] / hs['tok_s']:.2f}x | {r['peak_rss_mib']:.0f} | {same(r['ids'], hs['ids'])} |"
+            f"{r['tok_s'] / hs['tok_s']:.2f}x | {r['cpu_tok_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+            f"{same(r['ids'], hs['ids'])} |"
         )
-    if ls:
-        lines.append(f"\npixiu / llama.cpp single-stream: {ps['tok_s'] / ls['tok_s']:.2f}x")
+    for r in llama.values():
+        lines.append(
+            f"\npixiu / llama.cpp ({Path(r['gguf']).name}) single-stream: {ps['tok_s'] / r['tok_s']:.2f}x"
+        )
     lines += [
         "",
         "## Aggregate throughput, C concurrent requests",
@@ -328,6 +423,17 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
             f"{p['peak_rss_mib']:.0f} | {h['peak_rss_mib']:.0f} | {same(p['ids'], loop['ids'])} | "
             f"{same(h['ids'], loop['ids'])} |"
         )
+    lines += [
+        "",
+        "The same work per CPU-second (user + system time of the side's process, prefill included): on a shared "
+        "machine wall-clock rates move with the other load, CPU time much less.",
+        "",
+        "| C | pixiu tok per CPU-s | HF batched | one-at-a-time | vs HF batched | vs one-at-a-time |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c, b in batches.items():
+        p, h, loop = (b[k]["cpu_tok_s"] for k in ("pixiu-batch", "hf-batched", "hf-loop"))
+        lines.append(f"| {c} | {p:.1f} | {h:.1f} | {loop:.1f} | {p / h:.2f}x | {p / loop:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -335,14 +441,16 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--dtype", default="fp32")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--single", type=int, default=3, help="prompts timed one at a time")
     p.add_argument("--concurrency", default="8,32", help="comma-separated C values")
     p.add_argument(
-        "--gguf", default="", help="GGUF of the same weights for the llama.cpp side (skipped if empty)"
+        "--gguf", default="", help="comma-separated GGUFs of the same weights, one llama.cpp row each"
     )
     p.add_argument("--llamacpp-python", default=sys.executable, help="interpreter with llama-cpp-python")
+    p.add_argument("--llamacpp-site", default="", help="site-packages dir holding llama_cpp (searched last)")
+    p.add_argument("--write-f32-gguf", default="", help="write the model's F32 GGUF here and exit")
     p.add_argument("--ceiling-gbs", type=float, default=45.0, help="memory bandwidth of this machine, GB/s")
     p.add_argument("--results", default=str(RESULTS), help="where generate.md and generate.jsonl go")
     p.add_argument("--side", default="", help=argparse.SUPPRESS)
@@ -350,14 +458,24 @@ def main(argv: list[str]) -> None:
     if args.side:
         args.concurrency = int(args.concurrency)
         return child(args)
+    if args.write_f32_gguf:
+        from pixiu.model import io
+
+        print(f32_gguf(io.embedded_gguf(args.model), Path(args.write_f32_gguf)))
+        return None
     args.argv, args.load_start = argv, os.getloadavg()[0]
+    args.ggufs = [g for g in args.gguf.split(",") if g]
+    args.llamacpp_version = llamacpp_version(args) if args.ggufs else ""
     single = {s: run_side(args, s) for s in ("pixiu-single", "hf-single")}
-    if args.gguf:
-        single["llamacpp-single"] = run_side(args, "llamacpp-single")
+    for i, gguf in enumerate(args.ggufs):
+        single[f"llamacpp-single-{i}"] = run_side(
+            argparse.Namespace(**{**vars(args), "gguf": gguf}), "llamacpp-single"
+        )
     batches = {
         c: {s: run_side(args, s, c) for s in ("pixiu-batch", "hf-batched", "hf-loop")}
         for c in map(int, args.concurrency.split(","))
     }
+    args.load_end = os.getloadavg()[0]
     text = report(args, single, batches)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

@@ -334,6 +334,39 @@ def test_64_concurrent_streams():
         assert engine.active == 0
 
 
+def test_arena_client_gone_cancels_generation(tmp_path):
+    """The web UI's arena generates in a coroutine; a client that leaves cancels both replies at once."""
+    from pixiu.serve.feedback import open_store
+
+    slow = FakeEngine("slow", context_len=10_000, delay=0.02, endless=True)
+    store = open_store(tmp_path / "fb.db")
+    try:
+        with serving(api.create_app({"slow": slow}, store=store)) as url:
+            body = {"messages": USER, "sampling": {"max_tokens": 4000}}
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{url}/ui/api/arena", json=body, timeout=0.5)
+            for _ in range(500):
+                if len(slow.cancelled) == 2 and slow.active == 0:
+                    break
+                time.sleep(0.01)
+            assert len(slow.requests) == 2 and slow.cancelled == slow.requests and slow.active == 0
+            assert all(r.completion_tokens < 4000 for r in slow.requests)
+    finally:
+        store.close()
+
+
+def test_load_engines_sets_the_weights_version(tiny_model_dir):
+    from pixiu.serve.feedback import model_version
+
+    engines = api.load_engines([f"tiny={tiny_model_dir}"], "torch", "fp32", "default", 2)
+    try:
+        assert list(engines) == ["tiny"]
+        assert engines["tiny"].version == model_version(str(tiny_model_dir))
+        assert engines["tiny"].version.startswith(f"{tiny_model_dir.name}@")
+    finally:
+        engines["tiny"].close()
+
+
 # ---------------------------------------------------------------- moderation
 
 

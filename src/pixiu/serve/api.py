@@ -321,7 +321,10 @@ def parse_model(spec: str) -> tuple[str | None, str]:
 
 
 def load_engines(specs: list[str], backend: str, dtype: str, template: str, max_batch: int) -> dict:
+    """Served name -> Engine. Each engine carries `version` (NAME@HASH of its files, see
+    feedback.model_version), so every stored vote records which weights answered, not just the name."""
     from pixiu.engine import load_engine
+    from pixiu.serve.feedback import model_version
 
     engines: dict = {}
     for spec in specs:
@@ -329,6 +332,7 @@ def load_engines(specs: list[str], backend: str, dtype: str, template: str, max_
         engine = load_engine(
             path, backend=backend, dtype=dtype, template=template, name=name, max_batch=max_batch
         )
+        engine.version = model_version(path)
         if engine.name in engines:
             sys.exit(f"two models are served as {engine.name!r}; name them apart with NAME=PATH")
         engines[engine.name] = engine

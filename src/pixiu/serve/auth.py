@@ -72,11 +72,16 @@ class KeyCheck:
 
 
 def with_cookie(send, key: str):
+    """Add the key cookie to the response, unless the route set it itself (GET /ui?key=K does): two
+    Set-Cookie headers for one name leave the browser to pick one."""
     cookie = f"{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict".encode()
+    ours = f"{COOKIE}=".encode()
 
     async def sending(message):
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"set-cookie" and v.startswith(ours) for k, v in headers):
+                message = {**message, "headers": [*headers, (b"set-cookie", cookie)]}
         await send(message)
 
     return sending

@@ -5,10 +5,15 @@ Chat talks to the OpenAI routes of api.py directly. The arena (two anonymous rep
 InstructGPT labelling task: k sampled replies of one model, ordered best first) generate here and keep what they
 generated in memory under a random id, so the vote or ranking that comes back names replies the server produced;
 a client cannot forge a reply or a model name. Models stay hidden until the vote is in.
+
+Generation is async (jobs.Job, as the OpenAI routes): a waiting arena or ranking costs a coroutine, not one
+of the threadpool's 40 threads, so slow replies cannot starve votes and static files; a client that leaves
+cancels its engine requests, which frees their batch slots.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import secrets
 import threading
@@ -17,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import jinja2
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixiu.chat.messages import Conversation
 from pixiu.engine import Sampling
+from pixiu.serve.jobs import Job
 
 WEB = Path(__file__).parent / "web"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}  # a whitelist: no path ever reaches disk
@@ -133,21 +140,47 @@ def to_sampling(s: UISampling, seed: int) -> Sampling:
     return Sampling(max_new_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed)
 
 
-def generate(jobs: list[tuple[Any, list[dict], Sampling]]) -> list[str]:
+async def generate(jobs: list[tuple[Any, list[dict], Sampling]]) -> list[str]:
     """One reply per (engine, messages, sampling) job. All are submitted before any is read, so the engine
-    batches them (two arena models answer at once, k ranking samples share a batch)."""
-    reqs = []
+    batches them (two arena models answer at once, k ranking samples share a batch). Cancelling this
+    coroutine cancels the engine requests still running (Job.pieces' finally)."""
+    job = Job()
     try:
         for engine, messages, sampling in jobs:
-            reqs.append(
-                engine.submit(Conversation.from_openai(messages), sampling, stop=list(engine.template.stop))
-            )
-        return ["".join(d.text for d in req) for req in reqs]
-    except ValueError as e:  # ContextError and bad sampling values: the client's fault, so 400, not 500
+            job.submit(engine, Conversation.from_openai(messages), sampling, list(engine.template.stop))
+    except (ValueError, jinja2.TemplateError) as e:  # ContextError, bad sampling, an unrenderable chat: 400
+        job.cancel_all()
         raise HTTPException(400, str(e)) from e
+    except BaseException:
+        job.cancel_all()
+        raise
+    texts = [""] * len(jobs)
+    async for piece in job.pieces():
+        if piece.finish_reason == "error":
+            raise HTTPException(500, job.error(piece.index))
+        texts[piece.index] += piece.text
+    return texts
+
+
+async def until_gone(request: Request) -> None:
+    """Return once the client has disconnected: after the body, the server's receive() only answers with
+    http.disconnect (the pause guards against a server that hands back anything else at once)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.1)
+
+
+async def unless_gone(request: Request, work):
+    """Await `work`; if the client disconnects first, cancel it (so its engine requests stop) and answer 499."""
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(until_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for req in reqs:
-            req.cancel()  # a no-op for finished requests; frees slots when one submit failed
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise HTTPException(499, "the client closed the request")
+    return task.result()
 
 
 def version(engine) -> str:
@@ -231,23 +264,25 @@ class Tasks:
         self.battles, self.samples = Pending(), Pending()
         self.rng = secrets.SystemRandom()
 
-    def prompt(self, messages: list[UIMessage]) -> list[dict]:
+    async def prompt(self, messages: list[UIMessage]) -> list[dict]:
         if messages[-1].role != "user" or not messages[-1].content.strip():
             raise HTTPException(422, "the last message must be a non-empty user turn")
-        if self.moderation is not None:  # the same input check as the OpenAI routes
-            verdict = self.moderation.check("\n".join(m.content for m in messages if m.role == "user"))
+        if self.moderation is not None:  # the same input check as the OpenAI routes, off the event loop
+            text = "\n".join(m.content for m in messages if m.role == "user")
+            verdict = await asyncio.to_thread(self.moderation.check, text)
             if verdict.flagged:
                 raise HTTPException(400, f"the input was flagged by moderation: {verdict.reason}")
         return [m.model_dump() for m in messages]
 
-    def answer(self, jobs: list[tuple[Any, list[dict], Sampling]]) -> list[str]:
+    async def answer(self, request: Request, jobs: list[tuple[Any, list[dict], Sampling]]) -> list[str]:
         """generate(jobs), with each flagged reply replaced by the moderator's refusal: what the annotator sees
         and labels is exactly what gets stored."""
-        replies = generate(jobs)
+        replies = await unless_gone(request, generate(jobs))
         if self.moderation is None:
             return replies
         refusal = getattr(self.moderation, "message", "Sorry, I can't help with that.")
-        return [refusal if self.moderation.check(r, m).flagged else r for r, (_, m, _) in zip(replies, jobs)]
+        flags = [await asyncio.to_thread(self.moderation.check, r, m) for r, (_, m, _) in zip(replies, jobs)]
+        return [refusal if f.flagged else r for r, f in zip(replies, flags)]
 
     def stored(self):
         if self.store is None:
@@ -257,10 +292,10 @@ class Tasks:
     def seeds(self, n: int) -> list[int]:
         return self.rng.sample(range(2**31), n)  # distinct, so two samples of one model differ
 
-    def arena(self, body: ArenaRequest) -> dict:
+    async def arena(self, body: ArenaRequest, request: Request) -> dict:
         """Two different served models (random, random sides) answer; with one model, two seeds of it."""
         self.stored()  # before generating: a vote that cannot be kept is not worth the compute
-        messages, names = self.prompt(body.messages), list(self.engines)
+        messages, names = await self.prompt(body.messages), list(self.engines)
         same = len(names) == 1
         if same and body.sampling.temperature == 0:
             raise HTTPException(422, "one model is served: its two samples need temperature > 0 to differ")
@@ -268,7 +303,7 @@ class Tasks:
         seed_a, seed_b = self.seeds(2)
         jobs = [(self.engines[a], messages, to_sampling(body.sampling, seed_a))]
         jobs.append((self.engines[b], messages, to_sampling(body.sampling, seed_b)))
-        reply_a, reply_b = self.answer(jobs)
+        reply_a, reply_b = await self.answer(request, jobs)
         battle_id = self.battles.put(Battle(messages, a, b, reply_a, reply_b))
         return {"battle_id": battle_id, "reply_a": reply_a, "reply_b": reply_b, "same_model": same}
 
@@ -281,15 +316,16 @@ class Tasks:
         )  # fmt: skip
         return {"model_a": battle.model_a, "model_b": battle.model_b, "winner": body.winner}
 
-    def rank_sample(self, body: RankSampleRequest) -> dict:
+    async def rank_sample(self, body: RankSampleRequest, request: Request) -> dict:
         """k replies of one model to one prompt, each with its own seed."""
         if body.model not in self.engines:
             raise HTTPException(404, f"unknown model {body.model!r}; served: {sorted(self.engines)}")
         if body.sampling.temperature == 0:
             raise HTTPException(422, "ranking needs temperature > 0, or all k replies are the same")
         self.stored()
-        messages, engine = self.prompt(body.messages), self.engines[body.model]
-        replies = self.answer([(engine, messages, to_sampling(body.sampling, s)) for s in self.seeds(body.k)])
+        messages, engine = await self.prompt(body.messages), self.engines[body.model]
+        jobs = [(engine, messages, to_sampling(body.sampling, s)) for s in self.seeds(body.k)]
+        replies = await self.answer(request, jobs)
         sample_id = self.samples.put(SampleSet(messages, body.model, replies))
         return {"sample_id": sample_id, "replies": replies}
 

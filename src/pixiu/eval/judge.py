@@ -1,0 +1,486 @@
+"""Judged evaluations: `winrate` (model A against model B or reference replies) and `elo` (arena votes).
+
+The judge of `winrate` is a reward model (`--reward-model`: the higher score wins, scores within `tie_eps` tie) or
+an LLM behind any OpenAI-compatible endpoint (`--judge URL --judge-model NAME`, a `pixiu serve` included) asked
+FastChat's pairwise question. LLM judges favour whichever answer comes first (or second) often enough to swamp a
+real difference (Zheng et al. 2023, https://arxiv.org/abs/2306.05685 section 3.3), so every pair is judged twice
+with the answers swapped: A wins only when both orders say so, and any disagreement is a tie. The share of pairs
+whose two verdicts agree is reported as `consistency`.
+
+A long run survives a flaky judge: timeouts and 5xx are retried with exponential backoff, a verdict without
+[[A]] / [[B]] / [[C]] is asked again (sampled, so the retry can differ), and what still fails is counted under
+`skipped` instead of stopping the run. Only a wrong URL, model name or key (401 / 403 / 404) stops it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixiu.chat.messages import Conversation, Message
+from pixiu.engine import ContextError, Sampling
+from pixiu.eval.run import EvalContext, EvalError, register
+
+DEFAULT_PROMPTS = "pixiu:demo/heldout_prompts.jsonl"
+CHUNK = 16  # prompts generated (and judged) together: the engine's default batch
+RETRY_TEMPERATURE = 0.7  # a re-asked verdict is sampled: at temperature 0 the judge would repeat itself
+SHOW = 200  # characters of each text kept in the result rows (the item log keeps them whole)
+
+# FastChat's "pair-v2" judge prompt (lm-sys/FastChat, fastchat/llm_judge/data/judge_prompts.jsonl, Apache-2.0).
+PAIR_SYSTEM = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two AI assistants to "
+    "the user question displayed below. You should choose the assistant that follows the user's instructions and "
+    "answers the user's question better. Your evaluation should consider factors such as the helpfulness, "
+    "relevance, accuracy, depth, creativity, and level of detail of their responses. Begin your evaluation by "
+    "comparing the two responses and provide a short explanation. Avoid any position biases and ensure that the "
+    "order in which the responses were presented does not influence your decision. Do not allow the length of the "
+    "responses to influence your evaluation. Do not favor certain names of the assistants. Be as objective as "
+    'possible. After providing your explanation, output your final verdict by strictly following this format: "[[A]]" '
+    'if assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.'
+)
+PAIR_TEMPLATE = (
+    "[User Question]\n{question}\n\n[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's "
+    "Answer]\n\n[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]"
+)
+
+
+# ---------------------------------------------------------------- the endpoint
+
+
+class JudgeUnavailable(RuntimeError):
+    """Timeouts, connection errors or 5xx outlasted the retries."""
+
+
+class JudgeRejected(RuntimeError):
+    """The endpoint refused this one request (400: too long for its context, say); other items may still pass."""
+
+
+def chat_url(url: str) -> str:
+    """The chat completions URL from a base URL: .../v1 -> .../v1/chat/completions; a bare host gets /v1 too."""
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    return url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
+
+
+@dataclass
+class JudgeClient:
+    """A minimal OpenAI chat client on httpx (thread-safe: judge calls run in parallel)."""
+
+    url: str  # base URL (http://127.0.0.1:8000/v1) or the full .../chat/completions URL
+    model: str  # the judge's model id on that endpoint
+    key: str | None = None  # sent as a Bearer token
+    # Seconds per request. Generous: a CPU `pixiu serve` answering a batch of 16 long verdicts takes minutes, and a
+    # retry after a timeout only adds work (the server finishes the abandoned request anyway).
+    timeout: float = 600.0
+    retries: int = 3  # extra attempts after a timeout, connection error, 408, 429 or 5xx
+    backoff: float = 2.0  # seconds before the first retry, doubled for each next one
+    max_tokens: int | None = (
+        None  # the judge's reply budget; None: the endpoint's default (pixiu serve --max-tokens)
+    )
+    _http: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        self._http = httpx.Client(timeout=self.timeout, headers=headers, verify=_tls())
+
+    def chat(self, messages: list[dict], temperature: float = 0.0, seed: int | None = None) -> str:
+        """The judge's reply text. Raises JudgeUnavailable, JudgeRejected, or EvalError for a wrong URL/model/key."""
+        import httpx
+
+        body = {"model": self.model, "messages": messages, "temperature": temperature}
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if seed is not None:
+            body["seed"] = seed
+        endpoint, last = chat_url(self.url), ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                r = self._http.post(endpoint, json=body)
+            except httpx.TimeoutException:
+                last = f"timed out after {self.timeout:g} s"
+                continue
+            except httpx.TransportError as e:
+                last = f"{type(e).__name__}: {e}"
+                continue
+            status = r.status_code
+            if status in (401, 403, 404):
+                raise EvalError(f"judge {endpoint} (model {self.model!r}) answered HTTP {status}: {_why(r)}")
+            if status in (408, 429) or status >= 500:
+                last = f"HTTP {status}: {_why(r)}"
+                continue
+            if status >= 400:
+                raise JudgeRejected(f"HTTP {status}: {_why(r)}")
+            try:
+                return r.json()["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError):
+                last = f"a response without choices[0].message.content: {r.text[:200]!r}"
+        raise JudgeUnavailable(f"judge {endpoint}: {last} ({self.retries + 1} attempts)")
+
+    def models(self) -> list[str]:
+        r = self._http.get(chat_url(self.url).removesuffix("/chat/completions") + "/models")
+        r.raise_for_status()
+        return [m["id"] for m in r.json()["data"]]
+
+
+@functools.cache
+def _tls():
+    """One TLS context per process: building one (loading the CA bundle) costs ~0.3 s, paid per client otherwise."""
+    import ssl
+
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _why(r) -> str:
+    try:
+        return str(r.json()["error"]["message"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return r.text[:300]
+
+
+def client_from(ctx: EvalContext) -> JudgeClient:
+    """The judge of --judge / --judge-model / --judge-key; with one model served, --judge-model may be left out."""
+    o = ctx.opts
+    key = o.get("judge_key") or os.environ.get("PIXIU_JUDGE_KEY")
+    settings = {k: o[f"judge_{k}"] for k in ("timeout", "retries", "backoff", "max_tokens") if o.get(f"judge_{k}") is not None}  # fmt: skip
+    client = JudgeClient(o["judge"], o.get("judge_model") or "", key, **settings)
+    if not client.model:
+        try:
+            served = client.models()
+        except Exception as e:
+            raise EvalError(
+                f"cannot list the models of judge {o['judge']} ({e}); give --judge-model"
+            ) from None
+        if len(served) != 1:
+            raise EvalError(f"judge {o['judge']} serves {served}; pick one with --judge-model")
+        client.model = served[0]
+    return client
+
+
+# ---------------------------------------------------------------- asking, parsing, combining
+
+
+def parse_verdict(text: str) -> str | None:
+    """'A' | 'B' | 'tie' from [[A]] / [[B]] / [[C]], checked in that order as FastChat does; None without one."""
+    for mark, verdict in (("[[A]]", "A"), ("[[B]]", "B"), ("[[C]]", "tie")):
+        if mark in text:
+            return verdict
+    return None
+
+
+@dataclass
+class Asked:
+    value: object  # what `parse` made of the reply; None when nothing usable came back
+    text: str  # the judge's last reply, or why there was none
+    tries: int  # times the judge was asked (each ask retries timeouts and 5xx on its own)
+    error: str = ""  # "" | unparsable | judge_error | judge_rejected
+
+
+def ask(client, messages: list[dict], parse: Callable[[str], object], parse_retries: int = 2) -> Asked:
+    """Ask until `parse` finds an answer: first at temperature 0, then `parse_retries` sampled retries.
+    `client` is anything with chat(messages, temperature, seed) -> str (a JudgeClient, or a script in tests)."""
+    text = ""
+    for attempt in range(parse_retries + 1):
+        temperature = 0.0 if attempt == 0 else RETRY_TEMPERATURE
+        try:
+            text = client.chat(messages, temperature=temperature, seed=attempt)
+        except JudgeRejected as e:
+            return Asked(None, str(e), attempt + 1, "judge_rejected")
+        except JudgeUnavailable as e:
+            return Asked(None, str(e), attempt + 1, "judge_error")
+        value = parse(text)
+        if value is not None:
+            return Asked(value, text, attempt + 1)
+    return Asked(None, text, parse_retries + 1, "unparsable")
+
+
+def pair_messages(question: str, first: str, second: str) -> list[dict]:
+    user = PAIR_TEMPLATE.format(question=question, answer_a=first, answer_b=second)
+    return [{"role": "system", "content": PAIR_SYSTEM}, {"role": "user", "content": user}]
+
+
+def combine(g1: str, g2: str) -> tuple[str, bool]:
+    """(A's outcome: win | tie | loss, consistent) from g1, the verdict with A shown first, and g2, the verdict
+    with B shown first. Consistent = both name the same model (or both a tie); anything else counts as a tie."""
+    first = {"A": "a", "B": "b", "tie": "tie"}[g1]
+    second = {"A": "b", "B": "a", "tie": "tie"}[g2]
+    if first != second:
+        return "tie", False
+    return {"a": "win", "b": "loss", "tie": "tie"}[first], True
+
+
+def tally(rows: list[dict]) -> dict[str, float]:
+    """Win rate (ties count half) over the judged rows; with swapped verdicts also consistency and the share of
+    decisive verdicts that picked the answer shown first (0.5 = no position bias)."""
+    judged = [r for r in rows if r.get("outcome")]
+    n = len(judged)
+    count = Counter(r["outcome"] for r in judged)
+    out = {"pairs": float(n), "wins": float(count["win"]), "ties": float(count["tie"]),
+           "losses": float(count["loss"])}  # fmt: skip
+    if n:
+        out["win_rate"] = (count["win"] + 0.5 * count["tie"]) / n
+    swapped = [r for r in judged if "consistent" in r]
+    if swapped:
+        out["consistency"] = sum(r["consistent"] for r in swapped) / len(swapped)
+        decisive = [v for r in swapped for v in (r["g1"], r["g2"]) if v != "tie"]
+        if decisive:
+            out["first_position_rate"] = decisive.count("A") / len(decisive)
+    return out
+
+
+# ---------------------------------------------------------------- judges
+
+
+@dataclass
+class PairItem:
+    key: str
+    conv: Conversation  # the prompt, ending with a user turn
+    a: str  # model A's reply
+    b: str  # model B's reply (or the reference reply)
+
+
+class LLMJudge:
+    """Each pair judged A/B and B/A by an LLM endpoint; `parallel` requests in flight (a server batches them)."""
+
+    def __init__(self, client, parse_retries: int = 2, parallel: int = 16):
+        self.client, self.parse_retries, self.parallel = client, parse_retries, parallel
+
+    def judge(self, items: list[PairItem]) -> list[dict]:
+        calls = [
+            pair_messages(question_text(it.conv), *ab) for it in items for ab in ((it.a, it.b), (it.b, it.a))
+        ]
+        answers = parallel_map(
+            lambda m: ask(self.client, m, parse_verdict, self.parse_retries), calls, self.parallel
+        )
+        rows = []
+        for i, it in enumerate(items):
+            g1, g2 = answers[2 * i], answers[2 * i + 1]
+            row = {"key": it.key, "prompt": question_text(it.conv), "a": it.a, "b": it.b, "g1": g1.value,
+                   "g2": g2.value, "judge_1": g1.text, "judge_2": g2.text, "tries": g1.tries + g2.tries}  # fmt: skip
+            if g1.error or g2.error:
+                row["skip"] = g1.error or g2.error
+            else:
+                row["outcome"], row["consistent"] = combine(g1.value, g2.value)
+            rows.append(row)
+        return rows
+
+
+class RewardJudge:
+    """A reward model scores both replies; position plays no part, so each pair is scored once."""
+
+    def __init__(self, path: str, dtype: str = "auto", eps: float = 1e-3, batch_size: int = 8):
+        from pixiu.config import ModelConfig
+        from pixiu.model import heads
+
+        self.loaded, self.scalar = heads.load_scalar(ModelConfig(path, dtype=dtype))
+        self.eps, self.batch_size = eps, batch_size
+
+    def judge(self, items: list[PairItem]) -> list[dict]:
+        from pixiu.train.rm import score_replies
+
+        convs = [it.conv.add("assistant", reply) for it in items for reply in (it.a, it.b)]
+        t = self.loaded
+        scores = score_replies(self.scalar, t.tokenizer, t.template, convs, self.batch_size) if convs else []
+        rows = []
+        for i, it in enumerate(items):
+            sa, sb = scores[2 * i], scores[2 * i + 1]
+            outcome = "tie" if abs(sa - sb) <= self.eps else "win" if sa > sb else "loss"
+            rows.append({"key": it.key, "prompt": question_text(it.conv), "a": it.a, "b": it.b,
+                         "score_a": round(sa, 4), "score_b": round(sb, 4), "outcome": outcome})  # fmt: skip
+        return rows
+
+
+def ask_settings(opts: dict) -> tuple[int, int]:
+    """(parse_retries, judge requests in flight): 2 retries as default; 16 in flight fill a `pixiu serve` batch."""
+    retries = opts.get("parse_retries")
+    return 2 if retries is None else int(retries), int(opts.get("judge_parallel") or 16)
+
+
+def make_judge(ctx: EvalContext):
+    o = ctx.opts
+    if o.get("reward_model") and o.get("judge"):
+        raise EvalError("give one judge: --reward-model PATH or --judge URL, not both")
+    if o.get("reward_model"):
+        return RewardJudge(o["reward_model"], ctx.dtype, float(o.get("tie_eps") or 1e-3))
+    if o.get("judge"):
+        return LLMJudge(client_from(ctx), *ask_settings(o))
+    raise EvalError("winrate needs a judge: --reward-model PATH or --judge URL [--judge-model NAME]")
+
+
+# ---------------------------------------------------------------- prompts and replies
+
+
+def question_text(conv: Conversation) -> str:
+    """The user's question as the judge reads it: the message itself, or the dialogue turn by turn."""
+    turns = [m for m in conv.messages if m.role != "system"]
+    if len(turns) == 1:
+        return turns[0].content
+    return "\n\n".join(f"### {m.role.capitalize()}:\n{m.content}" for m in turns)
+
+
+def load_prompts(path: str) -> list[Conversation]:
+    """Prompts from any format the data loader reads: prompt rows, conversations (cut before the last reply),
+    pairs and rankings (their prompt)."""
+    from pixiu.config import DatasetSpec
+    from pixiu.data import DataError, load_records
+
+    try:
+        records, _ = load_records(DatasetSpec(path))
+    except DataError as e:
+        raise EvalError(str(e)) from None
+    convs = []
+    for r in records:
+        conv = r if isinstance(r, Conversation) else getattr(r, "prompt", None)
+        if conv is None:
+            raise EvalError(f"{r.source}: a {type(r).__name__} record holds no prompt")
+        last_user = max((i for i, m in enumerate(conv.messages) if m.role == "user"), default=-1)
+        if last_user < 0:
+            raise EvalError(f"{r.source}: the conversation has no user turn to answer")
+        convs.append(Conversation(conv.messages[: last_user + 1], conv.tools, conv.source))
+    return convs
+
+
+def load_references(path: str) -> tuple[list[Conversation], list[str]]:
+    """AlpacaEval-style reference replies: rows {instruction (+ input) or prompt (text or messages), output}."""
+    from pixiu.data import DataError, read_rows
+
+    convs, outputs = [], []
+    try:
+        for source, row in read_rows(path):
+            if isinstance(row.get("prompt"), list):
+                conv = Conversation.from_openai(row["prompt"])
+            else:
+                parts = [row.get("prompt") or row.get("instruction") or "", row.get("input") or ""]
+                conv = Conversation([Message("user", "\n\n".join(p for p in parts if p))])
+            if not isinstance(row.get("output"), str) or not conv.messages[-1].content.strip():
+                raise EvalError(f"{source}: a reference row needs instruction (or prompt) and output text")
+            convs.append(conv)
+            outputs.append(row["output"])
+    except (DataError, KeyError, TypeError, ValueError) as e:
+        raise EvalError(f"{path}: {e}") from None
+    return convs, outputs
+
+
+def reply_all(engine, convs: list[Conversation], samplings: list[Sampling]) -> list[str | None]:
+    """One reply per prompt, all submitted at once so the engine batches them; None where the prompt does not fit
+    the model's context window."""
+    requests = []
+    for conv, sampling in zip(convs, samplings, strict=True):
+        try:
+            requests.append(engine.submit(conv, sampling))
+        except ContextError:
+            requests.append(None)
+    return [r.completion().text if r is not None else None for r in requests]
+
+
+def parallel_map(fn: Callable, xs: list, workers: int) -> list:
+    if workers <= 1 or len(xs) <= 1:
+        return [fn(x) for x in xs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, xs))
+
+
+def item_key(i: int, conv: Conversation) -> str:
+    text = json.dumps(conv.to_openai(), ensure_ascii=False)
+    return f"{i}:{hashlib.blake2b(text.encode(), digest_size=6).hexdigest()}"
+
+
+def is_reference_file(path: str | None) -> bool:
+    return bool(path) and Path(path).is_file() and Path(path).suffix.lower() in (".jsonl", ".json")
+
+
+# ---------------------------------------------------------------- tasks
+
+
+@register("winrate")
+def winrate(ctx: EvalContext) -> dict:
+    """MODEL against --against (a model, or a file of reference replies) on --data prompts, by one judge."""
+    from tqdm.auto import tqdm
+
+    against = ctx.opts.get("against")
+    if not against:
+        raise EvalError(
+            "winrate needs --against: a second model, or a JSONL file of {instruction, output} replies"
+        )
+    judge = make_judge(ctx)
+    if is_reference_file(against):
+        if ctx.opts.get("data"):
+            raise EvalError(f"--against {against} brings its own prompts; leave out --data")
+        convs, refs = load_references(against)
+    else:
+        convs, refs = load_prompts(ctx.opts.get("data") or DEFAULT_PROMPTS), None
+    convs = ctx.take(convs)
+    sampling = Sampling(ctx.opts.get("max_new_tokens") or 256, temperature=0.0, seed=ctx.seed)
+    log, keys = ctx.items("winrate"), [item_key(i, c) for i, c in enumerate(convs)]
+    # judge failures of this run: reported, not logged, so a re-run asks again
+    fresh: dict[str, dict] = {}
+    todo = [i for i, k in enumerate(keys) if log.get(k) is None]
+    bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="winrate", unit="pair")
+    for start in range(0, len(todo), CHUNK):
+        idx = todo[start : start + CHUNK]
+        chunk = [convs[i] for i in idx]
+        a = reply_all(ctx.engine(), chunk, [sampling] * len(idx))
+        b = [refs[i] for i in idx] if refs else reply_all(ctx.engine(against), chunk, [sampling] * len(idx))
+        items = []
+        for i, ra, rb in zip(idx, a, b):
+            if ra is None or rb is None:
+                log.put(
+                    keys[i], {"key": keys[i], "prompt": question_text(convs[i]), "skip": "context_too_long"}
+                )
+            else:
+                items.append(PairItem(keys[i], convs[i], ra, rb))
+        for row in judge.judge(items):
+            if row.get("skip") in ("judge_error", "judge_rejected"):
+                fresh[row["key"]] = row
+            else:
+                log.put(row["key"], row)
+        bar.update(len(idx))
+    bar.close()
+    rows = [fresh.get(k) or log.get(k) for k in keys]
+    skipped = Counter(r["skip"] for r in rows if r.get("skip"))
+    return {"metrics": tally(rows), "rows": [_shown(r) for r in rows], "skipped": dict(skipped)}
+
+
+def _shown(row: dict) -> dict:
+    cut = lambda s: s if not isinstance(s, str) or len(s) <= SHOW else s[:SHOW] + "…"  # noqa: E731
+    return {k: cut(v) for k, v in row.items() if k != "key"}
+
+
+@register("elo")
+def elo(ctx: EvalContext) -> dict:
+    """Elo and Bradley-Terry ratings (95% bootstrap interval) of the arena votes in the feedback store --db."""
+    from pixiu.serve import ratings
+    from pixiu.serve.feedback import open_store
+
+    db = ctx.opts.get("db")
+    if not db:
+        raise EvalError("elo needs --db: the feedback store with the arena votes (pixiu serve --db)")
+    if "://" not in str(db) and not Path(db).is_file():
+        raise EvalError(f"no feedback store at {db}")
+    with open_store(db) as store:
+        votes = store.votes()
+    if not votes:
+        raise EvalError(f"{db} holds no arena votes")
+    games = [ratings.Game(v.model_a, v.model_b, v.winner) for v in votes]
+    bootstrap = ctx.opts.get("bootstrap")
+    rows = ratings.elo_table(games, bootstrap=100 if bootstrap is None else int(bootstrap), seed=ctx.seed)
+    metrics = {"votes": float(len(votes))}
+    for r in rows:
+        metrics[f"elo/{r['model']}"] = float(r["elo"])
+        metrics[f"bt/{r['model']}"] = float(r["bt"])
+    same = sum(g.model_a == g.model_b for g in games)
+    return {"metrics": metrics, "rows": rows, "skipped": {"same_model": same} if same else {}}

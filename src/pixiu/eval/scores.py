@@ -1,0 +1,161 @@
+"""gsm8k (greedy replies through the engine, exact match of the final number) and perplexity (any data file).
+
+GSM8K: each test question as a user turn with the task's instruction (end with '#### <number>'); --shots K puts
+the first K training problems with their worked solutions before it as earlier turns. The answer is read with
+pixiu.data.tasks.extract_number: the number after the last '####' (else '\\boxed{', else 'answer is'), else the
+last number of the reply; '1,234', '$5', '12 dollars' and '-3' read as 1234, 5, 12 and -3.
+
+Perplexity: exp of the mean negative log-likelihood per target token: assistant tokens of conversations (the
+tokens SFT trains on), every token after the first of plain text. Texts longer than the context window are cut
+into windows; a conversation longer than it is truncated and counted in `skipped`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from tqdm import tqdm
+
+from pixiu.eval.run import SHARED, EvalContext, EvalError, register
+
+
+@register("gsm8k")
+def gsm8k(ctx: EvalContext) -> dict:
+    from pixiu.chat.messages import Conversation
+    from pixiu.data.tasks import GSM8K, extract_number
+    from pixiu.engine import Sampling
+
+    task = GSM8K(str(ctx.data(SHARED / "gsm8k", "gsm8k data")))
+    examples = ctx.take(task.examples("test"))
+    if not examples:
+        raise EvalError(f"gsm8k: no test problems in {task.path}")
+    shots = task.examples("train")[: ctx.opts["shots"]] if ctx.opts.get("shots") else []
+    context = [m for ex in shots for m in ex.prompt.add("assistant", ex.solution).messages]
+    log = ctx.items("gsm8k")
+    todo = [i for i in range(len(examples)) if log.get(i) is None]
+    sampling = Sampling(ctx.opts.get("max_new_tokens") or 256, 0.0, seed=ctx.seed)
+    engine = ctx.engine() if todo else None
+    bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="gsm8k", unit="q")
+    for start in range(0, len(todo), 16):  # chunks: the engine batches each, the log saves it
+        part = todo[start : start + 16]
+        convs = [Conversation([*context, *examples[i].prompt.messages]) for i in part]
+        for i, c in zip(part, engine.generate(convs, sampling)):
+            pred = extract_number(c.text)
+            log.put(
+                i,
+                {"pred": pred, "answer": examples[i].answer, "reply": c.text, "tokens": c.completion_tokens},
+            )
+        bar.update(len(part))
+    bar.close()
+    done = [log.get(i) for i in range(len(examples))]
+    right = sum(d["pred"] == d["answer"] for d in done)
+    no_number = sum(d["pred"] is None for d in done)
+    metrics = {
+        "exact_match": right / len(done),
+        "problems": float(len(done)),
+        "mean_reply_tokens": sum(d["tokens"] for d in done) / len(done),
+    }
+    row = {
+        "split": "test",
+        "problems": len(done),
+        "correct": right,
+        "no_number": no_number,
+        "exact_match": right / len(done),
+    }
+    return {"metrics": metrics, "rows": [row], "skipped": {}}
+
+
+# ---------------------------------------------------------------- perplexity
+
+
+def targets(record, loaded, window: int) -> tuple[list, str]:
+    """A record -> its rows to score (Rendered, each at most `window` tokens) and a skip reason ('' if none)."""
+    from pixiu.chat.messages import Conversation
+    from pixiu.chat.templates import Rendered
+    from pixiu.data.records import Text
+
+    if isinstance(record, Conversation):
+        r = loaded.template.render(record)
+        if not any(r.loss_mask[1:]):
+            return [], "conversation without an assistant turn"
+        why = (
+            "conversation truncated to the context window (scored in part)"
+            if len(r.input_ids) > window
+            else ""
+        )
+        return [Rendered(r.input_ids[:window], r.loss_mask[:window])], why
+    if isinstance(record, Text):
+        ids = loaded.tokenizer(record.text, add_special_tokens=False)["input_ids"]
+        if len(ids) < 2:
+            return [], "text shorter than two tokens"
+        return [
+            Rendered(ids[i : i + window], [1] * len(ids[i : i + window])) for i in range(0, len(ids), window)
+        ], ""
+    return [], f"not a conversation or text ({type(record).__name__})"
+
+
+@torch.no_grad()
+def nll(loaded, rows: list, batch_size: int = 8) -> tuple[float, int]:
+    """Summed negative log-likelihood of the rows' target tokens and their count."""
+    from pixiu.data.collate import collate
+    from pixiu.model.forward import TargetLM, sequence_logps
+
+    model = TargetLM(loaded.model).eval()
+    device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=loaded.dtype, enabled=loaded.dtype != torch.float32)
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        batch = collate([[r] for r in rows[i : i + batch_size]], loaded.tokenizer.pad_token_id)
+        batch = dataclasses.replace(
+            batch, **{k: v.to(device) for k, v in vars(batch).items() if v is not None}
+        )
+        with autocast:
+            logps, counts = sequence_logps(model, batch)
+        total, count = total - float(logps.float().sum()), count + int(counts.sum())
+    return total, count
+
+
+@register("perplexity")
+def perplexity(ctx: EvalContext) -> dict:
+    from pixiu.config import DatasetSpec
+    from pixiu.data import load_records
+
+    path = ctx.data(SHARED / "llamafactory_demo" / "alpaca_en_demo.json", "perplexity data")
+    records, bad = load_records(DatasetSpec(str(path)), skip_bad_rows=True)
+    records = ctx.take(records)
+    skipped: dict[str, int] = {"bad row": len(bad)} if bad else {}
+    for line in bad[:5]:
+        print(f"skipped {line}")
+    loaded = ctx.loaded()
+    window = min(getattr(loaded.model.config, "max_position_embeddings", 2048), 2048)
+    log = ctx.items("perplexity")
+    bar = tqdm(total=len(records), desc="perplexity", unit="rec")
+    for i, record in enumerate(records):
+        if log.get(i) is None:
+            rows, why = targets(record, loaded, window)
+            value, count = nll(loaded, rows) if rows else (0.0, 0)
+            log.put(i, {"nll": value, "tokens": count, "skip": why})
+        bar.update()
+    bar.close()
+    done = [log.get(i) for i in range(len(records))]
+    for d in done:
+        if d["skip"]:
+            skipped[d["skip"]] = skipped.get(d["skip"], 0) + 1
+    tokens = sum(d["tokens"] for d in done)
+    if not tokens:
+        raise EvalError(f"perplexity: {path} has no tokens to score (skipped: {skipped})")
+    mean = sum(d["nll"] for d in done) / tokens
+    scored = sum(d["tokens"] > 0 for d in done)
+    metrics = {
+        "perplexity": math.exp(mean),
+        "nll_per_token": mean,
+        "tokens": float(tokens),
+        "records": float(scored),
+    }
+    return {
+        "metrics": metrics,
+        "rows": [{"data": str(path), "records": scored, "tokens": tokens, "perplexity": math.exp(mean)}],
+        "skipped": skipped,
+    }
