@@ -214,7 +214,9 @@ def markdown(a, machine: str, cmp: list[dict], gsm: dict | None, version: str) -
         + (f", first {a.limit} questions per subject" if a.limit else "")
         + ".",
         "",
-        f"Command: `python bench/eval_parity.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+        "Command: `"
+        + " ".join(["python bench/eval_parity.py", *sys.argv[1:]])
+        + "`"
         + (" (sides already run in the work dir by an earlier invocation were reused)" if a.reuse else ""),
         "",
     ]
@@ -251,8 +253,8 @@ def markdown(a, machine: str, cmp: list[dict], gsm: dict | None, version: str) -
             f"`pixiu eval {MODEL} --tasks gsm8k --limit {gsm['limit']}`: the first {gsm['limit']} test problems, "
             "greedy, one user turn with the task's instruction (end with '#### <number>'), chat template, at most "
             f"256 new tokens, dtype auto ({gsm['dtype']} on this machine): exact match **{100 * gsm['exact_match']:.1f}%** ({r['correct']} of {r['problems']}; "
-            f"{r['no_number']} replies without a number; mean reply {gsm['mean_reply_tokens']:.0f} tokens; "
-            f"{gsm['seconds']:.0f} s).",
+            f"{r['no_number']} replies without a number; mean reply {gsm['mean_reply_tokens']:.0f} tokens; task "
+            f"time {gsm['seconds']:.0f} s on the shared machine).",
             "",
         ]
     raw = [{k: v for k, v in c.items()} for c in cmp] + ([gsm] if gsm else [])

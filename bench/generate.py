@@ -434,7 +434,22 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
     for c, b in batches.items():
         p, h, loop = (b[k]["cpu_tok_s"] for k in ("pixiu-batch", "hf-batched", "hf-loop"))
         lines.append(f"| {c} | {p:.1f} | {h:.1f} | {loop:.1f} | {p / h:.2f}x | {p / loop:.2f}x |")
+    lines += [
+        "",
+        "Each side runs alone in its own process, one after another; on a shared machine the other load changes "
+        "between them, so read differences of 10-20% between sides as noise unless both tables agree.",
+        "",
+        "Raw results (token ids left out; they are in generate.jsonl):",
+        "",
+        "```json",
+        *(json.dumps({k: v for k, v in r.items() if k != "ids"}) for r in raw_rows(single, batches)),
+        "```",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def raw_rows(single: dict, batches: dict[int, dict]) -> list[dict]:
+    return [*single.values(), *(r for b in batches.values() for r in b.values())]
 
 
 def main(argv: list[str]) -> None:
@@ -480,8 +495,21 @@ def main(argv: list[str]) -> None:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "generate.md").write_text(text)
-    raw = [*single.values(), *(r for b in batches.values() for r in b.values())]
-    (out / "generate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in raw))
+    keep = (
+        "model",
+        "dtype",
+        "threads",
+        "max_new_tokens",
+        "single",
+        "concurrency",
+        "ggufs",
+        "load_start",
+        "load_end",
+    )
+    setup = {"side": "setup", **{k: getattr(args, k) for k in keep}}
+    (out / "generate.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in [setup, *raw_rows(single, batches)])
+    )
     print(text)
 
 

@@ -260,6 +260,7 @@ def score_loglik(layout: Layout, ctx: EvalContext, todo: list[tuple[str, Item, s
     if not todo:  # all scored earlier: no model to load
         return
     log, tok = ctx.items(layout.name), ctx.loaded().tokenizer
+    todo = sorted(todo, key=lambda t: -len(t[2]))  # similar lengths share a batch: less padding
     chunk = 32
     bar = tqdm(total=len(todo), desc=f"{layout.name} loglik", unit="q")
     for i in range(0, len(todo), chunk):
