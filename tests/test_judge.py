@@ -4,17 +4,14 @@ models, MT-bench grading by the same kind of judge, and Elo from a feedback stor
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from fake_engine import FakeEngine
+from live_server import serving
 
 from pixiu.chat.messages import Conversation
 from pixiu.data import read_rows
@@ -25,28 +22,6 @@ from pixiu.serve import api, ratings
 from pixiu.serve.feedback import open_store
 
 ANSWER = r"\[The Start of Assistant {}'s Answer\]\n(.*?)\n\[The End of Assistant {}'s Answer\]"
-
-
-@contextlib.contextmanager
-def serving(app):
-    """A real uvicorn server on a free loopback port, in a thread (as in test_serve.py); yields its /v1 URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
 
 
 class ScriptJudge(FakeEngine):
@@ -88,7 +63,8 @@ def judges():
 
 @pytest.fixture(scope="module")
 def judge_url(judges):
-    with serving(api.create_app(judges)) as url:
+    with serving(api.create_app(judges)) as base:
+        url = f"{base}/v1"
         yield url
 
 
@@ -355,7 +331,8 @@ def test_mtbench_grades_both_turns_through_a_real_http_judge(tmp_path, monkeypat
     model = Recording("m")
     monkeypatch.setattr("pixiu.engine.load_engine", lambda name, **kw: model)
     grading = ScriptJudge("grader", grader)
-    with serving(api.create_app({"grader": grading})) as url:
+    with serving(api.create_app({"grader": grading})) as base:
+        url = f"{base}/v1"
         ctx = context(tmp_path, data=str(write_bench(tmp_path / "mt")), judge=url, max_new_tokens=16)
         out = mtbench.mtbench(ctx)  # --judge-model left out: the only served model
     assert out["metrics"] == pytest.approx({"graded": 5, "score": 4.8, "turn1": 16 / 3, "turn2": 4.0,

@@ -5,10 +5,7 @@ the embedded SmolLM2 check the real engine behind the same routes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-import threading
 import time
 
 import httpx
@@ -16,6 +13,7 @@ import openai
 import pytest
 from fake_engine import FakeEngine
 from fastapi.testclient import TestClient
+from live_server import serving
 
 from pixiu.serve import api
 from pixiu.serve.moderation import Rule, RulesModeration
@@ -23,28 +21,6 @@ from pixiu.serve.moderation import Rule, RulesModeration
 USER = [
     {"role": "user", "content": "hello there"}
 ]  # 2 + 2 words + 1 = 5 prompt tokens with the fake template
-
-
-@contextlib.contextmanager
-def serving(app):
-    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
