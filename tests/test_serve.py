@@ -325,7 +325,9 @@ def test_arena_client_gone_cancels_generation(tmp_path):
                 if len(slow.cancelled) == 2 and slow.active == 0:
                     break
                 time.sleep(0.01)
-            assert len(slow.requests) == 2 and slow.cancelled == slow.requests and slow.active == 0
+            # both replies are cancelled, in whichever order the two coroutines notice the disconnect
+            assert len(slow.requests) == 2 and set(map(id, slow.cancelled)) == set(map(id, slow.requests))
+            assert slow.active == 0
             assert all(r.completion_tokens < 4000 for r in slow.requests)
     finally:
         store.close()
