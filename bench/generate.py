@@ -15,6 +15,9 @@ template's stop token on every side.
   wall time from submission to the last reply (prefill included).
 - greedy check: every pixiu reply, single and concurrent, token for token against HF `generate` on that
   prompt alone.
+- int8 weights (`pixiu serve --quantize int8`): the pixiu sides again with int8 linear layers, plus what it
+  costs: mean NLL per reply token of --quality-rows held-out Alpaca answers in fp32 and in int8. Not matched
+  precision: the row says so, and its greedy check against fp32 HF shows where the replies part.
 - peak RSS: each side runs in a fresh subprocess and reports its own ru_maxrss.
 
 Run from the repository root; it writes bench/results/generate.md and generate.jsonl:
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -85,7 +89,12 @@ def until_stop(ids: list[int], stops: list[int]) -> list[int]:
 
 
 def weight_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights counted once
+    """Bytes of weights read per decoded token: parameters and int8 buffers (tied weights counted once), less an
+    untied input embedding, of which a step reads one row."""
+    tensors = [*model.parameters(), *model.buffers()]
+    total = sum(t.numel() * t.element_size() for t in tensors)
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings()
+    return total - (0 if getattr(head, "weight", None) is emb else emb.numel() * emb.element_size())
 
 
 def timed_requests(engine, convs, sampling) -> list[dict]:
@@ -117,10 +126,10 @@ def decode_rate(records: list[dict]) -> float:
     return tokens / seconds if seconds else float("nan")
 
 
-def side_pixiu_single(args) -> dict:
+def side_pixiu_single(args, quantize: str = "none") -> dict:
     from pixiu.engine import Sampling, load_engine
 
-    with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=1) as engine:
+    with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=1, quantize=quantize) as engine:
         sampling = Sampling(max_new_tokens=args.max_new_tokens)
         engine.generate(conversations(1), Sampling(max_new_tokens=4))  # warm-up
         cpu = time.process_time()
@@ -132,6 +141,38 @@ def side_pixiu_single(args) -> dict:
             "ids": [r["ids"] for r in records],
             "bytes": weight_bytes(engine.model),
         }
+
+
+def side_int8_quality(args) -> dict:
+    """Mean NLL per reply token of --quality-rows Alpaca answers (those after the generation prompts' rows), the
+    same model in fp32 and with int8 weights: the cost of quantization in the unit a perplexity shows."""
+    import torch
+
+    from pixiu.chat.messages import Conversation, Message
+    from pixiu.engine.quant import quantize
+
+    loaded, _ = load_hf(args)
+    rows = [r for r in json.loads(ALPACA.read_text()) if not r["input"]] if ALPACA.is_file() else []
+    rows = rows[1000 : 1000 + args.quality_rows]
+    convs = [
+        Conversation([Message("user", r["instruction"]), Message("assistant", r["output"])]) for r in rows
+    ]
+    rendered = [loaded.template.render(c) for c in convs]
+
+    def nll() -> float:
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for r in rendered:
+                ids = torch.tensor([r.input_ids])
+                logits = loaded.model(ids).logits[0, :-1].float()
+                mask = torch.tensor(r.loss_mask[1:], dtype=torch.bool)
+                losses = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+                total, count = total + losses[mask].sum().item(), count + int(mask.sum())
+        return total / max(count, 1)
+
+    before = nll()
+    quantize(loaded.model, "int8")
+    return {"nll_fp32": before, "nll_int8": nll(), "rows": len(rows)}
 
 
 def side_llamacpp_single(args) -> dict:
@@ -193,11 +234,11 @@ def side_hf_single(args) -> dict:
     return {"tok_s": tokens / seconds, "cpu_tok_s": sum(map(len, ids[1:])) / cpu, "ids": ids[1:]}
 
 
-def side_pixiu_batch(args) -> dict:
+def side_pixiu_batch(args, quantize: str = "none") -> dict:
     from pixiu.engine import Sampling, load_engine
 
     c = args.concurrency
-    with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=c) as engine:
+    with load_engine(args.model, backend="torch", dtype=args.dtype, max_batch=c, quantize=quantize) as engine:
         engine.generate(conversations(1), Sampling(max_new_tokens=4))
         cpu = time.process_time()
         records = timed_requests(engine, conversations(c), Sampling(max_new_tokens=args.max_new_tokens))
@@ -281,6 +322,9 @@ SIDES = {
     "hf-single": side_hf_single,
     "llamacpp-single": side_llamacpp_single,
     "pixiu-batch": side_pixiu_batch,
+    "pixiu-int8-single": lambda args: side_pixiu_single(args, "int8"),
+    "pixiu-int8-batch": lambda args: side_pixiu_batch(args, "int8"),
+    "int8-quality": side_int8_quality,
     "hf-batched": side_hf_batched,
     "hf-loop": side_hf_loop,
 }
@@ -345,7 +389,16 @@ def f32_gguf(src: Path, out: Path) -> Path:
 def run_side(args, side: str, concurrency: int = 1) -> dict:
     python = args.llamacpp_python if side.startswith("llamacpp") else sys.executable
     cmd = [python, __file__, "--side", side, "--concurrency", str(concurrency)]
-    for name in ("model", "dtype", "threads", "max_new_tokens", "single", "gguf", "llamacpp_site"):
+    for name in (
+        "model",
+        "dtype",
+        "threads",
+        "max_new_tokens",
+        "single",
+        "gguf",
+        "llamacpp_site",
+        "quality_rows",
+    ):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
     print(f"running {side} (concurrency {concurrency}) ...", file=sys.stderr, flush=True)
@@ -393,7 +446,11 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
         "greedy = HF alone |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rows = [("pixiu engine", ps), ("HF generate", hs)]
+    rows = [
+        ("pixiu engine", ps),
+        ("pixiu engine, int8 weights", single["pixiu-int8-single"]),
+        ("HF generate", hs),
+    ]
     rows += [(f"llama.cpp {Path(r['gguf']).name}", r) for r in llama.values()]
     for label, r in rows:
         bw = r.get("bytes", ps["bytes"]) / 1e9 * r["tok_s"]  # llama.cpp: bytes of its own file's weights
@@ -402,6 +459,12 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
             f"{r['tok_s'] / hs['tok_s']:.2f}x | {r['cpu_tok_s']:.1f} | {r['peak_rss_mib']:.0f} | "
             f"{same(r['ids'], hs['ids'])} |"
         )
+    qual = single["int8-quality"]
+    lines.append(
+        f"\nint8 weights (`--quantize int8`: per-row absmax int8, see src/pixiu/engine/quant.py), the price: mean NLL "
+        f"per reply token of {qual['rows']} held-out Alpaca answers {qual['nll_fp32']:.4f} in fp32, "
+        f"{qual['nll_int8']:.4f} int8 (perplexity {math.exp(qual['nll_fp32']):.3f} -> {math.exp(qual['nll_int8']):.3f})."
+    )
     for r in llama.values():
         lines.append(
             f"\npixiu / llama.cpp ({Path(r['gguf']).name}) single-stream: {ps['tok_s'] / r['tok_s']:.2f}x"
@@ -410,17 +473,18 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
         "",
         "## Aggregate throughput, C concurrent requests",
         "",
-        "| C | pixiu tok/s | HF batched tok/s | one-at-a-time tok/s | vs HF batched | vs one-at-a-time | "
-        "pixiu p50 latency s | pixiu p50 first piece s | pixiu RSS MiB | HF batched RSS MiB | "
-        "pixiu greedy = HF alone | HF batched = HF alone |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| C | pixiu tok/s | pixiu int8 tok/s | HF batched tok/s | one-at-a-time tok/s | vs HF batched | "
+        "int8 vs HF batched | vs one-at-a-time | pixiu p50 latency s | pixiu p50 first piece s | pixiu RSS MiB | "
+        "HF batched RSS MiB | pixiu greedy = HF alone | int8 greedy = HF alone | HF batched = HF alone |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, b in batches.items():
-        p, h, loop = b["pixiu-batch"], b["hf-batched"], b["hf-loop"]
+        p, q, h, loop = b["pixiu-batch"], b["pixiu-int8-batch"], b["hf-batched"], b["hf-loop"]
         lines.append(
-            f"| {c} | {p['tok_s']:.1f} | {h['tok_s']:.1f} | {loop['tok_s']:.1f} | {p['tok_s'] / h['tok_s']:.2f}x | "
-            f"{p['tok_s'] / loop['tok_s']:.2f}x | {p['latency_p50']:.1f} | {p['first_piece_p50']:.2f} | "
-            f"{p['peak_rss_mib']:.0f} | {h['peak_rss_mib']:.0f} | {same(p['ids'], loop['ids'])} | "
+            f"| {c} | {p['tok_s']:.1f} | {q['tok_s']:.1f} | {h['tok_s']:.1f} | {loop['tok_s']:.1f} | "
+            f"{p['tok_s'] / h['tok_s']:.2f}x | {q['tok_s'] / h['tok_s']:.2f}x | {p['tok_s'] / loop['tok_s']:.2f}x | "
+            f"{p['latency_p50']:.1f} | {p['first_piece_p50']:.2f} | {p['peak_rss_mib']:.0f} | "
+            f"{h['peak_rss_mib']:.0f} | {same(p['ids'], loop['ids'])} | {same(q['ids'], loop['ids'])} | "
             f"{same(h['ids'], loop['ids'])} |"
         )
     lines += [
@@ -428,12 +492,14 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
         "The same work per CPU-second (user + system time of the side's process, prefill included): on a shared "
         "machine wall-clock rates move with the other load, CPU time much less.",
         "",
-        "| C | pixiu tok per CPU-s | HF batched | one-at-a-time | vs HF batched | vs one-at-a-time |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| C | pixiu tok per CPU-s | pixiu int8 | HF batched | one-at-a-time | vs HF batched | int8 vs HF batched |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, b in batches.items():
-        p, h, loop = (b[k]["cpu_tok_s"] for k in ("pixiu-batch", "hf-batched", "hf-loop"))
-        lines.append(f"| {c} | {p:.1f} | {h:.1f} | {loop:.1f} | {p / h:.2f}x | {p / loop:.2f}x |")
+        p, q, h, loop = (
+            b[k]["cpu_tok_s"] for k in ("pixiu-batch", "pixiu-int8-batch", "hf-batched", "hf-loop")
+        )
+        lines.append(f"| {c} | {p:.1f} | {q:.1f} | {h:.1f} | {loop:.1f} | {p / h:.2f}x | {q / h:.2f}x |")
     lines += [
         "",
         "Each side runs alone in its own process, one after another; on a shared machine the other load changes "
@@ -466,6 +532,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--llamacpp-python", default=sys.executable, help="interpreter with llama-cpp-python")
     p.add_argument("--llamacpp-site", default="", help="site-packages dir holding llama_cpp (searched last)")
     p.add_argument("--write-f32-gguf", default="", help="write the model's F32 GGUF here and exit")
+    p.add_argument("--quality-rows", type=int, default=64, help="Alpaca answers scored fp32 vs int8")
     p.add_argument("--ceiling-gbs", type=float, default=45.0, help="memory bandwidth of this machine, GB/s")
     p.add_argument("--results", default=str(RESULTS), help="where generate.md and generate.jsonl go")
     p.add_argument("--side", default="", help=argparse.SUPPRESS)
@@ -481,13 +548,15 @@ def main(argv: list[str]) -> None:
     args.argv, args.load_start = argv, os.getloadavg()[0]
     args.ggufs = [g for g in args.gguf.split(",") if g]
     args.llamacpp_version = llamacpp_version(args) if args.ggufs else ""
-    single = {s: run_side(args, s) for s in ("pixiu-single", "hf-single")}
+    single = {
+        s: run_side(args, s) for s in ("pixiu-single", "pixiu-int8-single", "hf-single", "int8-quality")
+    }
     for i, gguf in enumerate(args.ggufs):
         single[f"llamacpp-single-{i}"] = run_side(
             argparse.Namespace(**{**vars(args), "gguf": gguf}), "llamacpp-single"
         )
     batches = {
-        c: {s: run_side(args, s, c) for s in ("pixiu-batch", "hf-batched", "hf-loop")}
+        c: {s: run_side(args, s, c) for s in ("pixiu-batch", "pixiu-int8-batch", "hf-batched", "hf-loop")}
         for c in map(int, args.concurrency.split(","))
     }
     args.load_end = os.getloadavg()[0]

@@ -390,3 +390,17 @@ def test_elo_from_store_equals_ratings(tmp_path):
     assert ratings.online_elo(games[:1]) == {"x": 1016.0, "y": 984.0}
     with pytest.raises(EvalError, match="needs --db"):
         judge.elo(context(tmp_path, model=None))
+
+
+def test_judge_settings_reach_the_client_from_the_command_line(tmp_path):
+    """Every judge setting the code reads is a flag; transport settings stay out of the resume fingerprint."""
+    from pixiu.eval.run import context, fingerprint, parser
+
+    argv = ["m", "--tasks", "winrate", "--out", str(tmp_path), "--judge", "http://127.0.0.1:9/v1", "--judge-model",
+            "j", "--judge-timeout", "0.5", "--judge-retries", "0", "--judge-backoff", "0.25", "--judge-max-tokens",
+            "7", "--judge-parallel", "3", "--parse-retries", "1"]  # fmt: skip
+    ctx = context(parser().parse_args(argv))
+    client = judge.client_from(ctx)
+    assert (client.timeout, client.retries, client.backoff, client.max_tokens) == (0.5, 0, 0.25, 7)
+    assert judge.ask_settings(ctx.opts) == (1, 3)
+    assert "judge_timeout" not in fingerprint("m", ctx.opts) and "parse_retries" in fingerprint("m", ctx.opts)

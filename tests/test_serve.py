@@ -286,6 +286,21 @@ def test_client_disconnect_mid_stream_frees_the_slot():
         assert slow.requests[0].completion_tokens < 5000
 
 
+def test_client_that_leaves_a_non_streamed_request_frees_the_slot():
+    """No stream to break: the server polls the connection, and cancels the choices when the client is gone."""
+    slow = FakeEngine("slow", context_len=10_000, delay=0.02, endless=True)
+    with serving(api.create_app({"slow": slow})) as url:
+        body = {"model": "slow", "messages": USER, "max_tokens": 5000, "n": 2}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=0.5)
+        for _ in range(300):
+            if len(slow.cancelled) == 2 and slow.active == 0:
+                break
+            time.sleep(0.01)
+        assert set(map(id, slow.cancelled)) == set(map(id, slow.requests)) and len(slow.requests) == 2
+        assert all(r.completion_tokens < 500 for r in slow.requests)
+
+
 def test_64_concurrent_streams():
     engine = FakeEngine("fake", delay=0.005)
     with serving(api.create_app({"fake": engine})) as url:
@@ -336,7 +351,7 @@ def test_arena_client_gone_cancels_generation(tmp_path):
 def test_load_engines_sets_the_weights_version(tiny_model_dir):
     from pixiu.serve.feedback import model_version
 
-    engines = api.load_engines([f"tiny={tiny_model_dir}"], "torch", "fp32", "default", 2)
+    engines = api.load_engines([f"tiny={tiny_model_dir}"], backend="torch", dtype="fp32", max_batch=2)
     try:
         assert list(engines) == ["tiny"]
         assert engines["tiny"].version == model_version(str(tiny_model_dir))
@@ -443,7 +458,7 @@ def test_no_key_means_loopback_only(monkeypatch, tmp_path):
         api.cli(["smollm2-135m", "--host", "0.0.0.0"])
     assert "refusing to listen on 0.0.0.0 without an API key" in str(e.value) and "--insecure" in str(e.value)
     started = []
-    monkeypatch.setattr(api, "load_engines", lambda *a: {"fake": FakeEngine()})
+    monkeypatch.setattr(api, "load_engines", lambda *a, **k: {"fake": FakeEngine()})
     monkeypatch.setattr(
         "uvicorn.run", lambda app, host, port, **kw: started.append((host, app.state.api_key))
     )

@@ -43,18 +43,21 @@ def register(name: str):
 
 
 @register("torch")
-def _torch(model: str, dtype: str, template: str, name: str, max_batch: int) -> Engine:
+def _torch(model: str, dtype: str, template: str, name: str, max_batch: int, quantize: str) -> Engine:
     from pixiu.config import ModelConfig
     from pixiu.engine.torch_engine import TorchEngine
     from pixiu.model import io
 
     loaded = io.load(ModelConfig(model, dtype=dtype, template=template, attn_implementation="sdpa"))
-    return TorchEngine(loaded, name, max_batch)
+    return TorchEngine(loaded, name, max_batch, quantize)
 
 
 @register("llamacpp")
-def _llamacpp(model: str, dtype: str, template: str, name: str, max_batch: int) -> Engine:
+def _llamacpp(model: str, dtype: str, template: str, name: str, max_batch: int, quantize: str) -> Engine:
     from pixiu.engine.llamacpp import LlamaCppEngine
+
+    if quantize != "none":
+        raise ValueError("--quantize is for the torch backend; a GGUF file carries its own quantization")
 
     return LlamaCppEngine.load(model, template=template, name=name)
 
@@ -66,18 +69,20 @@ def load_engine(
     template: str = "default",
     name: str | None = None,
     max_batch: int = 16,
+    quantize: str = "none",
 ) -> Engine:
     """An engine over a pixiu checkpoint, HF directory or hub name, .gguf file or 'smollm2-135m'.
 
     backend 'auto': llama.cpp for a .gguf file when llama-cpp-python is installed, else torch. `name` is the
-    model id clients use (default: the alias or the path's basename)."""
+    model id clients use (default: the alias or the path's basename). quantize 'int8': int8 weights for
+    faster CPU decoding (torch backend, see engine/quant.py)."""
     if backend == "auto":
         gguf = str(model).endswith(".gguf") and importlib.util.find_spec("llama_cpp") is not None
         backend = "llamacpp" if gguf else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown engine backend {backend!r}; valid: {['auto', *sorted(BACKENDS)]}")
     name = name or model_name(model)
-    return BACKENDS[backend](str(model), dtype, template, name, max_batch)
+    return BACKENDS[backend](str(model), dtype, template, name, max_batch, quantize)
 
 
 def model_name(model: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pixiu.engine import quant
 from pixiu.engine.base import Delta, Engine, EngineError, Request
 from pixiu.engine.cache import SlotCache
 from pixiu.engine.sampler import Choice, choose
@@ -39,14 +40,14 @@ class Sequence:
 
 
 class TorchEngine(Engine):
-    def __init__(self, loaded: Loaded, name: str, max_batch: int = 16):
-        self.model = serving_model(loaded.model)
+    def __init__(self, loaded: Loaded, name: str, max_batch: int = 16, quantize: str = "none"):
+        self.model = serving_model(loaded.model, quantize)
         self.tokenizer, self.template, self.name = loaded.tokenizer, loaded.template, name
         self.context_len = context_window(self.model.config)
         self.max_batch = max_batch
         self._threads = torch.get_num_threads()
         self.device = next(self.model.parameters()).device
-        self.vocab = self.model.get_output_embeddings().weight.shape[0]
+        self.vocab = self.model.get_output_embeddings().out_features
         self.stop_ids = stop_token_ids(self.tokenizer, self.template.stop)
         self.cache = SlotCache(self.model.config.num_hidden_layers, max_batch, self.context_len, self.device)
         self._positions = torch.arange(self.context_len, device=self.device)
@@ -194,16 +195,17 @@ class TorchEngine(Engine):
                 running[i] = last
 
 
-def serving_model(model):
+def serving_model(model, quantize: str = "none"):
     """The plain causal LM to serve: unwrapped, LoRA adapters merged into the weights (one matmul per layer
-    instead of three), eval mode, SDPA attention (the slot cache passes boolean length masks)."""
+    instead of three), eval mode, SDPA attention (the slot cache passes boolean length masks), its linear
+    layers int8 when asked (see engine/quant.py)."""
     model = unwrap(model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.eval()
     if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
         model.set_attn_implementation("sdpa")
-    return model
+    return quant.quantize(model, quantize)
 
 
 def context_window(config) -> int:

@@ -37,7 +37,17 @@ MODULES = (
 SHARED = Path("../shared/data")  # where the public data sits beside the project (see README)
 # Options that do not change a task's numbers: excluded from the fingerprint that decides resume / skip.
 # The judge key is a secret: it is never written to disk either.
-NOT_FINGERPRINTED = ("tasks", "out", "force", "limit", "judge_key")
+NOT_FINGERPRINTED = (
+    "tasks",
+    "out",
+    "force",
+    "limit",
+    "judge_key",
+    "judge_timeout",
+    "judge_retries",
+    "judge_backoff",
+    "judge_parallel",
+)
 
 
 class EvalError(ValueError):
@@ -295,6 +305,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--judge", help="judge endpoint URL (OpenAI-compatible)")
     p.add_argument("--judge-model", help="judge model name")
     p.add_argument("--judge-key", help="judge API key (never written to disk)")
+    j = p.add_argument_group("judge settings (winrate, mtbench)")
+    j.add_argument("--judge-timeout", type=float, help="seconds per judge request (default 600)")
+    j.add_argument("--judge-retries", type=int, help="retries after a timeout, 429 or 5xx (default 3)")
+    j.add_argument(
+        "--judge-backoff", type=float, help="seconds before the first retry, doubled after (default 2)"
+    )
+    j.add_argument("--judge-max-tokens", type=int, help="the judge's reply budget (default: the endpoint's)")
+    j.add_argument("--judge-parallel", type=int, help="judge requests in flight (default 16)")
+    j.add_argument("--parse-retries", type=int, help="re-asks after an unparsable verdict (default 2)")
+    j.add_argument("--tie-eps", type=float, help="reward judge: scores this close tie (default 1e-3)")
+    j.add_argument("--ref-model", help="mtbench: reference answers of this model (default gpt-4)")
+    p.add_argument("--bootstrap", type=int, help="elo: bootstrap rounds of the 95%% interval (default 100)")
     p.add_argument("--db", help="feedback store database")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="compute dtype (default auto)")
     return p

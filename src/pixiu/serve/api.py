@@ -16,12 +16,12 @@ import sys
 from dataclasses import replace
 
 import jinja2
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from pixiu.engine import ContextError, EngineError, Sampling
+from pixiu.engine import ContextError, EngineError, Sampling, quant
 from pixiu.serve import protocol as p
 from pixiu.serve.auth import KeyCheck, check_bind, require_key
 from pixiu.serve.jobs import Job, Piece, pieces
@@ -141,7 +141,7 @@ class Routes:
             )
         return self.engines[name]
 
-    async def chat(self, body: p.ChatCompletionRequest):
+    async def chat(self, body: p.ChatCompletionRequest, request: Request):
         engine = self.engine(body.model)
         conv = body.conversation()
         await self.check_input([m.content for m in conv.messages if m.role == "user"], "messages")
@@ -153,14 +153,14 @@ class Routes:
                 for i in range(body.n)
             ]
             return sse(self.stream(out, out.chat_events, [out.chunk(roles)]))
-        texts, finish = await self.collect(out)
+        texts, finish = await self.collect(out, request)
         choices = [
             p.ChatChoice(index=i, message=message(t, f), finish_reason=f)
             for i, (t, f) in enumerate(zip(texts, finish))
         ]
         return p.ChatCompletion(model=body.model, choices=choices, usage=out.usage())
 
-    async def complete(self, body: p.CompletionRequest):
+    async def complete(self, body: p.CompletionRequest, request: Request):
         engine = self.engine(body.model)
         prompts = body.prompts()
         await self.check_input(prompts, "prompt")
@@ -170,7 +170,7 @@ class Routes:
         if body.stream:
             first = [out.chunk([p.CompletionChoice(index=i, text=e)]) for i, e in enumerate(echo)]
             return sse(self.stream(out, out.text_events, first))
-        texts, finish = await self.collect(out)
+        texts, finish = await self.collect(out, request)
         texts = [e + t for e, t in zip(echo, texts)] if echo else texts
         choices = [
             p.CompletionChoice(index=i, text=t, finish_reason=f)
@@ -214,15 +214,20 @@ class Routes:
                 400, f"the input was flagged by moderation: {verdict.reason}", param, "content_filter"
             )
 
-    async def collect(self, out: Shape) -> tuple[list[str], list[str]]:
-        """A whole reply per choice, for a non-streamed response."""
+    async def collect(self, out: Shape, request: Request) -> tuple[list[str], list[str]]:
+        """A whole reply per choice, for a non-streamed response. A client that hangs up while it waits frees
+        the batch slots at once (uvicorn does not cancel a handler whose client left)."""
         count = len(out.job.reqs)
         texts, finish = [""] * count, ["stop"] * count
-        async for piece in pieces(out.job, self.moderation, None, out.context):
-            if piece.finish_reason == "error":
-                raise APIError(500, out.job.error(piece.index), code="engine_error")
-            texts[piece.index] += piece.text
-            finish[piece.index] = piece.finish_reason or finish[piece.index]
+        watcher = asyncio.create_task(cancel_on_disconnect(request, out.job))
+        try:
+            async for piece in pieces(out.job, self.moderation, None, out.context):
+                if piece.finish_reason == "error":
+                    raise APIError(500, out.job.error(piece.index), code="engine_error")
+                texts[piece.index] += piece.text
+                finish[piece.index] = piece.finish_reason or finish[piece.index]
+        finally:
+            watcher.cancel()
         return texts, finish
 
     async def stream(self, out: Shape, events, first: list[str]):
@@ -250,6 +255,13 @@ class Routes:
 
 
 WINDOW = 64  # streamed characters per output-moderation check (only when moderation is on)
+DISCONNECT_POLL = 0.25  # seconds between checks that the client of a non-streamed request is still there
+
+
+async def cancel_on_disconnect(request: Request, job: Job) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL)
+    job.cancel_all()
 
 
 class Shape:
@@ -320,8 +332,9 @@ def parse_model(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
-def load_engines(specs: list[str], backend: str, dtype: str, template: str, max_batch: int) -> dict:
-    """Served name -> Engine. Each engine carries `version` (NAME@HASH of its files, see
+def load_engines(specs: list[str], **engine_opts) -> dict:
+    """Served name -> Engine; engine_opts go to `load_engine` (backend, dtype, template, max_batch, quantize).
+    Each engine carries `version` (NAME@HASH of its files, see
     feedback.model_version), so every stored vote records which weights answered, not just the name."""
     from pixiu.engine import load_engine
     from pixiu.serve.feedback import model_version
@@ -329,9 +342,7 @@ def load_engines(specs: list[str], backend: str, dtype: str, template: str, max_
     engines: dict = {}
     for spec in specs:
         name, path = parse_model(spec)
-        engine = load_engine(
-            path, backend=backend, dtype=dtype, template=template, name=name, max_batch=max_batch
-        )
+        engine = load_engine(path, name=name, **engine_opts)
         engine.version = model_version(path)
         if engine.name in engines:
             sys.exit(f"two models are served as {engine.name!r}; name them apart with NAME=PATH")
@@ -351,7 +362,8 @@ def cli(argv: list[str]) -> None:
         from pixiu.serve.moderation import load_moderation
 
         moderation = load_moderation(a.moderation)
-    engines = load_engines(a.models, a.backend, a.dtype, a.template, a.max_batch)
+    engines = load_engines(a.models, backend=a.backend, dtype=a.dtype, template=a.template,
+                           max_batch=a.max_batch, quantize=a.quantize)  # fmt: skip
     store = open_store(a.db)
     app = create_app(engines, api_key=key, store=store, moderation=moderation, max_tokens=a.max_tokens)
     import uvicorn
@@ -386,5 +398,6 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-tokens", type=int, default=512, help="reply cap when a request sets no max_tokens")
     ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "llamacpp"])
+    ap.add_argument("--quantize", default="none", choices=quant.QUANTIZE, help=quant.HELP)
     ap.add_argument("--template", default="default", help="chat template name (see `pixiu templates`)")
     return ap

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pixiu.chat.messages import Conversation, Message
-from pixiu.engine import ContextError, Engine, Sampling
+from pixiu.engine import ContextError, Engine, Sampling, quant
 
 HELP = """commands:
   /reset                 forget the conversation (the system prompt stays)
@@ -173,6 +173,7 @@ def cli(argv: list[str]) -> None:
     p.add_argument("--backend", default="auto", help="torch, llamacpp or auto")
     p.add_argument("--dtype", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--template", default="default", help="chat template name (see `pixiu templates`)")
+    p.add_argument("--quantize", default="none", choices=quant.QUANTIZE, help=quant.HELP)
     for f in fields(Sampling):
         kind = _seed if f.name == "seed" else type(f.default)
         p.add_argument(f"--{f.name}", type=kind, default=getattr(CHAT_SAMPLING, f.name))
@@ -180,7 +181,8 @@ def cli(argv: list[str]) -> None:
     from pixiu.engine import load_engine
 
     sampling = Sampling(**{f.name: getattr(a, f.name) for f in fields(Sampling)})
-    with load_engine(a.model, backend=a.backend, dtype=a.dtype, template=a.template, max_batch=1) as engine:
+    opts = {"backend": a.backend, "dtype": a.dtype, "template": a.template, "quantize": a.quantize}
+    with load_engine(a.model, max_batch=1, **opts) as engine:
         interactive = sys.stdin.isatty()
         if interactive:
             print(f"pixiu chat: {engine.name} ({engine.context_len} tokens of context). /help for commands.")
