@@ -43,7 +43,7 @@ class Bench:
 # The order of docs/benchmarks.md: the whole route first, then the trainers stage by stage, generation and
 # serving, evaluation.
 ORDER = [
-    Bench("quickstart", by_hand="OMP_NUM_THREADS=1 /usr/bin/time -v make demo"),
+    Bench("quickstart", by_hand="rm -rf runs/quickstart && time make demo"),
     Bench("sft"),
     Bench("rm"),
     Bench("dpo"),

@@ -1,7 +1,9 @@
 """The llama.cpp backend: serves a .gguf file through llama-cpp-python (optional extra `pixiu[llamacpp]`).
 
 One llama.cpp context runs one sequence, so requests are served one at a time, in order, by a worker
-thread (llama.cpp reuses the KV cache of a shared prompt prefix, which helps multi-turn chat). Prompts are
+thread. llama.cpp reuses the KV cache of a shared prompt prefix, which helps multi-turn chat, but the logits it
+then computes differ in the last bits from a full prefill's, enough to change a sampled reply: a request with a
+seed therefore starts from an empty cache, so the same prompt and seed give the same reply (tests/test_llamacpp.py). Prompts are
 rendered and tokenized by pixiu's template with the GGUF's own tokenizer (read by transformers), so both
 backends see the same prompt ids; text streaming and stops are the shared `Reply` logic.
 
@@ -115,7 +117,11 @@ class LlamaCppEngine(Engine):
     def _run(self, request: Request) -> None:
         reply = Reply(request, self.tokenizer, self.stop_ids)
         s = request.sampling
-        self.llm.set_seed(random.getrandbits(31) if s.seed is None else s.seed)
+        if s.seed is None:
+            self.llm.set_seed(random.getrandbits(31))
+        else:
+            self.llm.reset()  # a full prefill: reproducible, whatever ran before (see the module docstring)
+            self.llm.set_seed(s.seed)
         tokens = self.llm.generate(
             request.prompt_ids,
             temp=s.temperature,
