@@ -47,6 +47,10 @@ ORDER = [
     Bench("sft"),
     Bench("rm"),
     Bench("dpo"),
+    Bench(
+        "dpo_bf16",
+        by_hand="python bench/dpo.py --n 32 --batch 4 --max-len 192 --threads 1 --dtype bf16 --out dpo_bf16",
+    ),
     Bench("ppo_trl"),
     Bench("ppo_memory"),
     Bench("grpo"),

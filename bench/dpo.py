@@ -325,6 +325,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, every side")
     ap.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, from {','.join(SIDES)}")
+    ap.add_argument("--out", default="dpo", help="result files bench/results/OUT.md and OUT.jsonl")
     ap.add_argument("--one", choices=SIDES, help=argparse.SUPPRESS)  # the child's own flags
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -343,8 +344,8 @@ def main() -> None:
     text = report(a, results, data, " ".join(["python", "bench/dpo.py", *sys.argv[1:]]))
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dpo.md").write_text(text)
-    (RESULTS / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results.values()))
+    (RESULTS / f"{a.out}.md").write_text(text)
+    (RESULTS / f"{a.out}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results.values()))
 
 
 if __name__ == "__main__":
