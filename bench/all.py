@@ -60,6 +60,7 @@ ORDER = [
     Bench("generate"),
     Bench("serve_load"),
     Bench("eval_parity"),
+    Bench("eval_parity_5shot"),
     Bench("winrate"),
 ]
 

@@ -1,7 +1,8 @@
 """pixiu eval against lm-evaluation-harness on the same local MMLU / CMMLU data: accuracy side by side.
 
 Same on both sides: SmolLM2-135M-Instruct as the HF directory pixiu converts the embedded GGUF into
-(`pixiu.model.io.resolve("smollm2-135m")`, passed to lm-eval's `hf` model), fp32, zero-shot, the prompt of
+(`pixiu.model.io.resolve("smollm2-135m")`, passed to lm-eval's `hf` model), fp32, zero-shot (or --shots K: the
+first K dev examples, lm-eval's `first_n` sampler), the prompt of
 lm-eval's own `mmlu` / `cmmlu` tasks (description line, question, lettered choices, "Answer:" / "答案："),
 log-likelihood of " A".." D", accuracy = argmax, torch threads. lm-eval reads the data through a task YAML
 written here (--include_path); the CSVs are first copied to JSONL with Python's csv module, the parser pixiu uses,
@@ -15,6 +16,8 @@ index (lm-eval's doc_id, pixiu's items log). Optionally pixiu's GSM8K exact matc
 Run from the repository root (lm-eval in its own venv, see --lm-eval):
     python bench/eval_parity.py                                     # the subjects below, 1 thread
     python bench/eval_parity.py --limit 10 --mmlu marketing --cmmlu agronomy --gsm8k 0   # smoke test
+    python bench/eval_parity.py --limit 40 --shots 5 --threads 2 --gsm8k 0 --out eval_parity_5shot \
+        --work runs/bench/eval_parity_5shot                                                    # 5-shot
 Writes bench/results/eval_parity.md and eval_parity.jsonl.
 """
 
@@ -104,7 +107,8 @@ def run_pixiu(a, work: Path, bench: str, subjects: list[str]) -> dict:
         "--subjects",
         ",".join(subjects),
     ]
-    cmd += ["--dtype", "fp32", "--out", str(out), "--force"] + (["--limit", str(a.limit)] if a.limit else [])
+    cmd += ["--dtype", "fp32", "--out", str(out), "--force", "--shots", str(a.shots)]
+    cmd += ["--limit", str(a.limit)] if a.limit else []
     seconds = timed(cmd, a.threads, out, a.reuse)
     res = json.loads((out / "results.json").read_text())["tasks"][bench]
     items = [json.loads(line) for line in (out / f"{bench}.items.jsonl").read_text().splitlines()[1:]]
@@ -121,7 +125,7 @@ def run_lm_eval(a, work: Path, bench: str, subjects: list[str], model_dir: str) 
     tasks = write_tasks(work, bench, subjects)
     out = work / f"lmeval-{bench}"
     cmd = [a.lm_eval, "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32"]
-    cmd += ["--tasks", ",".join(tasks), "--include_path", str(work / "tasks"), "--num_fewshot", "0"]
+    cmd += ["--tasks", ",".join(tasks), "--include_path", str(work / "tasks"), "--num_fewshot", str(a.shots)]
     cmd += ["--batch_size", str(a.batch), "--device", "cpu", "--output_path", str(out), "--log_samples"]
     cmd += ["--limit", str(a.limit)] if a.limit else []
     seconds = timed(cmd, a.threads, out, a.reuse)
@@ -209,7 +213,8 @@ def markdown(a, machine: str, cmp: list[dict], gsm: dict | None, version: str) -
         f"Machine: {machine}; lm-eval {version}; {a.threads} torch thread(s) on both sides.",
         "",
         f"{MODEL} (the HF directory pixiu converts the embedded GGUF into, given to lm-eval's `hf` model), fp32, "
-        "zero-shot, lm-eval's mmlu / cmmlu prompt, log-likelihood of ' A'..' D' (acc); the same local CSVs "
+        f"{a.shots or 'zero'}-shot{' (the first dev examples, on both sides)' if a.shots else ''}, "
+        "lm-eval's mmlu / cmmlu prompt, log-likelihood of ' A'..' D' (acc); the same local CSVs "
         "(../shared/data) on both sides"
         + (f", first {a.limit} questions per subject" if a.limit else "")
         + ".",
@@ -293,6 +298,8 @@ def main() -> None:
     p.add_argument("--cmmlu", default=CMMLU, help="CMMLU subjects ('' to skip)")
     p.add_argument("--limit", type=int, default=0, help="first N questions per subject (0 = all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shots", type=int, default=0, help="few-shot examples per prompt, both sides")
+    p.add_argument("--out", default="eval_parity", help="result files bench/results/OUT.md and OUT.jsonl")
     p.add_argument("--batch", type=int, default=8, help="lm-eval batch size")
     p.add_argument(
         "--gsm8k", type=int, default=200, help="pixiu GSM8K on the first N test problems (0 = skip)"
@@ -317,8 +324,8 @@ def main() -> None:
     text = markdown(a, machine_line(), cmp, gsm, version)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "eval_parity.md").write_text(text, encoding="utf-8")
-    with (RESULTS / "eval_parity.jsonl").open("w", encoding="utf-8") as f:
+    (RESULTS / f"{a.out}.md").write_text(text, encoding="utf-8")
+    with (RESULTS / f"{a.out}.jsonl").open("w", encoding="utf-8") as f:
         for r in [*cmp, *([gsm] if gsm else [])]:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
