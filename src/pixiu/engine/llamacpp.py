@@ -3,9 +3,10 @@
 One llama.cpp context runs one sequence, so requests are served one at a time, in order, by a worker
 thread. llama.cpp reuses the KV cache of a shared prompt prefix, which helps multi-turn chat, but the logits it
 then computes differ in the last bits from a full prefill's, enough to change a sampled reply: a request with a
-seed therefore starts from an empty cache, so the same prompt and seed give the same reply (tests/test_llamacpp.py). Prompts are
-rendered and tokenized by pixiu's template with the GGUF's own tokenizer (read by transformers), so both
-backends see the same prompt ids; text streaming and stops are the shared `Reply` logic.
+seed therefore starts from an empty cache, so the same prompt and seed give the same reply (tested in
+tests/test_llamacpp.py). Prompts are rendered and tokenized by pixiu's template with the GGUF's own tokenizer
+(read by transformers), so both backends see the same prompt ids; text streaming and stops are the shared
+`Reply` logic.
 
 Sampling maps onto llama.cpp's sampler chain: temperature 0 is greedy; min_p is turned off to match HF.
 llama.cpp's repetition penalty looks at the last 64 tokens, not the whole context as transformers does.

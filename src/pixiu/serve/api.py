@@ -334,8 +334,8 @@ def parse_model(spec: str) -> tuple[str | None, str]:
 
 def load_engines(specs: list[str], **engine_opts) -> dict:
     """Served name -> Engine; engine_opts go to `load_engine` (backend, dtype, template, max_batch, quantize).
-    Each engine carries `version` (NAME@HASH of its files, see
-    feedback.model_version), so every stored vote records which weights answered, not just the name."""
+    Each engine carries `version` (NAME@HASH of its files, see feedback.model_version), so every stored vote
+    records which weights answered, not just the name."""
     from pixiu.engine import load_engine
     from pixiu.serve.feedback import model_version
 
