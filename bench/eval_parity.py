@@ -13,7 +13,9 @@ Reported per subject and overall: accuracy on each side and the difference (acce
 per-question agreement of the predicted letter and the largest log-likelihood difference, matched by question
 index (lm-eval's doc_id, pixiu's items log). Optionally pixiu's GSM8K exact match on the first N test problems.
 
-Run from the repository root (lm-eval in its own venv, see --lm-eval):
+Run from the repository root (lm-eval in its own venv, see --lm-eval), made once with:
+    python3 -m venv /work/lmeval-venv && /work/lmeval-venv/bin/pip install torch==2.13.0 \
+        && /work/lmeval-venv/bin/pip install "lm-eval[hf]==0.4.13" accelerate transformers==5.24.0
     python bench/eval_parity.py                                     # the subjects below, 1 thread
     python bench/eval_parity.py --limit 10 --mmlu marketing --cmmlu agronomy --gsm8k 0   # smoke test
     python bench/eval_parity.py --limit 40 --shots 5 --threads 2 --gsm8k 0 --out eval_parity_5shot \

@@ -145,11 +145,11 @@ def side_pixiu_single(args, quantize: str = "none") -> dict:
 
 def side_int8_quality(args) -> dict:
     """Mean NLL per reply token of --quality-rows Alpaca answers (those after the generation prompts' rows), the
-    same model in fp32 and with int8 weights: the cost of quantization in the unit a perplexity shows."""
-    import torch
-
+    same model in fp32 and with int8 weights (`pixiu eval --tasks perplexity`'s scorer): the cost of quantization
+    in the unit a perplexity shows."""
     from pixiu.chat.messages import Conversation, Message
     from pixiu.engine.quant import quantize
+    from pixiu.eval.scores import nll
 
     loaded, _ = load_hf(args)
     rows = [r for r in json.loads(ALPACA.read_text()) if not r["input"]] if ALPACA.is_file() else []
@@ -158,21 +158,10 @@ def side_int8_quality(args) -> dict:
         Conversation([Message("user", r["instruction"]), Message("assistant", r["output"])]) for r in rows
     ]
     rendered = [loaded.template.render(c) for c in convs]
-
-    def nll() -> float:
-        total, count = 0.0, 0
-        with torch.inference_mode():
-            for r in rendered:
-                ids = torch.tensor([r.input_ids])
-                logits = loaded.model(ids).logits[0, :-1].float()
-                mask = torch.tensor(r.loss_mask[1:], dtype=torch.bool)
-                losses = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
-                total, count = total + losses[mask].sum().item(), count + int(mask.sum())
-        return total / max(count, 1)
-
-    before = nll()
+    before = nll(loaded, rendered)
     quantize(loaded.model, "int8")
-    return {"nll_fp32": before, "nll_int8": nll(), "rows": len(rows)}
+    after = nll(loaded, rendered)
+    return {"nll_fp32": before[0] / before[1], "nll_int8": after[0] / after[1], "rows": len(rows)}
 
 
 def side_llamacpp_single(args) -> dict:
