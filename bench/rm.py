@@ -19,7 +19,7 @@ The machine is shared: the load average at the start and end of each side is rec
 
 Run from the repository root; it prints a markdown table and writes bench/results/rm.md:
     nice -n 5 python bench/rm.py                       # default: 256 train pairs, max_len 256, fp32, 1 thread
-    nice -n 5 python bench/rm.py --n 4500 --threads 2  # the full split (hours on a 2-core CPU)
+    nice -n 5 python bench/rm.py --n 4500 --parallel  # the full split, both sides at once (a core each)
     python bench/rm.py --n 16 --eval 16 --max-len 128   # smoke test
 """
 
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_rlhf"
@@ -238,17 +239,17 @@ def spawn(a, framework: str, work: Path) -> dict:
     )
     flags += f"--batch {a.batch} --eval-batch {a.eval_batch} --lr {a.lr} --threads {a.threads}"
     flags += "" if a.grad_ckpt else " --no-grad-ckpt"
-    print(f"  {framework} ...", end=" ", flush=True)
+    print(f"  {framework} started", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, *flags.split()], capture_output=True, text=True)
     found = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not found:
-        print(f"FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}")
+        print(f"  {framework} FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}")
         return {"framework": framework, "error": proc.stderr.strip().splitlines()[-1:]}
     r = json.loads(found[-1])
     r["wall_s"] = time.perf_counter() - t0
     print(
-        f"accuracy {r['accuracy']:.3f}, {r['tokens_per_s']:.1f} tok/s, {r['peak_rss_mib']:.0f} MiB, {r['wall_s']:.0f} s"
+        f"  {framework}: accuracy {r['accuracy']:.3f}, {r['tokens_per_s']:.1f} tok/s, {r['peak_rss_mib']:.0f} MiB, {r['wall_s']:.0f} s"
     )
     return r
 
@@ -322,6 +323,9 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     ap.add_argument("--grad-ckpt", action=argparse.BooleanOptionalAction, default=True, help="both sides")
+    ap.add_argument(
+        "--parallel", action="store_true", help="run both sides at once (one core each: the full split)"
+    )
     ap.add_argument("--one", choices=("pixiu", "trl"), help=argparse.SUPPRESS)  # the child's own flags
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -333,7 +337,11 @@ def main() -> None:
         ap.error(f"--eval must be in 1..{HELD_OUT} and --n in 1..4500")
     with tempfile.TemporaryDirectory(prefix="pixiu-bench-rm-") as tmp:
         write_data(Path(tmp), a.n, a.eval)
-        p, t = (spawn(a, fw, Path(tmp)) for fw in ("pixiu", "trl"))
+        if a.parallel:  # same load on both sides: each shares the machine with the other for the whole run
+            with ThreadPoolExecutor(2) as pool:
+                p, t = pool.map(lambda fw: spawn(a, fw, Path(tmp)), ("pixiu", "trl"))
+        else:
+            p, t = (spawn(a, fw, Path(tmp)) for fw in ("pixiu", "trl"))
     text = report(a, p, t, " ".join(["python", "bench/rm.py", *sys.argv[1:]]))
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,32 @@ def test_seeded_sampling_is_reproducible(engine):
     assert n[0].text == alone and len({c.text for c in n}) == 3
 
 
+def test_logprobs_are_the_models_own(engine):
+    """Each sampled token's log-probability and top-k equal log_softmax of HF's logits at that step (raw: the
+    temperature and penalty change what is sampled, not what is reported), alone or sharing the batch."""
+    s = Sampling(max_new_tokens=5, temperature=1.3, repetition_penalty=1.5, seed=3, logprobs=3)
+    crowd = engine.generate([conv("Thanks!"), conv("Hello"), conv("你好")], s)
+    for c, text in zip(crowd, ("Thanks!", "Hello", "你好")):
+        prompt = engine.template.prompt_ids(conv(text))
+        ids = [t.token for t in c.logprobs]
+        assert len(ids) == c.completion_tokens == 5
+        with torch.inference_mode():
+            logits = engine.model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1]
+        want = logits.float().log_softmax(-1)  # (5, V)
+        for step, t in enumerate(c.logprobs):
+            assert t.logprob == pytest.approx(want[step, t.token].item(), abs=1e-4)
+            top = want[step].topk(3)
+            assert [i for i, _ in t.top] == top.indices.tolist()
+            assert [lp for _, lp in t.top] == pytest.approx(top.values.tolist(), abs=1e-4)
+    plain = engine.generate([conv("Hello")], Sampling(max_new_tokens=5, temperature=1.3, seed=3))[0]
+    assert plain.logprobs is None
+    assert all(t.top == [] for t in engine.generate([conv("Hi")], Sampling(3, logprobs=0))[0].logprobs)
+    greedy = engine.generate([conv("Hello")], Sampling(max_new_tokens=3, logprobs=1))[0]
+    assert all([(t.token, t.logprob)] == t.top for t in greedy.logprobs)  # greedy takes the most likely token
+    with pytest.raises(ValueError, match="logprobs"):
+        Sampling(logprobs=21)
+
+
 def test_stop_strings_cut_and_stream_concatenates(engine):
     full = engine.generate([conv("Hello")], Sampling(max_new_tokens=20))[0].text
     stop = full[6:9]

@@ -5,6 +5,7 @@ models, MT-bench grading by the same kind of judge, and Elo from a feedback stor
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from live_server import serving
 
 from pixiu.chat.messages import Conversation
 from pixiu.data import read_rows
-from pixiu.eval import judge, mtbench
+from pixiu.eval import endpoint, judge, mtbench
 from pixiu.eval.run import EvalContext, EvalError
 from pixiu.eval.run import cli as eval_cli
 from pixiu.serve import api, ratings
@@ -131,6 +132,61 @@ def test_position_swapping_on_scripted_verdicts():
                                "consistency": 4 / 6, "first_position_rate": 5 / 9})  # fmt: skip
 
 
+class Letters:
+    """A judge client whose first-token top_logprobs come from a table keyed by (first answer, second answer)."""
+
+    def __init__(self, table: dict):
+        self.table = table
+
+    def first_token(self, messages, top=20) -> list[tuple[str, float]]:
+        assert "one letter only" in messages[0]["content"] and "[[A]]" not in messages[0]["content"]
+        got = self.table[answers(messages[-1]["content"])]
+        if isinstance(got, Exception):
+            raise got
+        return [(token, math.log(p)) for token, p in got.items()]
+
+
+def test_letter_verdicts_from_logprobs():
+    """Pair 0: A 0.5 vs B 0.3 -> A; swapped, "B" (0.2) and " [B" (0.25) add up to 0.45 > A 0.4 -> B (the same
+    reply, now second): a consistent win. Pair 1: no letter among the top tokens -> unparsable. Pair 2: the
+    endpoint refused -> judge_rejected. Pair 3: C then C -> a consistent tie."""
+    table = {("a0", "b0"): {"A": 0.5, " B": 0.3, "The": 0.1}, ("b0", "a0"): {"A": 0.4, "B": 0.2, " [B": 0.25},
+             ("a1", "b1"): {"The": 0.9}, ("b1", "a1"): {"A": 0.9},
+             ("a2", "b2"): endpoint.JudgeRejected("HTTP 400: too long"), ("b2", "a2"): {"A": 0.9},
+             ("a3", "b3"): {"C": 0.6, "A": 0.3}, ("b3", "a3"): {"\nC": 0.5}}  # fmt: skip
+    items = [judge.PairItem(str(i), Conversation.from_openai([{"role": "user", "content": f"q{i}"}]), f"a{i}", f"b{i}")
+             for i in range(4)]  # fmt: skip
+    rows = judge.LLMJudge(Letters(table), letters=True).judge(items)
+    assert (rows[0]["outcome"], rows[0]["consistent"], rows[0]["g1"], rows[0]["g2"]) == (
+        "win",
+        True,
+        "A",
+        "B",
+    )
+    assert rows[0]["judge_1"] == "A 0.500 B 0.300" and rows[0]["judge_2"] == "A 0.400 B 0.450"
+    assert rows[1]["skip"] == "unparsable" and rows[1]["judge_1"] == "no letter in ['The']"
+    assert rows[2]["skip"] == "judge_rejected"
+    assert (rows[3]["outcome"], rows[3]["consistent"]) == ("tie", True)
+    assert judge.tally(rows)["win_rate"] == 0.75
+
+
+def test_first_token_logprobs_from_a_pixiu_server(tiny_model_dir):
+    """JudgeClient.first_token reads what `pixiu serve` returns: the engine's own top-20 first-token logprobs."""
+    from pixiu.engine import Sampling, load_engine
+
+    engine = load_engine(str(tiny_model_dir), name="tiny", max_batch=2)
+    try:
+        with serving(api.create_app({"tiny": engine})) as base:
+            messages = [{"role": "user", "content": "A or B? One letter."}]  # the tiny model's window is 512
+            got = endpoint.JudgeClient(f"{base}/v1", "tiny").first_token(messages)
+        conv = Conversation.from_openai(messages)
+        (want,) = engine.generate([conv], Sampling(1, logprobs=20))[0].logprobs
+        assert [t for t, _ in got] == [engine.tokenizer.decode([i]) for i, _ in want.top]
+        assert [lp for _, lp in got] == pytest.approx([lp for _, lp in want.top], abs=1e-6) and len(got) == 20
+    finally:
+        engine.close()
+
+
 def test_verdict_parsing_follows_fastchat():
     parse = judge.parse_verdict
     assert [parse(t) for t in ("[[A]]", "so [[B]].", "[[C]]", "garbage", "[A]", "[[a]]", "")] == [
@@ -150,9 +206,9 @@ def test_rating_parsing_follows_fastchat():
 
 
 def test_chat_url_and_judge_choice(tmp_path):
-    assert judge.chat_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
-    assert judge.chat_url("http://h:1") == "http://h:1/v1/chat/completions"
-    assert judge.chat_url("http://h/x/v1/chat/completions") == "http://h/x/v1/chat/completions"
+    assert endpoint.chat_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
+    assert endpoint.chat_url("http://h:1") == "http://h:1/v1/chat/completions"
+    assert endpoint.chat_url("http://h/x/v1/chat/completions") == "http://h/x/v1/chat/completions"
     with pytest.raises(EvalError, match="needs a judge"):
         judge.make_judge(context(tmp_path))
     with pytest.raises(EvalError, match="not both"):

@@ -210,7 +210,7 @@ def error_of(res, status: int) -> dict:
         ({"model": "fake", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
         ({"model": "fake", "messages": USER, "temperature": "hot"}, "temperature"),
         ({"model": "fake", "messages": USER, "stop": 5}, "stop.str"),
-        ({"model": "fake", "messages": USER, "logprobs": True}, "logprobs"),
+        ({"model": "fake", "messages": USER, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"model": "fake", "messages": USER, "tools": [{"type": "function"}]}, "tools"),
         ({"model": 3, "messages": USER}, "model"),
         ({"messages": USER}, "model"),
@@ -504,6 +504,48 @@ def test_tiny_model_through_the_openai_client(tiny_model_dir):
             with pytest.raises(openai.BadRequestError) as e:
                 client.chat.completions.create(model="tiny", messages=USER, max_tokens=engine.context_len)
             assert e.value.code == "context_length_exceeded"
+    finally:
+        engine.close()
+
+
+def test_logprobs_through_the_openai_client(tiny_model_dir):
+    """Chat (streamed and not) and text completions report each sampled token's log-probability and top-k:
+    the engine's numbers, in OpenAI's two shapes; what cannot be honoured is a 400."""
+    from pixiu.chat.messages import Conversation
+    from pixiu.engine import Sampling, load_engine
+
+    engine = load_engine(str(tiny_model_dir), name="tiny", max_batch=4)
+    try:
+        with serving(api.create_app({"tiny": engine})) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+            want = engine.generate([Conversation.from_openai(USER)], Sampling(6, logprobs=2))[0]
+            text = [engine.tokenizer.decode([t.token]) for t in want.logprobs]
+            r = client.chat.completions.create(
+                model="tiny", messages=USER, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2
+            )
+            got = r.choices[0].logprobs.content
+            assert [t.token for t in got] == text and len(got) == want.completion_tokens
+            assert [t.logprob for t in got] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-6)
+            assert [len(t.top_logprobs) for t in got] == [2] * len(got)
+            assert got[0].top_logprobs[0].token == text[0] and got[0].bytes == list(text[0].encode())
+            stream = client.chat.completions.create(
+                model="tiny", messages=USER, max_tokens=6, temperature=0, logprobs=True, stream=True
+            )
+            streamed = [
+                t
+                for c in stream
+                if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.content
+            ]
+            assert [t.token for t in streamed] == text and all(t.top_logprobs == [] for t in streamed)
+            plain = client.chat.completions.create(model="tiny", messages=USER, max_tokens=2, temperature=0)
+            assert plain.choices[0].logprobs is None
+            c = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=4, logprobs=1)
+            lp = c.choices[0].logprobs
+            assert "".join(lp.tokens) == c.choices[0].text and lp.text_offset[0] == 0
+            assert lp.text_offset[-1] == len("".join(lp.tokens[:-1])) and len(lp.top_logprobs[0]) == 1
+            with pytest.raises(openai.BadRequestError, match="echo"):
+                client.completions.create(model="tiny", prompt="x", max_tokens=2, logprobs=1, echo=True)
     finally:
         engine.close()
 

@@ -31,10 +31,21 @@ class EngineError(RuntimeError):
 
 
 @dataclass
+class TokenLogprob:
+    """A sampled token's log-probability under the model (raw logits: before penalty, temperature, top-k/p)
+    and the `Sampling.logprobs` most likely tokens at that step, best first."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token id, log-probability)
+
+
+@dataclass
 class Delta:
     text: str  # new text, never half a UTF-8 character, never part of a stop string
     token_ids: list[int] = field(default_factory=list)  # tokens sampled since the previous Delta
     finish_reason: str | None = None  # set on the last Delta only: one of FINISH_REASONS
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when the request asked for them
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int  # sampled tokens, a stop token included
+    logprobs: list[TokenLogprob] | None = None  # one per sampled token, when asked for
 
 
 class Request:
@@ -110,8 +122,14 @@ class Request:
 
     def completion(self) -> Completion:
         """Wait for the end and return the whole reply."""
-        text = "".join(d.text for d in self)
-        return Completion(text, self.finish_reason or "stop", self.prompt_tokens, self.completion_tokens)
+        deltas = list(self)
+        text = "".join(d.text for d in deltas)
+        logprobs = (
+            [t for d in deltas for t in d.logprobs or []] if self.sampling.logprobs is not None else None
+        )
+        return Completion(
+            text, self.finish_reason or "stop", self.prompt_tokens, self.completion_tokens, logprobs
+        )
 
 
 class Engine:

@@ -24,6 +24,7 @@ class Sampling:
     top_k: int = 0  # 0 = no limit
     repetition_penalty: float = 1.0  # 1 = none; >1 discourages tokens already in prompt or reply (CTRL)
     seed: int | None = None  # the same seed, prompt and settings give the same reply
+    logprobs: int | None = None  # None: off; k: each sampled token's log-probability and the k most likely
 
     def __post_init__(self):
         checks = {
@@ -32,6 +33,7 @@ class Sampling:
             "top_p must be in (0, 1]": 0 < self.top_p <= 1,
             "top_k must be >= 0": self.top_k >= 0,
             "repetition_penalty must be > 0": self.repetition_penalty > 0,
+            "logprobs must be None or in 0..20": self.logprobs is None or 0 <= self.logprobs <= 20,
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:

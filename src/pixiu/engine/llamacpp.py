@@ -78,6 +78,10 @@ class LlamaCppEngine(Engine):
         return cls(llm, tokenizer, get_template(template, tokenizer), name or path.stem)
 
     def submit(self, prompt, sampling, stop=(), on_delta=None) -> Request:
+        if sampling.logprobs is not None:
+            raise ValueError(
+                "logprobs are not supported by the llama.cpp backend (serve the model with torch)"
+            )
         ids = self.prompt_ids(prompt)
         self.check_context(ids, sampling)
         request = Request(ids, sampling, self.stops(stop), on_delta)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pixiu.engine.base import TokenLogprob
 from pixiu.engine.generate import Sampling
 
 
@@ -54,6 +55,20 @@ def choose(logits: torch.Tensor, choices: list[Choice]) -> list[int]:
         picked = draw(logits[rows], [choices[i] for i in hot])
         tokens[rows] = picked
     return tokens.tolist()
+
+
+def pick(logits: torch.Tensor, choices: list[Choice]) -> tuple[list[int], list[TokenLogprob | None]]:
+    """`choose`, plus each chosen token's log-probability (and the top `Sampling.logprobs`) for the rows that
+    ask: under the model's raw distribution, as OpenAI and vLLM report them, not the penalized or tempered one."""
+    want = [i for i, c in enumerate(choices) if c.sampling.logprobs is not None]
+    logp = logits[want].float().log_softmax(-1) if want else None  # before `choose` may penalize in place
+    tokens = choose(logits, choices)
+    out: list[TokenLogprob | None] = [None] * len(choices)
+    for row, i in enumerate(want):
+        top = logp[row].topk(choices[i].sampling.logprobs)
+        pairs = list(zip(top.indices.tolist(), top.values.tolist()))
+        out[i] = TokenLogprob(tokens[i], logp[row, tokens[i]].item(), pairs)
+    return tokens, out
 
 
 def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

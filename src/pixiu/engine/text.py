@@ -9,7 +9,7 @@ could be the start of a stop string is held back until it is known not to be one
 
 from __future__ import annotations
 
-from pixiu.engine.base import Delta, Request
+from pixiu.engine.base import Delta, Request, TokenLogprob
 
 REPLACEMENT = "\ufffd"
 
@@ -22,13 +22,17 @@ class Reply:
         self.text = TextStream(tokenizer, request.stop)
         self.stop_ids = stop_ids  # ids that end a reply (EOS, one-token stop strings)
         self.pending: list[int] = []  # sampled ids not yet sent in a Delta
+        self.logprobs: list[TokenLogprob] | None = None if request.sampling.logprobs is None else []
         self.finished = False
 
-    def accept(self, token: int) -> bool:
-        """Record a sampled token, emit the text it makes safe to show; True when the reply has ended."""
+    def accept(self, token: int, logprob: TokenLogprob | None = None) -> bool:
+        """Record a sampled token (and its log-probabilities, when the request asked for them), emit the text it
+        makes safe to show; True when the reply has ended."""
         request = self.request
         request.completion_tokens += 1
         self.pending.append(token)
+        if self.logprobs is not None:
+            self.logprobs.append(logprob)
         if token in self.stop_ids:
             text, reason = self.text.flush(), "stop"
         else:
@@ -37,15 +41,19 @@ class Reply:
             if reason is None and request.completion_tokens >= request.sampling.max_new_tokens:
                 text, reason = text + self.text.finish(), "length"
         if text or reason:
-            request.emit(Delta(text, self.pending, reason))
-            self.pending = []
+            self._emit(text, reason)
         self.finished = reason is not None
         return self.finished
 
     def cancel(self) -> None:
         if not self.finished:
-            self.request.emit(Delta("", self.pending, "cancelled"))
+            self._emit("", "cancelled")
             self.finished = True
+
+    def _emit(self, text: str, reason: str | None) -> None:
+        self.request.emit(Delta(text, self.pending, reason, self.logprobs))
+        self.pending = []
+        self.logprobs = None if self.logprobs is None else []
 
 
 def stop_token_ids(tokenizer, stops: list[str]) -> set[int]:

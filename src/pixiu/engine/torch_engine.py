@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from pixiu.engine import quant
-from pixiu.engine.base import Delta, Engine, EngineError, Request
+from pixiu.engine.base import Delta, Engine, EngineError, Request, TokenLogprob
 from pixiu.engine.cache import SlotCache
-from pixiu.engine.sampler import Choice, choose
+from pixiu.engine.sampler import Choice, pick
 from pixiu.engine.text import Reply, stop_token_ids
 from pixiu.model.io import Loaded, unwrap
 
@@ -147,7 +147,8 @@ class TorchEngine(Engine):
         choice = Choice.new(request.sampling, request.prompt_ids, self.vocab, self.device)
         seq = Sequence(Reply(request, self.tokenizer, self.stop_ids), choice, len(request.prompt_ids))
         self._running.append(seq)
-        self._accept(seq, choose(out.logits[:, -1], [choice])[0])
+        tokens, logprobs = pick(out.logits[:, -1], [choice])
+        self._accept(seq, tokens[0], logprobs[0])
 
     def _step(self) -> None:
         """One decode step for every running sequence: (B, 1) tokens in, one new token each out."""
@@ -168,16 +169,16 @@ class TorchEngine(Engine):
             **{self._cache_kw: self.cache},
         )
         pos += 1
-        picked = choose(out.logits[:, -1], [s.choice for s in running])
-        for seq, token in zip(running, picked):
+        tokens, logprobs = pick(out.logits[:, -1], [s.choice for s in running])
+        for seq, token, logprob in zip(running, tokens, logprobs):
             seq.pos += 1
-            self._accept(seq, token)
+            self._accept(seq, token, logprob)
         self._retire()
 
-    def _accept(self, seq: Sequence, token: int) -> None:
+    def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
         seq.last = token
         seq.choice.saw(token)
-        seq.reply.accept(token)
+        seq.reply.accept(token, logprob)
 
     def _retire(self) -> None:
         """Free the rows of finished and cancelled sequences; the last row moves into each hole."""

@@ -5,7 +5,9 @@ an LLM behind any OpenAI-compatible endpoint (`--judge URL --judge-model NAME`, 
 FastChat's pairwise question. LLM judges favour whichever answer comes first (or second) often enough to swamp a
 real difference (Zheng et al. 2023, https://arxiv.org/abs/2306.05685 section 3.3), so every pair is judged twice
 with the answers swapped: A wins only when both orders say so, and any disagreement is a tie. The share of pairs
-whose two verdicts agree is reported as `consistency`.
+whose two verdicts agree is reported as `consistency`. With `--judge-logprobs` the judge is asked for one letter
+and the verdict is the likeliest of A / B / C among its first token's `top_logprobs` (as AlpacaEval 2 reads its
+judge): no reply format to follow, so even a small judge gives a verdict.
 
 A long run survives a flaky judge: timeouts and 5xx are retried with exponential backoff, a verdict without
 [[A]] / [[B]] / [[C]] is asked again (sampled, so the retry can differ), and what still fails is counted under
@@ -14,19 +16,19 @@ A long run survives a flaky judge: timeouts and 5xx are retried with exponential
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import math
 import os
-import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pixiu.chat.messages import Conversation, Message
 from pixiu.engine import ContextError, Sampling
+from pixiu.eval.endpoint import JudgeClient, JudgeRejected, JudgeUnavailable
 from pixiu.eval.run import EvalContext, EvalError, register
 
 DEFAULT_PROMPTS = "pixiu:demo/heldout_prompts.jsonl"
@@ -46,110 +48,16 @@ PAIR_SYSTEM = (
     'possible. After providing your explanation, output your final verdict by strictly following this format: "[[A]]" '
     'if assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.'
 )
+# The same question for a one-letter verdict read from log-probabilities (--judge-logprobs).
+LETTER_SYSTEM = PAIR_SYSTEM.split(" Begin your evaluation")[0] + (
+    " Avoid any position biases: the order of the responses must not influence your decision. Answer with one "
+    'letter only: "A" if assistant A is better, "B" if assistant B is better, "C" for a tie.'
+)
+LETTERS = {"A": "A", "B": "B", "C": "tie"}
 PAIR_TEMPLATE = (
     "[User Question]\n{question}\n\n[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's "
     "Answer]\n\n[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]"
 )
-
-
-# ---------------------------------------------------------------- the endpoint
-
-
-class JudgeUnavailable(RuntimeError):
-    """Timeouts, connection errors or 5xx outlasted the retries."""
-
-
-class JudgeRejected(RuntimeError):
-    """The endpoint refused this one request (400: too long for its context, say); other items may still pass."""
-
-
-def chat_url(url: str) -> str:
-    """The chat completions URL from a base URL: .../v1 -> .../v1/chat/completions; a bare host gets /v1 too."""
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    return url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
-
-
-@dataclass
-class JudgeClient:
-    """A minimal OpenAI chat client on httpx (thread-safe: judge calls run in parallel)."""
-
-    url: str  # base URL (http://127.0.0.1:8000/v1) or the full .../chat/completions URL
-    model: str  # the judge's model id on that endpoint
-    key: str | None = None  # sent as a Bearer token
-    # Seconds per request. Generous: a CPU `pixiu serve` answering a batch of 16 long verdicts takes minutes, and a
-    # retry after a timeout only adds work (the server finishes the abandoned request anyway).
-    timeout: float = 600.0
-    retries: int = 3  # extra attempts after a timeout, connection error, 408, 429 or 5xx
-    backoff: float = 2.0  # seconds before the first retry, doubled for each next one
-    max_tokens: int | None = (
-        None  # the judge's reply budget; None: the endpoint's default (pixiu serve --max-tokens)
-    )
-    _http: object = field(default=None, repr=False)
-
-    def __post_init__(self):
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-        self._http = httpx.Client(timeout=self.timeout, headers=headers, verify=_tls())
-
-    def chat(self, messages: list[dict], temperature: float = 0.0, seed: int | None = None) -> str:
-        """The judge's reply text. Raises JudgeUnavailable, JudgeRejected, or EvalError for a wrong URL/model/key."""
-        import httpx
-
-        body = {"model": self.model, "messages": messages, "temperature": temperature}
-        if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
-        if seed is not None:
-            body["seed"] = seed
-        endpoint, last = chat_url(self.url), ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                r = self._http.post(endpoint, json=body)
-            except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g} s"
-                continue
-            except httpx.TransportError as e:
-                last = f"{type(e).__name__}: {e}"
-                continue
-            status = r.status_code
-            if status in (401, 403, 404):
-                raise EvalError(f"judge {endpoint} (model {self.model!r}) answered HTTP {status}: {_why(r)}")
-            if status in (408, 429) or status >= 500:
-                last = f"HTTP {status}: {_why(r)}"
-                continue
-            if status >= 400:
-                raise JudgeRejected(f"HTTP {status}: {_why(r)}")
-            try:
-                return r.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError):
-                last = f"a response without choices[0].message.content: {r.text[:200]!r}"
-        raise JudgeUnavailable(f"judge {endpoint}: {last} ({self.retries + 1} attempts)")
-
-    def models(self) -> list[str]:
-        r = self._http.get(chat_url(self.url).removesuffix("/chat/completions") + "/models")
-        r.raise_for_status()
-        return [m["id"] for m in r.json()["data"]]
-
-
-@functools.cache
-def _tls():
-    """One TLS context per process: building one (loading the CA bundle) costs ~0.3 s, paid per client otherwise."""
-    import ssl
-
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def _why(r) -> str:
-    try:
-        return str(r.json()["error"]["message"])[:300]
-    except (ValueError, KeyError, TypeError):
-        return r.text[:300]
 
 
 def client_from(ctx: EvalContext) -> JudgeClient:
@@ -208,9 +116,30 @@ def ask(client, messages: list[dict], parse: Callable[[str], object], parse_retr
     return Asked(None, text, parse_retries + 1, "unparsable")
 
 
-def pair_messages(question: str, first: str, second: str) -> list[dict]:
+def ask_letter(client, messages: list[dict]) -> Asked:
+    """A verdict from the judge's first-token log-probabilities: the likeliest of A / B / C (a token's
+    probability counts for its letter when the token is that letter with spaces or brackets around it)."""
+    try:
+        top = client.first_token(messages)
+    except JudgeRejected as e:
+        return Asked(None, str(e), 1, "judge_rejected")
+    except JudgeUnavailable as e:
+        return Asked(None, str(e), 1, "judge_error")
+    mass = Counter()
+    for token, logprob in top:
+        if (letter := token.strip(" [\n")) in LETTERS:
+            mass[letter] += math.exp(logprob)
+    text = (
+        " ".join(f"{k} {v:.3f}" for k, v in sorted(mass.items())) or f"no letter in {[t for t, _ in top[:8]]}"
+    )
+    if not mass:
+        return Asked(None, text, 1, "unparsable")
+    return Asked(LETTERS[mass.most_common(1)[0][0]], text, 1)
+
+
+def pair_messages(question: str, first: str, second: str, system: str = PAIR_SYSTEM) -> list[dict]:
     user = PAIR_TEMPLATE.format(question=question, answer_a=first, answer_b=second)
-    return [{"role": "system", "content": PAIR_SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def combine(g1: str, g2: str) -> tuple[str, bool]:
@@ -254,18 +183,25 @@ class PairItem:
 
 
 class LLMJudge:
-    """Each pair judged A/B and B/A by an LLM endpoint; `parallel` requests in flight (a server batches them)."""
+    """Each pair judged A/B and B/A by an LLM endpoint; `parallel` requests in flight (a server batches them).
+    `letters`: read one-letter verdicts from log-probabilities instead of parsing [[A]] from a written reply."""
 
-    def __init__(self, client, parse_retries: int = 2, parallel: int = 16):
+    def __init__(self, client, parse_retries: int = 2, parallel: int = 16, letters: bool = False):
         self.client, self.parse_retries, self.parallel = client, parse_retries, parallel
+        self.letters = letters
 
     def judge(self, items: list[PairItem]) -> list[dict]:
+        system = LETTER_SYSTEM if self.letters else PAIR_SYSTEM
         calls = [
-            pair_messages(question_text(it.conv), *ab) for it in items for ab in ((it.a, it.b), (it.b, it.a))
+            pair_messages(question_text(it.conv), *ab, system)
+            for it in items
+            for ab in ((it.a, it.b), (it.b, it.a))
         ]
-        answers = parallel_map(
-            lambda m: ask(self.client, m, parse_verdict, self.parse_retries), calls, self.parallel
-        )
+        if self.letters:
+            asker = lambda m: ask_letter(self.client, m)  # noqa: E731
+        else:
+            asker = lambda m: ask(self.client, m, parse_verdict, self.parse_retries)  # noqa: E731
+        answers = parallel_map(asker, calls, self.parallel)
         rows = []
         for i, it in enumerate(items):
             g1, g2 = answers[2 * i], answers[2 * i + 1]
@@ -317,7 +253,7 @@ def make_judge(ctx: EvalContext):
     if o.get("reward_model"):
         return RewardJudge(o["reward_model"], ctx.dtype, float(o.get("tie_eps") or 1e-3))
     if o.get("judge"):
-        return LLMJudge(client_from(ctx), *ask_settings(o))
+        return LLMJudge(client_from(ctx), *ask_settings(o), letters=bool(o.get("judge_logprobs")))
     raise EvalError("winrate needs a judge: --reward-model PATH or --judge URL [--judge-model NAME]")
 
 

@@ -313,6 +313,11 @@ def parser() -> argparse.ArgumentParser:
     )
     j.add_argument("--judge-max-tokens", type=int, help="the judge's reply budget (default: the endpoint's)")
     j.add_argument("--judge-parallel", type=int, help="judge requests in flight (default 16)")
+    j.add_argument(
+        "--judge-logprobs",
+        action="store_true",
+        help="winrate: one-letter verdicts read from the judge's top_logprobs (for judges too small to write [[A]])",
+    )
     j.add_argument("--parse-retries", type=int, help="re-asks after an unparsable verdict (default 2)")
     j.add_argument("--tie-eps", type=float, help="reward judge: scores this close tie (default 1e-3)")
     j.add_argument("--ref-model", help="mtbench: reference answers of this model (default gpt-4)")

@@ -146,18 +146,18 @@ class Routes:
         conv = body.conversation()
         await self.check_input([m.content for m in conv.messages if m.role == "user"], "messages")
         job = self.start(engine, [conv], body, "messages")
-        out = Shape(job, body, context=conv.to_openai())
+        out = Shape(job, body, engine.tokenizer, context=conv.to_openai())
         if body.stream:
             roles = [
                 p.ChunkChoice(index=i, delta=p.DeltaMessage(role="assistant", content=""))
                 for i in range(body.n)
             ]
             return sse(self.stream(out, out.chat_events, [out.chunk(roles)]))
-        texts, finish = await self.collect(out, request)
         choices = [
-            p.ChatChoice(index=i, message=message(t, f), finish_reason=f)
-            for i, (t, f) in enumerate(zip(texts, finish))
-        ]
+            p.ChatChoice(index=i, message=message(c.text, c.finish_reason), finish_reason=c.finish_reason,
+                         logprobs=out.chat_logprobs(c))
+            for i, c in enumerate(await self.collect(out, request))
+        ]  # fmt: skip
         return p.ChatCompletion(model=body.model, choices=choices, usage=out.usage())
 
     async def complete(self, body: p.CompletionRequest, request: Request):
@@ -165,17 +165,16 @@ class Routes:
         prompts = body.prompts()
         await self.check_input(prompts, "prompt")
         job = self.start(engine, prompts, body, "prompt")
-        out = Shape(job, body, context=None)
+        out = Shape(job, body, engine.tokenizer, context=None)
         echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else []
         if body.stream:
             first = [out.chunk([p.CompletionChoice(index=i, text=e)]) for i, e in enumerate(echo)]
             return sse(self.stream(out, out.text_events, first))
-        texts, finish = await self.collect(out, request)
-        texts = [e + t for e, t in zip(echo, texts)] if echo else texts
         choices = [
-            p.CompletionChoice(index=i, text=t, finish_reason=f)
-            for i, (t, f) in enumerate(zip(texts, finish))
-        ]
+            p.CompletionChoice(index=i, text=(echo[i] if echo else "") + c.text, finish_reason=c.finish_reason,
+                               logprobs=out.text_logprobs(c))
+            for i, c in enumerate(await self.collect(out, request))
+        ]  # fmt: skip
         return p.Completion(model=body.model, choices=choices, usage=out.usage())
 
     def start(self, engine, prompts: list, body: p.SamplingParams, param: str) -> Job:
@@ -214,21 +213,21 @@ class Routes:
                 400, f"the input was flagged by moderation: {verdict.reason}", param, "content_filter"
             )
 
-    async def collect(self, out: Shape, request: Request) -> tuple[list[str], list[str]]:
-        """A whole reply per choice, for a non-streamed response. A client that hangs up while it waits frees
-        the batch slots at once (uvicorn does not cancel a handler whose client left)."""
-        count = len(out.job.reqs)
-        texts, finish = [""] * count, ["stop"] * count
+    async def collect(self, out: Shape, request: Request) -> list[Piece]:
+        """A whole reply per choice (one Piece each), for a non-streamed response. A client that hangs up while
+        it waits frees the batch slots at once (uvicorn does not cancel a handler whose client left)."""
+        whole = [Piece(i, "", "stop") for i in range(len(out.job.reqs))]
         watcher = asyncio.create_task(cancel_on_disconnect(request, out.job))
         try:
             async for piece in pieces(out.job, self.moderation, None, out.context):
                 if piece.finish_reason == "error":
                     raise APIError(500, out.job.error(piece.index), code="engine_error")
-                texts[piece.index] += piece.text
-                finish[piece.index] = piece.finish_reason or finish[piece.index]
+                c = whole[piece.index]
+                c.text, c.logprobs = c.text + piece.text, c.logprobs + piece.logprobs
+                c.finish_reason = piece.finish_reason or c.finish_reason
         finally:
             watcher.cancel()
-        return texts, finish
+        return whole
 
     async def stream(self, out: Shape, events, first: list[str]):
         """SSE events: `first`, then one per piece, a usage event when asked, then [DONE].
@@ -267,10 +266,24 @@ async def cancel_on_disconnect(request: Request, job: Job) -> None:
 class Shape:
     """Builds one request's chunks (same id and `created` throughout) and its usage."""
 
-    def __init__(self, job: Job, body: p.SamplingParams, context: list[dict] | None):
-        self.job, self.body, self.context = job, body, context
+    def __init__(self, job: Job, body: p.SamplingParams, tokenizer, context: list[dict] | None):
+        self.job, self.body, self.tokenizer, self.context = job, body, tokenizer, context
         self.id = p.new_id("chatcmpl" if isinstance(body, p.ChatCompletionRequest) else "cmpl")
         self.created = p.now()
+        self.offsets: dict[int, int] = {}  # characters of each choice streamed so far (text_offset)
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=False)
+
+    def chat_logprobs(self, piece: Piece) -> p.ChoiceLogprobs | None:
+        return p.ChoiceLogprobs.of(piece.logprobs, self.token_text) if self.body.logprobs else None
+
+    def text_logprobs(self, piece: Piece) -> p.TextLogprobs | None:
+        if self.body.logprobs is None:
+            return None
+        offset = self.offsets.get(piece.index, 0)
+        self.offsets[piece.index] = offset + len(piece.text)
+        return p.TextLogprobs.of(piece.logprobs, self.token_text, offset)
 
     def chunk(self, choices: list, usage: p.Usage | None = None) -> str:
         kind = p.ChatCompletionChunk if isinstance(self.body, p.ChatCompletionRequest) else p.Completion
@@ -280,9 +293,12 @@ class Shape:
     def chat_events(self, piece: Piece) -> list[str]:
         """Text and the finish reason go in separate chunks, as OpenAI sends them."""
         out = []
-        if piece.text:
+        if piece.text or piece.logprobs:
+            delta = p.DeltaMessage(content=piece.text)
             out.append(
-                self.chunk([p.ChunkChoice(index=piece.index, delta=p.DeltaMessage(content=piece.text))])
+                self.chunk(
+                    [p.ChunkChoice(index=piece.index, delta=delta, logprobs=self.chat_logprobs(piece))]
+                )
             )
         if piece.finish_reason:
             done = p.ChunkChoice(index=piece.index, delta=p.DeltaMessage(), finish_reason=piece.finish_reason)
@@ -290,13 +306,15 @@ class Shape:
         return out
 
     def text_events(self, piece: Piece) -> list[str]:
-        if not (piece.text or piece.finish_reason):
+        if not (piece.text or piece.finish_reason or piece.logprobs):
             return []
-        return [
-            self.chunk(
-                [p.CompletionChoice(index=piece.index, text=piece.text, finish_reason=piece.finish_reason)]
-            )
-        ]
+        choice = p.CompletionChoice(
+            index=piece.index,
+            text=piece.text,
+            finish_reason=piece.finish_reason,
+            logprobs=self.text_logprobs(piece),
+        )
+        return [self.chunk([choice])]
 
     def usage(self) -> p.Usage:
         return p.Usage.of(self.job.prompt_tokens(per_prompt=self.body.n), self.job.completion_tokens())
@@ -310,6 +328,7 @@ def sampling(body: p.SamplingParams, max_new_tokens: int) -> Sampling:
         top_k=body.top_k,
         repetition_penalty=body.repetition_penalty,
         seed=body.seed,
+        logprobs=body.logprob_count(),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -20,6 +20,9 @@ class Piece:
     finish_reason: str | None = (
         None  # "stop" | "length" | "content_filter" | "error" on a choice's last piece
     )
+    logprobs: list = field(
+        default_factory=list
+    )  # engine TokenLogprobs of the tokens behind this piece, if asked
 
 
 class Job:
@@ -63,7 +66,9 @@ class Job:
                     continue
                 if d.finish_reason:
                     self.open.discard(i)
-                yield Piece(i, d.text, d.finish_reason and FINISH.get(d.finish_reason, "stop"))
+                yield Piece(
+                    i, d.text, d.finish_reason and FINISH.get(d.finish_reason, "stop"), d.logprobs or []
+                )
         finally:
             self.cancel_all()
 
@@ -92,26 +97,27 @@ async def moderate(
     for non-streamed replies). A flagged choice is cancelled and its held text replaced by the refusal with
     finish_reason "content_filter"; text already released had passed the check. `context` is the
     conversation the replies answer (OpenAI messages), for a moderator that judges a reply in context."""
-    held: dict[int, str] = {}
+    held: dict[int, Piece] = {}
     passed: dict[int, str] = {}
     try:
         async for p in pieces:
             if p.finish_reason == "error":  # nothing to judge: the route reports the failure
                 yield p
                 continue
-            held[p.index] = held.get(p.index, "") + p.text
-            if not p.finish_reason and (window is None or len(held[p.index]) < window):
+            h = held.setdefault(p.index, Piece(p.index, ""))
+            h.text, h.logprobs, h.finish_reason = h.text + p.text, h.logprobs + p.logprobs, p.finish_reason
+            if not p.finish_reason and (window is None or len(h.text) < window):
                 continue
-            text = passed.get(p.index, "") + held[p.index]
+            text = passed.get(p.index, "") + h.text
             # a classifier check may take a while: off the event loop
             verdict = await asyncio.to_thread(moderation.check, text, context)
             if verdict.flagged:
                 job.cancel(p.index)
                 yield Piece(p.index, moderation.message, "content_filter")
             else:
-                yield Piece(p.index, held[p.index], p.finish_reason)
+                yield h
                 passed[p.index] = text
-            held[p.index] = ""
+            del held[p.index]
     finally:  # closing this generator does not close `pieces` at once, so free the slots here
         job.cancel_all()
 

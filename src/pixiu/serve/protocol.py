@@ -3,7 +3,8 @@
 The only place the OpenAI schema lives. Requests validate here (bad values become 400s with the field named);
 responses are built here so every route returns the exact OpenAI shape: ids, `created`, `object`, choices
 and usage. Unknown request fields are ignored, as OpenAI-compatible servers commonly do, so clients that send
-newer fields keep working; fields we cannot honour (tools, logprobs, JSON mode) are refused, not ignored.
+newer fields keep working; fields we cannot honour (tools, JSON mode, echoed prompt log-probabilities) are
+refused, not ignored.
 Reference: https://platform.openai.com/docs/api-reference/chat
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -119,10 +121,10 @@ class ChatCompletionRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name for max_tokens
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict] | None = None
     response_format: dict | None = None
 
-    _no_logprobs = _refuse("logprobs", "the engine returns text, not log-probabilities")
     _no_tools = _refuse("tools", "tool calls are not parsed from replies")
 
     @field_validator("response_format")
@@ -132,8 +134,17 @@ class ChatCompletionRequest(SamplingParams):
             raise ValueError("only response_format {'type': 'text'} is supported")
         return v
 
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def conversation(self) -> Conversation:
         roles = {"developer": "system"}
@@ -144,17 +155,21 @@ class CompletionRequest(SamplingParams):
     prompt: str | list[str] = Field(min_length=1)
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for text completions
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)  # OpenAI's limit for text completions
     suffix: str | None = None
 
-    _no_logprobs = _refuse("logprobs", "the engine returns text, not log-probabilities")
     _no_suffix = _refuse("suffix", "insertion (fill-in-the-middle) is not supported")
 
     @model_validator(mode="after")
     def _bounded(self) -> CompletionRequest:
         if len(self.prompts()) * self.n > MAX_CHOICES:
             raise ValueError(f"prompts x n is at most {MAX_CHOICES} per request")
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo with logprobs (the prompt's log-probabilities) is not supported")
         return self
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -190,6 +205,55 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class TopLogprob(BaseModel):
+    token: str  # the token's text on its own (a piece of a multi-byte character shows as U+FFFD)
+    logprob: float
+    bytes: list[int]  # the UTF-8 bytes of `token`
+
+    @classmethod
+    def of(cls, token: str, logprob: float) -> TopLogprob:
+        return cls(token=token, logprob=logprob, bytes=list(token.encode()))
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """Chat completions: one entry per sampled token, the stop token included."""
+
+    content: list[TokenLogprob]
+    refusal: None = None
+
+    @classmethod
+    def of(cls, sampled: list, text: Callable[[int], str]) -> ChoiceLogprobs:
+        """From engine TokenLogprobs; `text` turns a token id into its text."""
+        return cls(content=[
+            TokenLogprob(**TopLogprob.of(text(t.token), t.logprob).model_dump(),
+                         top_logprobs=[TopLogprob.of(text(i), lp) for i, lp in t.top])
+            for t in sampled
+        ])  # fmt: skip
+
+
+class TextLogprobs(BaseModel):
+    """Text completions (the legacy shape): parallel lists, one entry per sampled token."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+    @classmethod
+    def of(cls, sampled: list, text: Callable[[int], str], offset: int = 0) -> TextLogprobs:
+        """From engine TokenLogprobs; `offset`: where the first token's text starts in the choice's text."""
+        tokens = [text(t.token) for t in sampled]
+        starts = [offset + sum(map(len, tokens[:i])) for i in range(len(tokens))]
+        tops = [{text(i): lp for i, lp in t.top} for t in sampled]
+        return cls(
+            tokens=tokens, token_logprobs=[t.logprob for t in sampled], top_logprobs=tops, text_offset=starts
+        )
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -200,7 +264,7 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: FinishReason
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -223,7 +287,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: DeltaMessage
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -240,7 +304,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: TextLogprobs | None = None
 
 
 class Completion(BaseModel):

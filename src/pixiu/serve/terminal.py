@@ -96,7 +96,7 @@ def _load(chat: Chat, arg: str) -> None:
     chat.out.write(f"[loaded {len(msgs)} turns from {arg}]\n")
 
 
-SETTABLE = [f.name for f in fields(Sampling)]
+SETTABLE = [f.name for f in fields(Sampling) if f.name != "logprobs"]  # the terminal shows text only
 
 
 def _set(chat: Chat, arg: str) -> None:
@@ -174,13 +174,13 @@ def cli(argv: list[str]) -> None:
     p.add_argument("--dtype", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--template", default="default", help="chat template name (see `pixiu templates`)")
     p.add_argument("--quantize", default="none", choices=quant.QUANTIZE, help=quant.HELP)
-    for f in fields(Sampling):
-        kind = _seed if f.name == "seed" else type(f.default)
-        p.add_argument(f"--{f.name}", type=kind, default=getattr(CHAT_SAMPLING, f.name))
+    for name in SETTABLE:
+        kind = _seed if name == "seed" else type(getattr(CHAT_SAMPLING, name))
+        p.add_argument(f"--{name}", type=kind, default=getattr(CHAT_SAMPLING, name))
     a = p.parse_args(argv)
     from pixiu.engine import load_engine
 
-    sampling = Sampling(**{f.name: getattr(a, f.name) for f in fields(Sampling)})
+    sampling = Sampling(**{name: getattr(a, name) for name in SETTABLE})
     opts = {"backend": a.backend, "dtype": a.dtype, "template": a.template, "quantize": a.quantize}
     with load_engine(a.model, max_batch=1, **opts) as engine:
         interactive = sys.stdin.isatty()
