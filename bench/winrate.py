@@ -7,6 +7,7 @@ bench/results/winrate.md (the commands, the numbers, a few pairs) and appends to
 
 Run from the repository root, after `pixiu pipeline recipes/quickstart.yaml` (`make demo`):
     python bench/winrate.py                                   # PPO vs SFT of the quickstart, judge smollm2-135m
+    python bench/winrate.py --llm-modes letters,text          # also FastChat's written verdicts (~20 min more)
     python bench/winrate.py --limit 4 --out /tmp/wr-smoke     # smoke test
 """
 
@@ -82,6 +83,12 @@ def main() -> None:
     ap.add_argument(
         "--judge-max-tokens", type=int, default=192, help="verdict budget (pixiu serve --max-tokens)"
     )
+    ap.add_argument(
+        "--llm-modes",
+        default="letters",
+        help="LLM judge modes, comma-separated: letters (--judge-logprobs: a one-letter verdict from top_logprobs), "
+        "text (FastChat's written [[A]] verdict; SmolLM2-135M almost never writes one, and it takes ~20 min)",
+    )
     ap.add_argument("--reward-model", default="runs/quickstart/rm/final", help="second judge ('' to skip)")
     ap.add_argument("--limit", type=int, default=16, help="held-out demo prompts judged")
     ap.add_argument("--max-new-tokens", type=int, default=32, help="reply budget of A and B (the demo's)")
@@ -95,16 +102,11 @@ def main() -> None:
     port = free_port()
     server = serve(a.judge, port, out / "judge-feedback.db", a.judge_max_tokens)
     try:
-        llm = [
-            *common,
-            "--judge",
-            f"http://127.0.0.1:{port}/v1",
-            "--judge-model",
-            a.judge,
-            "--out",
-            str(out / "llm"),
-        ]
-        runs.append(("LLM judge " + a.judge, llm, *run_eval(llm)))
+        for mode in a.llm_modes.split(","):
+            llm = [*common, "--judge", f"http://127.0.0.1:{port}/v1", "--judge-model", a.judge]
+            llm += ["--judge-logprobs"] if mode == "letters" else []
+            llm += ["--out", str(out / f"llm-{mode}")]
+            runs.append((f"LLM judge {a.judge} ({mode})", llm, *run_eval(llm)))
     finally:
         server.terminate()
         server.wait(30)
@@ -145,12 +147,16 @@ def write(a, runs: list) -> None:
         lines.append(
             f"| {judge} | " + " | ".join(cells) + f" | {skipped} | {seconds:.0f} | {load[0]}-{load[1]} |"
         )
-    rows = runs[0][2]["rows"]
-    parsed = sum(r.get(g) is not None for r in rows for g in ("g1", "g2"))
-    lines += ["", f"LLM judge: {parsed} of {2 * len(rows)} verdicts parsed, after {sum(r.get('tries', 0) for r in rows)} "
-              "asks (each order asked at temperature 0, then up to 2 sampled retries).", ""]  # fmt: skip
-    lines += ["First pairs (LLM judge; g1: verdict with A shown first, g2: with B shown first; the judge's reply to "
-              "g1, cut):", "", "| prompt | A | B | g1 | g2 | outcome | judge said (g1) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    llm = [(judge, result["rows"]) for judge, _, result, *_ in runs if judge.startswith("LLM")]
+    lines.append("")
+    for judge, rows in llm:
+        parsed = sum(r.get(g) is not None for r in rows for g in ("g1", "g2"))
+        lines.append(f"{judge}: {parsed} of {2 * len(rows)} verdicts, after {sum(r.get('tries', 0) for r in rows)} "
+                     "asks (text: each order at temperature 0, then up to 2 sampled retries; letters: one each).  ")  # fmt: skip
+    judge, rows = llm[0]
+    lines += ["", f"First pairs ({judge}; g1: verdict with A shown first, g2: with B shown first; the judge's reply "
+              "to g1, cut; letters: the probability of each letter among the first token's top 20):", "",
+              "| prompt | A | B | g1 | g2 | outcome | judge said (g1) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     cell = lambda s, n=90: str(s).replace("|", "\\|").replace("\n", " ")[:n]  # noqa: E731
     for r in rows[:6]:
         lines.append(f"| {cell(r.get('prompt'))} | {cell(r.get('a'))} | {cell(r.get('b'))} | {r.get('g1')} | "

@@ -254,6 +254,36 @@ def test_lora_one_base_only_policy_and_critic_adapters_change(tmp_path, tiny_mod
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("lora", ["--lora.r=4", "--lora.r=0"])
+def test_shared_critic_is_a_head_on_the_policy(tmp_path, tiny_model_dir, reward_model, lora):
+    """ppo.shared_critic: no critic body of its own; one forward gives exactly the policy's logits and the
+    values the critic head reads off the policy's states; training moves the policy and that head only."""
+    cfg = make_cfg(tmp_path, tiny_model_dir, lora, "--train.lr=1e-2", "--train.max_steps=2",
+                   f"--ppo.reward_model={reward_model}", "--ppo.shared_critic")  # fmt: skip
+    actors, loaded, _ = build(cfg)
+    actors.eval()
+    assert actors.shared_critic and actors.critic.lm is actors.lm
+    assert not any(".critic." in n for n, _ in actors.named_parameters())
+    head = io.load_head(str(reward_model))  # critic_from_rm: the head starts as the reward model's
+    torch.testing.assert_close(
+        actors.critic.head.weight.detach(), head["weight"].to(actors.critic.head.weight)
+    )
+    prompts, _ = ppo.fit_prompts(load_data(cfg.data, want=Prompt).train, loaded.template, 64, 8)
+    batch = collate([[r] for r in reply_rows(_samples(loaded, prompts[:3]))], loaded.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits, targets, values = actors.policy_and_values(batch)
+        torch.testing.assert_close((logits, targets), actors.policy_logits(batch))
+        torch.testing.assert_close(values, actors.values(batch))
+    snap = {n: p.detach().clone() for n, p in actors.named_parameters()}
+    rows = ppo.Trainer(actors, loaded, cfg, None, None, accelerator()).fit(prompts, tmp_path / "run")
+    changed = {n for n, p in actors.named_parameters() if not torch.equal(p, snap[n])}
+    if lora == "--lora.r=4":
+        assert changed == {n for n in snap if ".default." in n or n.startswith("critic.head")}
+    else:
+        assert changed == {n for n in snap if n.startswith(("policy.", "critic.head"))}
+    assert rows[-1]["value_loss"] > 0 and rows[-1]["kl"] != 0
+
+
 def test_adapter_start_is_folded_so_the_reference_is_the_sft_model(tmp_path, tiny_model_dir, reward_model):
     """An unmerged SFT adapter as the start: folded into its base, so the reference (adapters off) is the SFT
     model and the first rollout's KL is 0; the RM, recorded over the raw base, runs as its own model; the policy

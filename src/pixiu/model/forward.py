@@ -19,6 +19,25 @@ def base_lm(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """-> (B, T, H) the decoder's last hidden states (no LM head)."""
+    return (
+        base_lm(lm)
+        .get_decoder()(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,  # a cache would also disable the packed-sample attention mask
+        )
+        .last_hidden_state
+    )
+
+
+def at_targets(hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    """(B, T, H) -> (N, H): the states at positions predicting a target (token t+1 is a target, predicted at t)."""
+    return hidden[:, :-1][batch.loss_mask[:, 1:].bool()]
+
+
 class TargetLM(nn.Module):
     def __init__(self, lm: nn.Module):
         super().__init__()
@@ -26,16 +45,14 @@ class TargetLM(nn.Module):
 
     def forward(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """-> logits (N, V) at positions predicting a target, and the targets (N,)."""
-        base = base_lm(self.lm)
-        hidden = base.get_decoder()(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,  # a cache would also disable the packed-sample attention mask
-        ).last_hidden_state  # (B, T, H)
-        keep = batch.loss_mask[:, 1:].bool()  # (B, T-1): token t+1 is a target, predicted at t
-        logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V)
-        return logits, batch.input_ids[:, 1:][keep]
+        return self.head(at_targets(hidden_states(self.lm, batch), batch)), self.targets(batch)
+
+    def head(self, states: torch.Tensor) -> torch.Tensor:
+        return base_lm(self.lm).get_output_embeddings()(states)
+
+    @staticmethod
+    def targets(batch: TokenBatch) -> torch.Tensor:
+        return batch.input_ids[:, 1:][batch.loss_mask[:, 1:].bool()]
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 from pixiu.config import LoraConfig, ModelConfig
 from pixiu.data.collate import TokenBatch
 from pixiu.model import io
-from pixiu.model.forward import base_lm
+from pixiu.model.forward import base_lm, hidden_states
 
 
 class ScalarLM(nn.Module):
@@ -30,17 +30,7 @@ class ScalarLM(nn.Module):
 
     def values(self, batch: TokenBatch) -> torch.Tensor:
         """-> (B, T) head output at every position, fp32."""
-        hidden = (
-            base_lm(self.lm)
-            .get_decoder()(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-            )
-            .last_hidden_state
-        )  # (B, T, H)
-        return self.head(hidden).squeeze(-1).float()
+        return self.head(hidden_states(self.lm, batch)).squeeze(-1).float()
 
     def forward(self, batch: TokenBatch) -> torch.Tensor:
         """-> (B,) the score of each row: the head at its last real token (rows are right-padded)."""

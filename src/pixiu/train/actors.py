@@ -25,7 +25,7 @@ from pixiu.chat.templates import Template, get_template
 from pixiu.config import LoraConfig, ModelConfig, RunConfig
 from pixiu.data.collate import TokenBatch
 from pixiu.model import heads, io
-from pixiu.model.forward import TargetLM
+from pixiu.model.forward import TargetLM, at_targets, hidden_states
 
 POLICY, CRITIC, REWARD = "default", "critic", "reward"  # adapter names; the policy's is peft's default
 
@@ -41,8 +41,10 @@ class Actors(nn.Module):
         reward: heads.ScalarLM | None,
         reward_template: Template | None,
         shared: bool,
+        shared_critic: bool = False,
     ):
         super().__init__()
+        self.shared_critic = shared_critic  # critic.lm is the policy's: only the head is the critic's own
         self.policy = TargetLM(policy)  # policy.lm: the causal LM (a peft model when shared)
         self.critic = critic
         self.reference = TargetLM(reference) if reference is not None else None  # None: adapters off
@@ -74,7 +76,8 @@ class Actors(nn.Module):
             with self.lm.disable_adapter():
                 yield
             return
-        self.lm.set_adapter({"policy": POLICY, "critic": CRITIC, "reward": REWARD}[role], inference_mode=True)
+        critic = POLICY if self.shared_critic else CRITIC
+        self.lm.set_adapter({"policy": POLICY, "critic": critic, "reward": REWARD}[role], inference_mode=True)
         for p in self.parameters():
             p.requires_grad_(id(p) in self._trainable)
         yield
@@ -83,6 +86,13 @@ class Actors(nn.Module):
         """-> (N, V) policy logits at the positions predicting a target token, (N,) those targets."""
         with self.use("policy"):
             return self.policy(batch)
+
+    def policy_and_values(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """shared_critic: `policy_logits` and `values` from ONE forward (the head reads the policy's states)."""
+        with self.use("policy"):
+            states = at_targets(hidden_states(self.lm, batch), batch)  # (N, H)
+        values = self.critic.head(states).squeeze(-1).float()
+        return self.policy.head(states), self.policy.targets(batch), values
 
     @torch.no_grad()
     def reference_logits(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,13 +146,17 @@ def _shared(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
         template = _rm_template(rm_path, loaded.tokenizer)
     elif rm_path:
         reward, template = _separate_rm(cfg, loaded.tokenizer)
-    if cfg.ppo.critic_from_rm and same_base:
+    if cfg.ppo.shared_critic:  # no adapter of its own: a head over the policy
+        critic = heads.ScalarLM(
+            lm, _head(rm_path, trainable=True) if cfg.ppo.critic_from_rm and rm_path else None
+        )
+    elif cfg.ppo.critic_from_rm and same_base:
         lm.load_adapter(io.resolve(rm_path), adapter_name=CRITIC, is_trainable=True)
         critic = heads.ScalarLM(lm, _head(rm_path, trainable=True))
     else:
         lm.add_adapter(CRITIC, copy.deepcopy(lm.peft_config[POLICY]))
         critic = heads.ScalarLM(lm)
-    actors = Actors(lm, critic, None, reward, template, shared=True)
+    actors = Actors(lm, critic, None, reward, template, shared=True, shared_critic=cfg.ppo.shared_critic)
     with actors.use("policy"):  # leaves exactly the trained set requiring grad
         pass
     return actors, loaded, merged
@@ -158,12 +172,18 @@ def _separate(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
     ref.model.requires_grad_(False)
     rm_path = cfg.ppo.reward_model
     reward, template = _separate_rm(cfg, loaded.tokenizer) if rm_path else (None, None)
-    start = rm_path if cfg.ppo.critic_from_rm and rm_path else cfg.model.name_or_path
-    _, critic = heads.load_scalar(_like(cfg.model, start), full, for_training=True)
-    if hasattr(critic.lm, "merge_and_unload"):  # an RM adapter: fold it, the critic body trains in full
-        critic.lm = critic.lm.merge_and_unload()
-    critic.lm.requires_grad_(True)
-    return Actors(loaded.model, critic, ref.model, reward, template, shared=False), loaded, merged
+    if cfg.ppo.shared_critic:
+        head = _head(rm_path, trainable=True) if cfg.ppo.critic_from_rm and rm_path else None
+        critic = heads.ScalarLM(loaded.model, head)
+        critic.head.to(next(loaded.model.parameters()).dtype)
+    else:
+        start = rm_path if cfg.ppo.critic_from_rm and rm_path else cfg.model.name_or_path
+        _, critic = heads.load_scalar(_like(cfg.model, start), full, for_training=True)
+        if hasattr(critic.lm, "merge_and_unload"):  # an RM adapter: fold it, the critic body trains in full
+            critic.lm = critic.lm.merge_and_unload()
+        critic.lm.requires_grad_(True)
+    actors = Actors(loaded.model, critic, ref.model, reward, template, False, cfg.ppo.shared_critic)
+    return actors, loaded, merged
 
 
 def _separate_rm(cfg: RunConfig, tokenizer) -> tuple[heads.ScalarLM, Template]:

@@ -77,6 +77,7 @@ def run(cfg: RunConfig, stage: str = "ppo") -> Path:
     report["skipped_rows"] = data.skipped
     ptx = ptx_rows(cfg, loaded) if cfg.ppo.ptx_coef > 0 else None
     models = "one base + adapters" if actors.shared else "separate models"
+    models += "; the critic is a head on the policy" if actors.shared_critic else ""
     print(
         f"ppo: {report['prompts']} prompts ({report['too_long']} skipped: longer than data.max_len minus "
         f"gen.max_new_tokens); {models}"
@@ -256,14 +257,19 @@ class Trainer:
 
     def micro_step(self, ro: Rollout, idx: list[int], n_tok: float, sums: dict) -> None:
         """Policy then critic forward + backward on rows idx; losses divided by the minibatch's reply tokens.
-        Two backward passes keep one forward's activations alive at a time (the critic is a second forward)."""
+        Two backward passes keep one forward's activations alive at a time (the critic is a second forward);
+        a shared critic needs one forward and one backward for both losses."""
         cfg, actors = self.cfg.ppo, self.actors
         device = next(actors.parameters()).device
         batch = to_device(collate([[ro.rows[i]] for i in idx], self.pad), device)
         m = ro.mask[idx].bool()
         old, adv = ro.logps[idx][m].to(device), ro.advantages[idx][m].to(device)
+        old_values, returns = ro.values[idx][m].to(device), ro.returns[idx][m].to(device)
         with autocast(device, self.loaded.dtype):
-            logits, targets = actors.policy_logits(batch)
+            if actors.shared_critic:
+                logits, targets, values = actors.policy_and_values(batch)
+            else:
+                (logits, targets), values = actors.policy_logits(batch), None
             logits = scaled(logits, self.temperature)
             logp = token_logps(logits, targets)
             policy = losses.ppo_policy(logp, old, adv, cfg.clip)
@@ -272,15 +278,17 @@ class Trainer:
             else:  # only logged: no graph, and in slices, so no extra (N, V) fp32 copies at once
                 with torch.no_grad():
                     ent = sum(losses.entropy(c).sum() for c in logits.detach().split(256))
-        ((policy - cfg.entropy_coef * ent) / n_tok).backward()
+            loss = policy - cfg.entropy_coef * ent
+            if values is not None:
+                value = losses.ppo_value(values, old_values, returns, cfg.value_clip)
+                loss = loss + cfg.vf_coef * value
+        (loss / n_tok).backward()
         ratio = torch.exp(logp.detach() - old)
-        del logits
-        with autocast(device, self.loaded.dtype):
-            values = actors.values(batch)
-            value = losses.ppo_value(
-                values, ro.values[idx][m].to(device), ro.returns[idx][m].to(device), cfg.value_clip
-            )
-        (cfg.vf_coef * value / n_tok).backward()
+        del logits, loss
+        if values is None:
+            with autocast(device, self.loaded.dtype):
+                value = losses.ppo_value(actors.values(batch), old_values, returns, cfg.value_clip)
+            (cfg.vf_coef * value / n_tok).backward()
         sums["policy_loss"] += policy.item()
         sums["value_loss"] += value.item()
         sums["entropy"] += ent.item()

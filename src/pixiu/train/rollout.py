@@ -81,13 +81,16 @@ def experience(
     for i in range(0, len(rows), batch_size):
         batch = to_device(collate([[r] for r in rows[i : i + batch_size]], pad_id), device)
         with autocast(device, dtype):
-            logits, targets = actors.policy_logits(batch)
+            if actors.shared_critic:  # one forward for both
+                logits, targets, v = actors.policy_and_values(batch)
+            else:
+                (logits, targets), v = actors.policy_logits(batch), None
             logps.append(token_logps(scaled(logits, temperature), targets).cpu())
             del logits
             ref, _ = actors.reference_logits(batch)
             refs.append(token_logps(scaled(ref, temperature), targets).cpu())
             del ref
-            values.append(actors.values(batch).float().cpu())
+            values.append((actors.values(batch) if v is None else v).float().cpu())
     lengths = [sum(r.loss_mask) for r in rows]
     return tuple(padded(torch.cat(x), lengths) for x in (logps, refs, values))
 
