@@ -77,7 +77,11 @@ PROJECTIONS = [
     "down_proj",
 ]  # = pixiu's all-linear
 TRL_PYTHON = "/work/trl10-venv/bin/python"
-SIDES = ("pixiu", "trl")
+SIDES = (
+    "pixiu",
+    "pixiu-shared",
+    "trl",
+)  # pixiu-shared: ppo.shared_critic (a value head on the policy's body)
 
 
 def write_prompts(work: Path, max_len: int, new: int) -> dict:
@@ -131,7 +135,7 @@ def run_pixiu(a, work: Path) -> dict:
     from pixiu import config
     from pixiu.train import ppo
 
-    out = work / "pixiu"
+    out = work / a.one
     overrides = (
         f"model.name_or_path={MODEL} model.dtype=fp32 lora.r={LORA_R} lora.alpha={LORA_ALPHA} lora.dropout=0 "
         f"data.path={work}/prompts.jsonl data.eval_size=0 data.max_len={a.max_len} "
@@ -140,7 +144,8 @@ def run_pixiu(a, work: Path) -> dict:
         "train.warmup_ratio=0 train.schedule=constant train.max_grad_norm=1.0 train.save_every=0 train.seed=0 "
         f"ppo.reward_model={work}/rm ppo.rollout_prompts={a.rollout} ppo.minibatch={a.rollout} "
         f"ppo.ppo_epochs={a.epochs} ppo.kl_coef={a.kl_coef} ppo.whiten_rewards=false ppo.critic_from_rm=true "
-        "ppo.clip=0.2 ppo.value_clip=0.2 ppo.vf_coef=0.5 ppo.gamma=1.0 ppo.lam=0.95 ppo.adaptive_kl=false"
+        "ppo.clip=0.2 ppo.value_clip=0.2 ppo.vf_coef=0.5 ppo.gamma=1.0 ppo.lam=0.95 ppo.adaptive_kl=false "
+        f"ppo.shared_critic={str(a.one == 'pixiu-shared').lower()}"
     )
     cfg = config.load(None, ["--" + o for o in overrides.split()])
     t0 = time.perf_counter()
@@ -274,7 +279,7 @@ def child(a) -> None:
     if a.one == "rm":
         print("RESULT " + json.dumps(build_rm(a, work)))
         return
-    out = run_pixiu(a, work) if a.one == "pixiu" else run_trl(a, work)
+    out = run_trl(a, work) if a.one == "trl" else run_pixiu(a, work)
     out.update(side=a.one, threads=torch.get_num_threads(), load_start=load0, load_end=os.getloadavg()[0])
     out.update(torch=torch.__version__, trl=_version("trl"), transformers=_version("transformers"))
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -319,18 +324,21 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def report(a, p: dict, t: dict, data: dict, command: str) -> str:
+def report(a, p: dict, ps: dict, t: dict, data: dict, command: str) -> str:
+    """p: pixiu, ps: pixiu with a shared critic, t: TRL."""
+
     def row(name, key, fmt, ratio=True):
-        cells = ["-" if "error" in r or key not in r else format(r[key], fmt) for r in (p, t)]
-        both = "error" not in p and "error" not in t and key in p and key in t
-        return [name, *cells, f"{p[key] / t[key]:.2f}x" if ratio and both and t[key] else ""]
+        cells = ["-" if "error" in r or key not in r else format(r[key], fmt) for r in (p, ps, t)]
+        ok = lambda r: "error" not in r and key in r  # noqa: E731
+        both = [f"{r[key] / t[key]:.2f}x" if ratio and ok(r) and ok(t) and t[key] else "" for r in (p, ps)]
+        return [name, *cells, *both]
 
     rows = [
         row("PPO step s (mean of steps 2..S)", "step_s", ".1f"),
         row("  generation s per step", "gen_step_s", ".1f"),
         row("  scoring s per step (pixiu: reward model; TRL: reward + value model)", "score_step_s", ".1f"),
         row("  rest s per step (log-probs, reference, values, updates)", "rest_step_s", ".1f"),
-        row("    pixiu: policy, reference and critic forwards of the rollout", "exp_step_s", ".1f", ratio=False),
+        row("    pixiu: policy, reference and critic forwards of the rollout (shared: 2 forwards, not 3)", "exp_step_s", ".1f", ratio=False),
         row("    pixiu: PPO updates", "train_step_s", ".1f", ratio=False),
         row("peak RSS MiB", "peak_rss_mib", ".0f"),
         row("PPO steps", "steps", "d", ratio=False),
@@ -353,9 +361,11 @@ def report(a, p: dict, t: dict, data: dict, command: str) -> str:
         f"max_new_tokens {a.new}, temperature 1; LoRA r={LORA_R} alpha={LORA_ALPHA} dropout 0 for "
         f"policy and critic; kl_coef {a.kl_coef} (k1), lr {a.lr} constant; a fixed untrained reward model (see "
         f"the script's docstring); {a.steps} steps, the first not timed. TRL trainable parameters: "
-        f"{t.get('trainable', '-')} (pixiu trains the same set plus its head's bias).\n\nCommand: `{command}`\n",
-        *table(["", "pixiu", f"TRL {tv} PPOTrainer", "pixiu/TRL"], rows),
-        "\nRaw results:\n", "```json", *(json.dumps(r) for r in (p, t)), "```",
+        f"{t.get('trainable', '-')} (pixiu trains the same set plus its head's bias). `pixiu, shared critic`: "
+        "the same run with ppo.shared_critic=true (no critic adapter: a value head on the policy's body, one "
+        "forward and backward per row for both losses; not the algorithm TRL 1.0 runs).\n\nCommand: `{command}`\n",
+        *table(["", "pixiu", "pixiu, shared critic", f"TRL {tv} PPOTrainer", "pixiu/TRL", "shared/TRL"], rows),
+        "\nRaw results:\n", "```json", *(json.dumps(r) for r in (p, ps, t)), "```",
     ]) + "\n"  # fmt: skip
 
 
@@ -396,12 +406,13 @@ def main() -> None:
         if "error" in rm:
             sys.exit("could not build the reward model")
         p = spawn(a, "pixiu", work, sys.executable)
+        ps = spawn(a, "pixiu-shared", work, sys.executable)
         t = spawn(a, "trl", work, a.trl_python, rm["model_dir"])
-    text = report(a, p, t, data, " ".join(["python", "bench/ppo_trl.py", *sys.argv[1:]]))
+    text = report(a, p, ps, t, data, " ".join(["python", "bench/ppo_trl.py", *sys.argv[1:]]))
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ppo_trl.md").write_text(text)
-    (RESULTS / "ppo_trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (p, t)))
+    (RESULTS / "ppo_trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (p, ps, t)))
 
 
 if __name__ == "__main__":

@@ -175,7 +175,6 @@ def _separate(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
     if cfg.ppo.shared_critic:
         head = _head(rm_path, trainable=True) if cfg.ppo.critic_from_rm and rm_path else None
         critic = heads.ScalarLM(loaded.model, head)
-        critic.head.to(next(loaded.model.parameters()).dtype)
     else:
         start = rm_path if cfg.ppo.critic_from_rm and rm_path else cfg.model.name_or_path
         _, critic = heads.load_scalar(_like(cfg.model, start), full, for_training=True)
