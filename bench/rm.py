@@ -19,8 +19,8 @@ The machine is shared: the load average at the start and end of each side is rec
 
 Run from the repository root; it prints a markdown table and writes bench/results/rm.md:
     nice -n 5 python bench/rm.py                       # default: 256 train pairs, max_len 256, fp32, 1 thread
-    nice -n 5 python bench/rm.py --n 4500 --parallel  # the full split, both sides at once (a core each)
-    python bench/rm.py --n 16 --eval 16 --max-len 128   # smoke test
+    nice -n 5 python bench/rm.py --n 4500 --parallel --dtype bf16 --out rm_full   # the full split, a core each
+    python bench/rm.py --n 16 --eval 16 --max-len 128 --out /tmp/rm-smoke   # smoke test
 """
 
 from __future__ import annotations
@@ -326,6 +326,7 @@ def main() -> None:
     ap.add_argument(
         "--parallel", action="store_true", help="run both sides at once (one core each: the full split)"
     )
+    ap.add_argument("--out", default="rm", help="bench/results/OUT.md and OUT.jsonl")
     ap.add_argument("--one", choices=("pixiu", "trl"), help=argparse.SUPPRESS)  # the child's own flags
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -345,8 +346,8 @@ def main() -> None:
     text = report(a, p, t, " ".join(["python", "bench/rm.py", *sys.argv[1:]]))
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rm.md").write_text(text)
-    (RESULTS / "rm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (p, t)))
+    (RESULTS / f"{a.out}.md").write_text(text)
+    (RESULTS / f"{a.out}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (p, t)))
 
 
 if __name__ == "__main__":

@@ -195,7 +195,8 @@ def test_reduced_quickstart_on_smollm2(tmp_path):
     """The real recipe on the embedded SmolLM2, cut to a few steps per stage: every stage runs and feeds the next,
     and the summary holds the route's numbers (their size is the full quickstart's job, not this test's)."""
     args = ["recipes/quickstart.yaml", f"--pipeline.output_dir={tmp_path}", "--stage.sft.train.max_steps=3",
-            "--stage.rm.train.max_steps=3", "--stage.ppo.train.max_steps=1", "--pipeline.eval.max_prompts=8",
+            "--stage.rm.train.max_steps=3", "--stage.ppo.train.max_steps=1", "--stage.ppo.ppo.rollout_prompts=8",
+            "--stage.ppo.ppo.minibatch=8", "--pipeline.eval.max_prompts=8",
             "--pipeline.eval.max_pairs=8", "--gen.max_new_tokens=16"]  # fmt: skip
     pipeline.cli(args)
     summary = json.loads((tmp_path / "summary.json").read_text())
