@@ -363,7 +363,8 @@ def report(a, p: dict, ps: dict, t: dict, data: dict, command: str) -> str:
         f"the script's docstring); {a.steps} steps, the first not timed. TRL trainable parameters: "
         f"{t.get('trainable', '-')} (pixiu trains the same set plus its head's bias). `pixiu, shared critic`: "
         "the same run with ppo.shared_critic=true (no critic adapter: a value head on the policy's body, one "
-        "forward and backward per row for both losses; not the algorithm TRL 1.0 runs).\n\nCommand: `{command}`\n",
+        "forward and backward per row for both losses; not the algorithm TRL 1.0 runs).\n\n"
+        f"Command: `{command}`\n",
         *table(["", "pixiu", "pixiu, shared critic", f"TRL {tv} PPOTrainer", "pixiu/TRL", "shared/TRL"], rows),
         "\nRaw results:\n", "```json", *(json.dumps(r) for r in (p, ps, t)), "```",
     ]) + "\n"  # fmt: skip

@@ -43,13 +43,17 @@ MODEL = "smollm2-135m"
 LORA_R, LORA_ALPHA, HELD_OUT = 16, 32, 500
 
 
-def write_data(work: Path, n: int, n_eval: int) -> None:
-    """First n training pairs and the held-out pairs (taken from the end of the LAST 500) as JSON lists."""
+def write_data(work: Path, n: int, n_eval: int) -> int:
+    """First n training pairs and the held-out pairs (taken from the end of the LAST 500) as JSON lists.
+    A pair with an empty field (one in the full training split) is left out of both sides: pixiu refuses such a
+    row by design. -> how many were left out."""
     files = sorted(HH.glob("*.json"))
     pairs = json.loads(files[0].read_text())
-    held, rest = pairs[-HELD_OUT:], pairs[:-HELD_OUT]
-    (work / "train.json").write_text(json.dumps(rest[:n], ensure_ascii=False))
+    held, rest = pairs[-HELD_OUT:], pairs[:-HELD_OUT][:n]
+    train = [p for p in rest if all(str(p[k]).strip() for k in ("prompt", "chosen", "rejected"))]
+    (work / "train.json").write_text(json.dumps(train, ensure_ascii=False))
     (work / "eval.json").write_text(json.dumps(held[:n_eval], ensure_ascii=False))
+    return len(rest) - len(train)
 
 
 def conversation(prompt: str, reply: str) -> list[dict]:
@@ -303,7 +307,8 @@ def report(a, p: dict, t: dict, command: str) -> str:
     return "\n".join([
         f"# pixiu reward model vs TRL RewardTrainer (CPU)\n\nMachine: {machine()}; {a.threads} torch thread(s).\n",
         f"{MODEL}, HH harmless-base: train on the first {a.n} pairs (of the 4,500 before the held-out 500), "
-        f"held-out = the last 500 pairs{'' if a.eval == HELD_OUT else f' (first {a.eval} of them)'}; "
+        f"held-out = the last 500 pairs{'' if a.eval == HELD_OUT else f' (first {a.eval} of them)'}"
+        f"{f'; {a.empty} training pair(s) with an empty field left out of both sides' if a.empty else ''}; "
         f"{a.dtype}, max_len {a.max_len}, batch {a.batch} pairs, 1 epoch, lr {a.lr} constant; "
         f"LoRA r={LORA_R} alpha={LORA_ALPHA} dropout 0 on all-linear + scalar head; gradient checkpointing "
         f"{'on' if a.grad_ckpt else 'off'}.\n\nCommand: `{command}`\n",
@@ -337,7 +342,7 @@ def main() -> None:
     if not 0 < a.eval <= HELD_OUT or not 0 < a.n <= 4500:
         ap.error(f"--eval must be in 1..{HELD_OUT} and --n in 1..4500")
     with tempfile.TemporaryDirectory(prefix="pixiu-bench-rm-") as tmp:
-        write_data(Path(tmp), a.n, a.eval)
+        a.empty = write_data(Path(tmp), a.n, a.eval)
         if a.parallel:  # same load on both sides: each shares the machine with the other for the whole run
             with ThreadPoolExecutor(2) as pool:
                 p, t = pool.map(lambda fw: spawn(a, fw, Path(tmp)), ("pixiu", "trl"))
