@@ -46,6 +46,7 @@ ORDER = [
     Bench("quickstart", by_hand="rm -rf runs/quickstart && time make demo"),
     Bench("sft"),
     Bench("rm"),
+    Bench("rm_1000"),
     Bench("dpo"),
     Bench(
         "dpo_bf16",
