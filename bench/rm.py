@@ -19,7 +19,8 @@ The machine is shared: the load average at the start and end of each side is rec
 
 Run from the repository root; it prints a markdown table and writes bench/results/rm.md:
     nice -n 5 python bench/rm.py                       # default: 256 train pairs, max_len 256, fp32, 1 thread
-    nice -n 5 python bench/rm.py --n 4500 --parallel --dtype bf16 --out rm_full   # the full split, a core each
+    nice -n 5 python bench/rm.py --n 4500 --parallel --dtype bf16 --no-grad-ckpt --out rm_full  # full split:
+    #   a core and ~10 GB each, about 65 min on a 2-core CPU with native bf16
     python bench/rm.py --n 16 --eval 16 --max-len 128 --out /tmp/rm-smoke   # smoke test
 """
 
