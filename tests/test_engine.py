@@ -9,7 +9,7 @@ import torch
 
 from pixiu.chat.messages import Conversation, Message
 from pixiu.engine import ContextError, Sampling, load_engine
-from pixiu.engine.text import TextStream
+from pixiu.engine.text import TextStream, token_bytes
 
 PROMPTS = [
     "Hello",
@@ -174,6 +174,16 @@ def test_text_stream_never_splits_a_character(tokenizer):
     pieces = [stream.add(i)[0] for i in ids] + [stream.finish()]
     assert all("\ufffd" not in p for p in pieces)
     assert "".join(pieces) == text
+
+
+def test_token_bytes_join_into_the_text(tokenizer):
+    """A token holding part of a character decodes alone to U+FFFD; its bytes (OpenAI's logprobs `bytes`) are
+    the real ones, so joined they give the text back."""
+    text = "你好，世界。Hello ünïcode <b>!"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # the case this is for
+    assert b"".join(token_bytes(tokenizer, i) for i in ids) == text.encode()
+    assert token_bytes(tokenizer, tokenizer.eos_token_id) == b"<|im_end|>"
 
 
 def test_text_stream_holds_back_a_stop_string(tokenizer):

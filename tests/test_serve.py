@@ -15,6 +15,7 @@ from fake_engine import FakeEngine
 from fastapi.testclient import TestClient
 from live_server import serving
 
+from pixiu.engine.text import token_bytes
 from pixiu.serve import api
 from pixiu.serve.moderation import Rule, RulesModeration
 
@@ -527,7 +528,10 @@ def test_logprobs_through_the_openai_client(tiny_model_dir):
             assert [t.token for t in got] == text and len(got) == want.completion_tokens
             assert [t.logprob for t in got] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-6)
             assert [len(t.top_logprobs) for t in got] == [2] * len(got)
-            assert got[0].top_logprobs[0].token == text[0] and got[0].bytes == list(text[0].encode())
+            assert got[0].top_logprobs[0].token == text[0]
+            assert [t.bytes for t in got] == [
+                list(token_bytes(engine.tokenizer, t.token)) for t in want.logprobs
+            ]
             stream = client.chat.completions.create(
                 model="tiny", messages=USER, max_tokens=6, temperature=0, logprobs=True, stream=True
             )

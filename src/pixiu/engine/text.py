@@ -9,9 +9,35 @@ could be the start of a stop string is held back until it is known not to be one
 
 from __future__ import annotations
 
+import re
+
 from pixiu.engine.base import Delta, Request, TokenLogprob
 
 REPLACEMENT = "\ufffd"
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, character -> the byte it stands for (printable bytes stand for
+    themselves, the other 68 are shifted past 255)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in kept]
+    return {chr(b): b for b in kept} | {chr(256 + i): b for i, b in enumerate(shifted)}
+
+
+BYTE_OF = _byte_alphabet()
+
+
+def token_bytes(tokenizer, token: int) -> bytes:
+    """The bytes one token stands for, also when it holds only part of a UTF-8 character (decoded alone it is
+    U+FFFD): byte-level BPE pieces map back through their alphabet, SentencePiece byte-fallback pieces are
+    <0xNN>; any other token is its decoded text. OpenAI's logprobs `bytes`: joined, they give the text."""
+    piece = tokenizer.convert_ids_to_tokens(token)
+    if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+        return bytes([int(piece[3:5], 16)])
+    text = tokenizer.decode([token], skip_special_tokens=False)
+    if REPLACEMENT in text and all(c in BYTE_OF for c in piece):
+        return bytes(BYTE_OF[c] for c in piece)
+    return text.encode()
 
 
 class Reply:

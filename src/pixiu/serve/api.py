@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from pixiu.engine import ContextError, EngineError, Sampling, quant
+from pixiu.engine.text import token_bytes
 from pixiu.serve import protocol as p
 from pixiu.serve.auth import KeyCheck, check_bind, require_key
 from pixiu.serve.jobs import Job, Piece, pieces
@@ -275,8 +276,13 @@ class Shape:
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
 
+    def token_bytes(self, token: int) -> bytes:
+        return token_bytes(self.tokenizer, token)
+
     def chat_logprobs(self, piece: Piece) -> p.ChoiceLogprobs | None:
-        return p.ChoiceLogprobs.of(piece.logprobs, self.token_text) if self.body.logprobs else None
+        if not self.body.logprobs:
+            return None
+        return p.ChoiceLogprobs.of(piece.logprobs, self.token_text, self.token_bytes)
 
     def text_logprobs(self, piece: Piece) -> p.TextLogprobs | None:
         if self.body.logprobs is None:

@@ -208,11 +208,7 @@ class ModelList(BaseModel):
 class TopLogprob(BaseModel):
     token: str  # the token's text on its own (a piece of a multi-byte character shows as U+FFFD)
     logprob: float
-    bytes: list[int]  # the UTF-8 bytes of `token`
-
-    @classmethod
-    def of(cls, token: str, logprob: float) -> TopLogprob:
-        return cls(token=token, logprob=logprob, bytes=list(token.encode()))
+    bytes: list[int]  # the token's own bytes: a piece of a character included, so joined they give the text
 
 
 class TokenLogprob(TopLogprob):
@@ -226,11 +222,14 @@ class ChoiceLogprobs(BaseModel):
     refusal: None = None
 
     @classmethod
-    def of(cls, sampled: list, text: Callable[[int], str]) -> ChoiceLogprobs:
-        """From engine TokenLogprobs; `text` turns a token id into its text."""
+    def of(cls, sampled: list, text: Callable[[int], str], raw: Callable[[int], bytes]) -> ChoiceLogprobs:
+        """From engine TokenLogprobs; `text` and `raw` turn a token id into its text and its bytes."""
+
+        def top(i: int, lp: float) -> TopLogprob:
+            return TopLogprob(token=text(i), logprob=lp, bytes=list(raw(i)))
+
         return cls(content=[
-            TokenLogprob(**TopLogprob.of(text(t.token), t.logprob).model_dump(),
-                         top_logprobs=[TopLogprob.of(text(i), lp) for i, lp in t.top])
+            TokenLogprob(**top(t.token, t.logprob).model_dump(), top_logprobs=[top(i, lp) for i, lp in t.top])
             for t in sampled
         ])  # fmt: skip
 
