@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import replace
+from functools import partial
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -276,13 +277,10 @@ class Shape:
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
 
-    def token_bytes(self, token: int) -> bytes:
-        return token_bytes(self.tokenizer, token)
-
     def chat_logprobs(self, piece: Piece) -> p.ChoiceLogprobs | None:
         if not self.body.logprobs:
             return None
-        return p.ChoiceLogprobs.of(piece.logprobs, self.token_text, self.token_bytes)
+        return p.ChoiceLogprobs.of(piece.logprobs, self.token_text, partial(token_bytes, self.tokenizer))
 
     def text_logprobs(self, piece: Piece) -> p.TextLogprobs | None:
         if self.body.logprobs is None:
