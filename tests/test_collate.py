@@ -1,8 +1,9 @@
+import pytest
 import torch
 
 from pixiu.chat import Conversation, get_template
 from pixiu.chat.templates import Rendered
-from pixiu.data.collate import collate, fit, pack, plan
+from pixiu.data.collate import collate, collate_groups, collate_shared, fit, pack, plan, shared_length
 from pixiu.model import TargetLM
 
 
@@ -48,3 +49,48 @@ def test_packed_rows_do_not_see_each_other(tokenizer, tiny_model_dir):
     padded, _ = lm(collate([[a], [b]], tokenizer.pad_token_id))
     torch.testing.assert_close(padded, torch.cat([la, lb]), atol=1e-5, rtol=1e-4)
     assert len(targets) == sum(a.loss_mask[1:]) + 2 * sum(b.loss_mask[1:])
+
+
+def test_shared_length_leaves_every_reply_a_token():
+    def r(ids):
+        return Rendered(ids, [0] * len(ids))
+
+    assert shared_length([r([1, 2, 3, 4]), r([1, 2, 5])]) == 2
+    assert shared_length([r([1, 2, 3]), r([1, 2, 3, 4])]) == 2  # one reply is a prefix of the other
+    assert shared_length([r([1, 2, 3]), r([1, 2, 3])]) == 2
+    assert shared_length([r([7, 2]), r([1, 2]), r([1, 2])]) == 0
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prompt_rows_score_and_backprop_like_one_row_per_reply(tokenizer, tiny_model_dir, attn):
+    """A pair, a K=3 ranking (one reply a prefix of another) and a pair with nothing shared: scores and
+    gradients from one row per group (the prompt once) equal those from one padded row per reply."""
+    from transformers import AutoModelForCausalLM
+
+    from pixiu.model.heads import ScalarLM
+
+    tpl = get_template("default", tokenizer)
+    groups = [
+        [tpl.render(_conv("what is two plus two", a)) for a in ("four", "it is five, I think")],
+        [tpl.render(_conv("hi", a)) for a in ("hello there", "hello", "go away now please")],
+        [Rendered([5, 6, 7], [0, 1, 1]), Rendered([8, 6, 7, 9], [0, 1, 1, 1])],
+    ]
+    torch.manual_seed(0)
+    model = ScalarLM(AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn))
+    shared, plain = (
+        collate_shared(groups, tokenizer.pad_token_id),
+        collate_groups(groups, tokenizer.pad_token_id),
+    )
+    assert len(shared.tokens.input_ids) == 3 and shared.n_tokens == plain.n_tokens
+    assert shared.tokens.input_ids.numel() < plain.tokens.input_ids.numel()
+    grads = []
+    for batch in (shared, plain):
+        model.zero_grad()
+        scores = model(batch.tokens, batch.ends)
+        (scores * torch.arange(1.0, 8.0)).sum().backward()  # distinct weights: a swapped reply would show
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if batch is shared:
+            first = scores.detach()
+    torch.testing.assert_close(first, scores.detach(), atol=1e-5, rtol=1e-4)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

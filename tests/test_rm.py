@@ -243,13 +243,13 @@ def test_rankings_train_all_replies_in_one_forward(tmp_path, tiny_model_dir, mon
     rows_per_forward = []
     real = heads.ScalarLM.forward
 
-    def counting(self, batch):
-        rows_per_forward.append(len(batch.input_ids))
-        return real(self, batch)
+    def counting(self, batch, ends=None):
+        rows_per_forward.append((len(batch.input_ids), len(ends)))
+        return real(self, batch, ends)
 
     monkeypatch.setattr(heads.ScalarLM, "forward", counting)
     rm.run(cfg)
-    assert rows_per_forward == [12] * 6  # one forward per step: 4 rankings x K=3 replies
+    assert rows_per_forward == [(4, 12)] * 6  # one forward per step: 4 rankings (a row each) x K=3 replies
     losses_ = [r["loss"] for r in metrics(tmp_path / "run")]
     assert losses_[-1] < losses_[0]
 

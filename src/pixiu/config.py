@@ -186,6 +186,9 @@ class GenConfig:
 class RewardConfig:
     margin: float = 0.0
     """Pairwise margin m: loss = -log sigmoid(r_chosen - r_rejected - m) (Llama 2's margin loss)."""
+    shared_prefix: bool = True
+    """Run the prompt a group's replies share once, in one row with a mask that keeps the replies apart (same
+    scores as one row per reply, up to rounding; about 1/3 fewer tokens on HH pairs). False: one row per reply."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ to the others.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ from pixiu.chat.templates import Rendered
 class TokenBatch:
     input_ids: torch.Tensor  # (B, T)
     position_ids: torch.Tensor  # (B, T) restart at 0 for every packed sample
-    attention_mask: torch.Tensor | None  # (B, T) 1 = real token; None when packed (positions mark samples)
+    attention_mask: torch.Tensor | None  # (B, T) 1 = real token; None when packed (positions mark samples);
+    # or (B, 1, T, T) bool, True = query may attend to key (`collate_shared`)
     loss_mask: torch.Tensor  # (B, T) 1 where input_ids[:, t] is a target, predicted from position t-1
 
     @property
@@ -128,14 +130,21 @@ class GroupBatch:
     tokens: TokenBatch  # (R, T): every reply of every group, group after group; R = sum(sizes)
     sizes: list[int]  # replies per group
     extra: dict[str, torch.Tensor]  # per-reply values aligned with the rows of tokens, e.g. ref_logps (R,)
+    # Shared-prefix layout (`collate_shared`): tokens is (G, T), one row per group, and ends (R,) the flat index
+    # row * T + col of each reply's last token; rendered counts the tokens as if each reply had its own row.
+    ends: torch.Tensor | None = None
+    rendered: int = 0
 
     @property
     def n_tokens(self) -> int:
-        return self.tokens.n_tokens
+        return self.rendered if self.ends is not None else self.tokens.n_tokens
 
     def to(self, device) -> GroupBatch:
-        return GroupBatch(
-            self.tokens.to(device), self.sizes, {k: v.to(device) for k, v in self.extra.items()}
+        return dataclasses.replace(
+            self,
+            tokens=self.tokens.to(device),
+            extra={k: v.to(device) for k, v in self.extra.items()},
+            ends=None if self.ends is None else self.ends.to(device),
         )
 
 
@@ -146,3 +155,44 @@ def collate_groups(
     tokens = collate([[s] for g in groups for s in g], pad_id)
     flat = {k: torch.tensor([x for g in v for x in g], dtype=torch.float32) for k, v in (extra or {}).items()}
     return GroupBatch(tokens, [len(g) for g in groups], flat)
+
+
+def shared_length(group: list[Rendered]) -> int:
+    """Tokens the replies of a group share from the start (the rendered prompt), leaving each reply >= 1 token."""
+    rows = [s.input_ids for s in group]
+    n = 0
+    while n < min(map(len, rows)) - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+def collate_shared(groups: list[list[Rendered]], pad_id: int) -> GroupBatch:
+    """One row per group: the shared prompt once, then each reply's own tokens. The (G, 1, T, T) attention mask
+    lets a reply see the prompt and itself, never another reply, and positions restart after the prompt, so
+    each reply's hidden states equal those of its own row while the prompt runs once instead of K times
+    (about 1/3 fewer tokens on HH pairs). Padding sees the prompt and padding; nothing reads it."""
+    rows, segs, pos, ends = [], [], [], []
+    for g, group in enumerate(groups):
+        n = shared_length(group)
+        ids, seg, p = list(group[0].input_ids[:n]), [0] * n, list(range(n))
+        for k, s in enumerate(group, 1):
+            tail = s.input_ids[n:]
+            ids, seg, p = ids + tail, seg + [k] * len(tail), p + list(range(n, len(s.input_ids)))
+            ends.append((g, len(ids) - 1))
+        rows.append(ids)
+        segs.append(seg)
+        pos.append(p)
+    width = max(map(len, rows))
+
+    def pad(xs: list[list[int]], value: int) -> torch.Tensor:
+        return torch.tensor([x + [value] * (width - len(x)) for x in xs])
+
+    ids, seg, positions = pad(rows, pad_id), pad(segs, -1), pad(pos, 0)
+    # (G, T, T): the key is in the prompt or in the query's own reply
+    same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+    mask = (same & torch.ones(width, width, dtype=torch.bool).tril())[:, None]
+    tokens = TokenBatch(ids, positions, mask, torch.zeros_like(ids))
+    flat = torch.tensor([g * width + t for g, t in ends])
+    return GroupBatch(
+        tokens, [len(g) for g in groups], {}, flat, sum(len(s.input_ids) for g in groups for s in g)
+    )

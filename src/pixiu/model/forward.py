@@ -21,16 +21,18 @@ def base_lm(model: nn.Module) -> nn.Module:
 
 def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
     """-> (B, T, H) the decoder's last hidden states (no LM head)."""
-    return (
-        base_lm(lm)
-        .get_decoder()(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,  # a cache would also disable the packed-sample attention mask
+    base, mask = base_lm(lm), batch.attention_mask
+    if mask is not None and mask.dim() == 4 and base.config._attn_implementation == "eager":
+        # transformers passes a 4D mask through as is; eager attention adds it to the scores, sdpa takes bool
+        mask = torch.zeros(mask.shape, dtype=base.dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(base.dtype).min
         )
-        .last_hidden_state
-    )
+    return base.get_decoder()(
+        input_ids=batch.input_ids,
+        attention_mask=mask,
+        position_ids=batch.position_ids,
+        use_cache=False,  # a cache would also disable the packed-sample attention mask
+    ).last_hidden_state
 
 
 def at_targets(hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pixiu.chat.templates import Rendered
 from pixiu.config import TrainConfig
-from pixiu.data.collate import GroupBatch, TokenBatch, collate, collate_groups, plan
+from pixiu.data.collate import GroupBatch, TokenBatch, collate, collate_groups, collate_shared, plan
 from pixiu.model.io import unwrap
 
 LossFn = Callable[[torch.nn.Module, TokenBatch], torch.Tensor]  # -> summed loss over the batch's targets
@@ -71,6 +71,7 @@ class Groups:
     extra: dict[str, list] = field(
         default_factory=dict
     )  # per-reply values nested like groups, e.g. cached reference log-probs
+    shared_prefix: bool = False  # one row per group, the prompt once (`collate_shared`; scalar heads only)
 
     def lengths(self) -> list[int]:
         return [sum(len(s.input_ids) for s in g) for g in self.groups]
@@ -79,6 +80,8 @@ class Groups:
         return plan(self.lengths(), self.batch_size * world, self.seed, epoch, self.group_by_length)
 
     def batch(self, idx: list[int]) -> GroupBatch:
+        if self.shared_prefix:
+            return collate_shared([self.groups[i] for i in idx], self.pad_id)
         extra = {k: [v[i] for i in idx] for k, v in self.extra.items()}
         return collate_groups([self.groups[i] for i in idx], self.pad_id, extra)
 
