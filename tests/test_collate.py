@@ -62,11 +62,13 @@ def test_shared_length_leaves_every_reply_a_token():
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_shared_prompt_rows_score_and_backprop_like_one_row_per_reply(tokenizer, tiny_model_dir, attn):
-    """A pair, a K=3 ranking (one reply a prefix of another) and a pair with nothing shared: scores and
-    gradients from one row per group (the prompt once) equal those from one padded row per reply."""
+def test_shared_prompt_rows_match_one_row_per_reply(tokenizer, tiny_model_dir, attn):
+    """A pair, a K=3 ranking (one reply a prefix of another) and a pair with nothing shared: reward scores,
+    reply log-probs, target counts and gradients from one row per group (the prompt once) equal those from one
+    padded row per reply."""
     from transformers import AutoModelForCausalLM
 
+    from pixiu.model.forward import sequence_logps
     from pixiu.model.heads import ScalarLM
 
     tpl = get_template("default", tokenizer)
@@ -75,22 +77,26 @@ def test_shared_prompt_rows_score_and_backprop_like_one_row_per_reply(tokenizer,
         [tpl.render(_conv("hi", a)) for a in ("hello there", "hello", "go away now please")],
         [Rendered([5, 6, 7], [0, 1, 1]), Rendered([8, 6, 7, 9], [0, 1, 1, 1])],
     ]
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn)
     torch.manual_seed(0)
-    model = ScalarLM(AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn))
+    scorer, policy = ScalarLM(lm), TargetLM(lm)
     shared, plain = (
         collate_shared(groups, tokenizer.pad_token_id),
         collate_groups(groups, tokenizer.pad_token_id),
     )
     assert len(shared.tokens.input_ids) == 3 and shared.n_tokens == plain.n_tokens
+    assert shared.tokens.n_targets == plain.tokens.n_targets
     assert shared.tokens.input_ids.numel() < plain.tokens.input_ids.numel()
-    grads = []
+    weights = torch.arange(1.0, 8.0)  # distinct per reply: a swapped reply would show in the gradients
+    outs, grads = [], []
     for batch in (shared, plain):
-        model.zero_grad()
-        scores = model(batch.tokens, batch.ends)
-        (scores * torch.arange(1.0, 8.0)).sum().backward()  # distinct weights: a swapped reply would show
-        grads.append([p.grad.clone() for p in model.parameters()])
-        if batch is shared:
-            first = scores.detach()
-    torch.testing.assert_close(first, scores.detach(), atol=1e-5, rtol=1e-4)
+        scorer.zero_grad()
+        scores = scorer(batch.tokens)
+        logps, counts = sequence_logps(policy, batch.tokens)
+        ((scores + logps) * weights).sum().backward()
+        outs.append((scores.detach(), logps.detach(), counts))
+        grads.append([p.grad.clone() for p in scorer.parameters()])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -29,7 +29,8 @@ def nudge(model, seed=0, scale=0.05) -> None:
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-def test_dpo_matches_trl_dpo_trainer(tmp_path, tiny_model_dir, tokenizer):
+@pytest.mark.parametrize("shared", [False, True], ids=["row-per-reply", "shared-prompt"])
+def test_dpo_matches_trl_dpo_trainer(tmp_path, tiny_model_dir, tokenizer, shared):
     from accelerate import Accelerator
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -73,8 +74,8 @@ def test_dpo_matches_trl_dpo_trainer(tmp_path, tiny_model_dir, tokenizer):
     ]
     loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"))
     model, acc, pad = TargetLM(loaded.model), Accelerator(cpu=True), tokenizer.pad_token_id
-    data = pref.Groups(groups, pad, batch_size=len(groups))
-    ref = pref.reference_logps(model, groups, pad, 2, acc, torch.float32, adapter_off=False)
+    data = pref.Groups(groups, pad, batch_size=len(groups), shared_prefix=shared)
+    ref = pref.reference_logps(model, data, acc, torch.float32, adapter_off=False)
     data.extra["ref_logps"] = pref.nest(ref, groups)
     nudge(loaded.model)
     method = pref.METHODS["dpo"](PrefConfig(loss="sigmoid", beta=beta), lambda t: t)

@@ -198,11 +198,11 @@ def test_dpo_lora_learns_reloads_and_caches_the_base_as_reference(tmp_path, tiny
     loaded = io.load(ModelConfig(str(final), dtype="fp32"))
     model, acc = TargetLM(loaded.model), Accelerator(cpu=True)
     cached = load_file(tmp_path / "run" / "reference_logps.safetensors")
-    train_groups = groups_of(cfg, loaded)
+    train_groups = pref.Groups(groups_of(cfg, loaded), loaded.tokenizer.pad_token_id, 4, shared_prefix=True)
     with loaded.model.disable_adapter():
-        fresh = pref.all_logps(model, train_groups, loaded.tokenizer.pad_token_id, 4, acc, torch.float32)[0]
+        fresh = pref.all_logps(model, train_groups, acc, torch.float32)[0]
     assert torch.allclose(fresh, cached["train"], atol=1e-5)
-    trained = pref.all_logps(model, train_groups, loaded.tokenizer.pad_token_id, 4, acc, torch.float32)[0]
+    trained = pref.all_logps(model, train_groups, acc, torch.float32)[0]
     assert not torch.allclose(trained, cached["train"], atol=1e-3)  # the adapter did move the policy
     ev = pref.Groups(groups_of(cfg, loaded, "eval"), loaded.tokenizer.pad_token_id, 4)
     ev.extra["ref_logps"] = pref.nest(cached["eval"], ev.groups)

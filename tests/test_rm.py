@@ -243,9 +243,9 @@ def test_rankings_train_all_replies_in_one_forward(tmp_path, tiny_model_dir, mon
     rows_per_forward = []
     real = heads.ScalarLM.forward
 
-    def counting(self, batch, ends=None):
-        rows_per_forward.append((len(batch.input_ids), len(ends)))
-        return real(self, batch, ends)
+    def counting(self, batch):
+        rows_per_forward.append((len(batch.input_ids), len(batch.shared.ends)))
+        return real(self, batch)
 
     monkeypatch.setattr(heads.ScalarLM, "forward", counting)
     rm.run(cfg)

@@ -108,6 +108,10 @@ class DataConfig:
     """Pack several samples into one row with per-sample attention (no cross-contamination)."""
     group_by_length: bool = True
     """Without packing, batch samples of similar length together to cut padding."""
+    shared_prefix: bool = True
+    """Reward model, DPO family and RRHF: run the prompt that a group's replies share once, in one row whose
+    attention mask keeps the replies apart (the same numbers as one row per reply, up to rounding; about 1/3
+    fewer tokens on HH pairs). False: one padded row per reply. KTO always uses one row per reply."""
     seed: int = 0
     """Seed for the split, the mix and the batch order."""
 
@@ -186,9 +190,6 @@ class GenConfig:
 class RewardConfig:
     margin: float = 0.0
     """Pairwise margin m: loss = -log sigmoid(r_chosen - r_rejected - m) (Llama 2's margin loss)."""
-    shared_prefix: bool = True
-    """Run the prompt a group's replies share once, in one row with a mask that keeps the replies apart (same
-    scores as one row per reply, up to rounding; about 1/3 fewer tokens on HH pairs). False: one row per reply."""
 
 
 @dataclass

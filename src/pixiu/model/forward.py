@@ -37,6 +37,8 @@ def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
 
 def at_targets(hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
     """(B, T, H) -> (N, H): the states at positions predicting a target (token t+1 is a target, predicted at t)."""
+    if batch.shared:
+        return hidden.flatten(0, 1)[batch.shared.pred]
     return hidden[:, :-1][batch.loss_mask[:, 1:].bool()]
 
 
@@ -54,6 +56,8 @@ class TargetLM(nn.Module):
 
     @staticmethod
     def targets(batch: TokenBatch) -> torch.Tensor:
+        if batch.shared:
+            return batch.shared.targets
         return batch.input_ids[:, 1:][batch.loss_mask[:, 1:].bool()]
 
 
@@ -63,9 +67,13 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def per_row(values: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-    """Sum per-target values (N,) in TargetLM's order back into one number per row (B,)."""
-    rows = batch.loss_mask[:, 1:].bool().nonzero()[:, 0]  # (N,) row of each target, row-major like TargetLM
-    return torch.zeros(len(batch.input_ids), dtype=values.dtype, device=values.device).index_add(
+    """Sum per-target values (N,) in TargetLM's order back into one number per row (B,), or per reply (R,) of
+    shared-prompt rows."""
+    if batch.shared:
+        rows, n = batch.shared.reply, len(batch.shared.ends)
+    else:  # (N,) row of each target, row-major like TargetLM
+        rows, n = batch.loss_mask[:, 1:].bool().nonzero()[:, 0], len(batch.input_ids)
+    return torch.zeros(n, dtype=values.dtype, device=values.device).index_add(
         0, rows.to(values.device), values
     )
 
@@ -74,5 +82,5 @@ def sequence_logps(model: nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, t
     """-> (B,) summed log-prob of each row's target tokens under `model` (a TargetLM), and (B,) their counts."""
     logits, targets = model(batch)
     logps = per_row(token_logps(logits, targets), batch)
-    counts = batch.loss_mask[:, 1:].sum(1).to(logps)
+    counts = per_row(torch.ones_like(targets, dtype=logps.dtype), batch)
     return logps, counts

@@ -32,12 +32,12 @@ class ScalarLM(nn.Module):
         """-> (B, T) head output at every position, fp32."""
         return self.head(hidden_states(self.lm, batch)).squeeze(-1).float()
 
-    def forward(self, batch: TokenBatch, ends: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, batch: TokenBatch) -> torch.Tensor:
         """-> (B,) the score of each row: the head at its last real token (rows are right-padded), or (R,) the
-        head at the flat positions `ends` (row * T + col: the replies of `collate_shared` rows)."""
-        if ends is not None:
-            hidden = hidden_states(self.lm, batch)
-            return self.head(hidden.flatten(0, 1)[ends]).squeeze(-1).float()
+        score of each reply of shared-prompt rows."""
+        if batch.shared:
+            hidden = hidden_states(self.lm, batch).flatten(0, 1)[batch.shared.ends]
+            return self.head(hidden).squeeze(-1).float()
         if batch.attention_mask is None:
             raise ValueError("a reward model scores one reply per row; packed rows are not supported")
         last = batch.attention_mask.sum(1) - 1  # (B,)

@@ -71,7 +71,7 @@ class Groups:
     extra: dict[str, list] = field(
         default_factory=dict
     )  # per-reply values nested like groups, e.g. cached reference log-probs
-    shared_prefix: bool = False  # one row per group, the prompt once (`collate_shared`; scalar heads only)
+    shared_prefix: bool = False  # one row per group with the prompt once (`collate_shared`)
 
     def lengths(self) -> list[int]:
         return [sum(len(s.input_ids) for s in g) for g in self.groups]
@@ -80,10 +80,9 @@ class Groups:
         return plan(self.lengths(), self.batch_size * world, self.seed, epoch, self.group_by_length)
 
     def batch(self, idx: list[int]) -> GroupBatch:
-        if self.shared_prefix:
-            return collate_shared([self.groups[i] for i in idx], self.pad_id)
         extra = {k: [v[i] for i in idx] for k, v in self.extra.items()}
-        return collate_groups([self.groups[i] for i in idx], self.pad_id, extra)
+        collate_fn = collate_shared if self.shared_prefix else collate_groups
+        return collate_fn([self.groups[i] for i in idx], self.pad_id, extra)
 
     def n_targets(self, idx: list[int]) -> int:
         return len(idx)

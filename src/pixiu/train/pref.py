@@ -27,7 +27,7 @@ from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Rendered, Template
 from pixiu.config import DataConfig, PrefConfig, RunConfig
 from pixiu.data import load_data, read_rows
-from pixiu.data.collate import TokenBatch, collate_groups, fit
+from pixiu.data.collate import TokenBatch, fit
 from pixiu.data.formats import rename
 from pixiu.data.records import Labelled, PreferencePair, Ranking
 from pixiu.model import TargetLM, io
@@ -224,24 +224,23 @@ def kto_data(data: DataConfig) -> DataConfig:
 
 
 @torch.no_grad()
-def all_logps(
-    model, groups: list[list[Rendered]], pad_id: int, batch_size: int, accelerator, dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
+def all_logps(model, data: Groups, accelerator, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(R,) summed log-probs and (R,) target counts of every reply, group after group; in eval mode (no dropout),
     each process scoring a share, batched by length to cut padding. It calls the module under the DDP wrapper:
     processes run different numbers of batches here, and a no-grad pass needs no gradient sync."""
     model = io.unwrap(model)
     was_training = model.training
     model.eval()
+    groups = data.groups
     mine = sorted(
         range(accelerator.process_index, len(groups), accelerator.num_processes),
         key=lambda i: max(len(r.input_ids) for r in groups[i]),
     )
     ctx = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     found = {}
-    for s in range(0, len(mine), batch_size):
-        idx = mine[s : s + batch_size]
-        batch = collate_groups([groups[i] for i in idx], pad_id)
+    for s in range(0, len(mine), data.batch_size):
+        idx = mine[s : s + data.batch_size]
+        batch = data.batch(idx).to(accelerator.device)
         with ctx:
             logps, counts = sequence_logps(model, batch.tokens)
         for i, lp, n in zip(idx, logps.float().cpu().split(batch.sizes), counts.cpu().split(batch.sizes)):
@@ -257,13 +256,13 @@ def all_logps(
     return torch.cat(logps), torch.cat(counts)
 
 
-def reference_logps(model, groups, pad_id, batch_size, accelerator, dtype, adapter_off: bool) -> torch.Tensor:
+def reference_logps(model, data: Groups, accelerator, dtype, adapter_off: bool) -> torch.Tensor:
     """(R,) reference log-probs: the policy before its first step. A new LoRA adapter is switched off (peft's
     `disable_adapter`, exactly the base model); a loaded adapter being trained further stays on, since it is the
     model the run starts from (an SFT adapter, say)."""
     lm = io.unwrap(model).lm
     with lm.disable_adapter() if adapter_off else contextlib.nullcontext():
-        return all_logps(model, groups, pad_id, batch_size, accelerator, dtype)[0]
+        return all_logps(model, data, accelerator, dtype)[0]
 
 
 def nest(flat: torch.Tensor, groups: list[list]) -> list[list[float]]:
@@ -286,7 +285,7 @@ def metrics(judged: Judged, prefix: str = "eval_") -> dict:
 
 
 def evaluate(model, data: Groups, method: Method, accelerator, dtype) -> dict:
-    logps, counts = all_logps(model, data.groups, data.pad_id, data.batch_size, accelerator, dtype)
+    logps, counts = all_logps(model, data, accelerator, dtype)
     extra = {k: torch.tensor([x for g in v for x in g]) for k, v in data.extra.items()}
     with torch.no_grad():
         return metrics(method.judge(logps, counts, extra, [len(g) for g in data.groups]))
@@ -317,7 +316,8 @@ def run(cfg: RunConfig, stage: str = "dpo") -> Path:
         groups, extra = conversations(stage, records, cfg.data.seed)
         kept, extra, report[name] = render_groups(groups, extra, loaded.template, cfg.data, stage != "kto")
         report[name]["records"] = len(records)
-        sets[name] = Groups(kept, pad, bs, cfg.data.seed, cfg.data.group_by_length, extra)
+        shared = cfg.data.shared_prefix and stage != "kto"  # KTO splits its rows: see forward_kto
+        sets[name] = Groups(kept, pad, bs, cfg.data.seed, cfg.data.group_by_length, extra, shared)
     if not sets["train"].groups:
         raise ValueError(f"no training groups left after filtering: {report['train']}")
     _print_report(report, data.counts, accelerator.is_main_process)
@@ -329,7 +329,7 @@ def run(cfg: RunConfig, stage: str = "dpo") -> Path:
         fresh_adapter = cfg.lora.r > 0 and not io.read_meta(io.resolve(cfg.model.name_or_path)).get("adapter")
         cached = {}
         for name, s in sets.items():
-            cached[name] = reference_logps(model, s.groups, pad, bs, accelerator, dtype, fresh_adapter)
+            cached[name] = reference_logps(model, s, accelerator, dtype, fresh_adapter)
             s.extra["ref_logps"] = nest(cached[name], s.groups)
         if accelerator.is_main_process:
             save_file(cached, out / "reference_logps.safetensors")  # for inspection; a resumed run recomputes

@@ -81,7 +81,7 @@ def rm_loss(margin: float):
     """loss_fn for the loop: scores every reply of the batch in one forward, then the k-wise ranking loss."""
 
     def loss_fn(model, batch) -> torch.Tensor:
-        return losses.rm_kwise(model(batch.tokens, batch.ends), batch.sizes, margin)  # summed over groups
+        return losses.rm_kwise(model(batch.tokens), batch.sizes, margin)  # summed over groups
 
     return loss_fn
 
@@ -109,7 +109,7 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
     report = {"train": vars(train_report), "eval": vars(eval_report), "skipped_rows": data.skipped}
     _print_report(report, data.counts, accelerator.is_main_process)
     pad = loaded.tokenizer.pad_token_id
-    shared = cfg.rm.shared_prefix
+    shared = cfg.data.shared_prefix
     groups = Groups(
         train_groups, pad, cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length, shared_prefix=shared
     )
@@ -172,7 +172,7 @@ def evaluate_groups(
         chunk = mine[i : i + batch_size]
         batch = (collate_shared if shared else collate_groups)(chunk, pad_id).to(accelerator.device)
         with ctx:
-            scores += model(batch.tokens, batch.ends).float().cpu().tolist()
+            scores += model(batch.tokens).float().cpu().tolist()
         sizes += batch.sizes
     model.train()
     stats = ranking_stats(scores, sizes, margin)
