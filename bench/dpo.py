@@ -9,11 +9,13 @@ no gradient checkpointing. The reference is the base with the new adapter switch
 
 Three sides, each a fresh subprocess:
 - pixiu: `pixiu train dpo`. It computes the reference log-probs of the whole dataset once, before training (one
-  no-grad pass, adapters off), so a step runs the policy only.
+  no-grad pass, adapters off), so a step runs the policy only; a pair's two replies share one row behind a
+  single copy of the prompt (data.shared_prefix, on by default; --no-shared turns it off).
 - trl: DPOTrainer as configured by default: a second, no-grad forward with adapters off in every step.
 - trl-precompute: DPOTrainer with precompute_ref_log_probs=True (TRL's own cache, also before training).
 
-- tokens/s: real (non-padding) tokens of chosen + rejected rows over training-step wall time, steps 2..N (step 1
+- tokens/s: real (non-padding) tokens of chosen + rejected rows, each counted whole even where pixiu runs the
+  shared prompt once, over training-step wall time, steps 2..N (step 1
   is warm-up). pixiu's step times come from metrics.jsonl (collation included), TRL's from on_step_begin/end.
 - with reference pass: the same tokens over step time plus the one-off reference pass, pro rata (N-1)/N of it,
   since the pass covers all N steps' pairs. This is the number to compare when one side caches and one does not.
@@ -107,7 +109,7 @@ def run_pixiu(a, work: Path) -> dict:
         f"data.path={work}/pairs.json data.eval_size=0 data.max_len={a.max_len} data.overflow=skip "
         f"train.output_dir={out} train.epochs=1 train.batch_size={a.batch} train.lr={a.lr} train.max_grad_norm=1.0 "
         "train.warmup_ratio=0 train.schedule=constant train.save_every=0 train.seed=0 "
-        f"pref.loss=sigmoid pref.beta={a.beta}"
+        f"pref.loss=sigmoid pref.beta={a.beta} data.shared_prefix={str(a.shared).lower()}"
     )
     cfg = config.load(None, ["--" + o for o in overrides.split()])
     t0 = time.perf_counter()
@@ -234,7 +236,7 @@ def child(a) -> None:
 
 def spawn(a, side: str, work: Path) -> dict:
     flags = f"--one {side} --work {work} --dtype {a.dtype} --n {a.n} --max-len {a.max_len} --batch {a.batch} "
-    flags += f"--lr {a.lr} --beta {a.beta} --threads {a.threads}"
+    flags += f"--lr {a.lr} --beta {a.beta} --threads {a.threads}" + ("" if a.shared else " --no-shared")
     print(f"  {side} ...", end=" ", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, *flags.split()], capture_output=True, text=True)
@@ -309,7 +311,8 @@ def report(a, results: dict, data: dict, command: str) -> str:
         f"{data['too_long']} over max_len, {data['empty_or_identical']} empty or identical); {a.dtype}, "
         f"max_len {a.max_len}, batch {a.batch} pairs, 1 epoch, lr {a.lr} constant, sigmoid DPO beta {a.beta}, "
         f"grad clip 1.0; LoRA r={LORA_R} alpha={LORA_ALPHA} dropout 0 on all-linear; no gradient checkpointing; "
-        "reference = the base with the adapter off.\n\nCommand: `" + command + "`\n",
+        f"reference = the base with the adapter off; pixiu's shared-prompt rows {'on' if a.shared else 'off'}."
+        "\n\nCommand: `" + command + "`\n",
         *table(header, rows),
         "\nRaw results:\n", "```json", *(json.dumps(results[s]) for s in ("pixiu", *others) if s in results), "```",
     ]) + "\n"  # fmt: skip
@@ -324,6 +327,9 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, every side")
+    ap.add_argument(
+        "--shared", action=argparse.BooleanOptionalAction, default=True, help="pixiu's shared prompts"
+    )
     ap.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, from {','.join(SIDES)}")
     ap.add_argument("--out", default="dpo", help="result files bench/results/OUT.md and OUT.jsonl")
     ap.add_argument("--one", choices=SIDES, help=argparse.SUPPRESS)  # the child's own flags

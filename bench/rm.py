@@ -9,6 +9,8 @@ learning rate (constant, no warmup), dtype, torch threads, length-grouped batche
 (on by default, TRL's default: without it a batch of 16 rows x 256 tokens took 7-10 GB per side, and on a
 24 GB machine shared with other jobs the kernel killed a side; --no-grad-ckpt turns it off on both sides).
 
+pixiu puts a pair's two replies in one row behind a single copy of the prompt (data.shared_prefix, on by default;
+--no-shared turns it off); TRL runs one padded row per reply. Tokens are counted per reply row on both sides.
 - held-out accuracy: share of the 500 pairs whose chosen reply scores higher, every pair at full length. pixiu
   scores with `rm.score_replies` on its saved checkpoint reloaded by path (the way PPO loads it); TRL with its
   trained model's forward on the same token ids (apply_chat_template, as TRL tokenizes conversational data).
@@ -86,7 +88,7 @@ def run_pixiu(a, work: Path) -> dict:
         f"data.path={work}/train.json data.eval_size=0 data.max_len={a.max_len} data.overflow=skip "
         f"train.output_dir={out} train.epochs=1 train.batch_size={a.batch} train.lr={a.lr} "
         "train.warmup_ratio=0 train.schedule=constant train.save_every=0 train.seed=0 "
-        f"train.gradient_checkpointing={str(a.grad_ckpt).lower()}"
+        f"train.gradient_checkpointing={str(a.grad_ckpt).lower()} data.shared_prefix={str(a.shared).lower()}"
     )
     cfg = config.load(None, ["--" + o for o in overrides.split()])
     t0 = time.perf_counter()
@@ -243,7 +245,7 @@ def spawn(a, framework: str, work: Path) -> dict:
         f"--one {framework} --work {work} --dtype {a.dtype} --n {a.n} --eval {a.eval} --max-len {a.max_len} "
     )
     flags += f"--batch {a.batch} --eval-batch {a.eval_batch} --lr {a.lr} --threads {a.threads}"
-    flags += "" if a.grad_ckpt else " --no-grad-ckpt"
+    flags += ("" if a.grad_ckpt else " --no-grad-ckpt") + ("" if a.shared else " --no-shared")
     print(f"  {framework} started", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, *flags.split()], capture_output=True, text=True)
@@ -312,7 +314,8 @@ def report(a, p: dict, t: dict, command: str) -> str:
         f"{f'; {a.empty} training pair(s) with an empty field left out of both sides' if a.empty else ''}; "
         f"{a.dtype}, max_len {a.max_len}, batch {a.batch} pairs, 1 epoch, lr {a.lr} constant; "
         f"LoRA r={LORA_R} alpha={LORA_ALPHA} dropout 0 on all-linear + scalar head; gradient checkpointing "
-        f"{'on' if a.grad_ckpt else 'off'}.\n\nCommand: `{command}`\n",
+        f"{'on' if a.grad_ckpt else 'off'}; pixiu's shared-prompt rows {'on' if a.shared else 'off'}."
+        f"\n\nCommand: `{command}`\n",
         *table(["", "pixiu", "TRL RewardTrainer", "pixiu/TRL"], rows),
         "\nRaw results:\n", "```json", *(json.dumps(r) for r in (p, t)), "```",
     ]) + "\n"  # fmt: skip
@@ -329,6 +332,9 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     ap.add_argument("--grad-ckpt", action=argparse.BooleanOptionalAction, default=True, help="both sides")
+    ap.add_argument(
+        "--shared", action=argparse.BooleanOptionalAction, default=True, help="pixiu's shared prompts"
+    )
     ap.add_argument(
         "--parallel", action="store_true", help="run both sides at once (one core each: the full split)"
     )
