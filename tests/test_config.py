@@ -44,3 +44,10 @@ def test_every_field_has_a_docstring():
     rows = config.describe(RunConfig)
     assert len(rows) > 30
     assert [name for name, _, doc in rows if not doc] == []
+
+
+def test_shared_prompt_rows_only_where_the_attention_takes_a_4d_mask():
+    assert config.load(None, []).shared_prefix
+    assert not config.load(None, ["--data.shared_prefix=false"]).shared_prefix
+    assert not config.load(None, ["--model.attn_implementation=flash_attention_2"]).shared_prefix
+    assert config.load(None, ["--model.attn_implementation=eager"]).shared_prefix

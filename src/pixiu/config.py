@@ -111,7 +111,8 @@ class DataConfig:
     shared_prefix: bool = True
     """Reward model, DPO family and RRHF: run the prompt that a group's replies share once, in one row whose
     attention mask keeps the replies apart (the same numbers as one row per reply, up to rounding; about 1/3
-    fewer tokens on HH pairs). False: one padded row per reply. KTO always uses one row per reply."""
+    fewer tokens on HH pairs). False: one padded row per reply. KTO, and flash-attention (which takes no 4D
+    mask), always use one row per reply."""
     seed: int = 0
     """Seed for the split, the mix and the batch order."""
 
@@ -319,6 +320,12 @@ class RunConfig:
     pref: PrefConfig = field(default_factory=PrefConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+
+    @property
+    def shared_prefix(self) -> bool:
+        """data.shared_prefix where the attention takes a 4D mask (sdpa, eager); flash-attention gets one row
+        per reply."""
+        return self.data.shared_prefix and self.model.attn_implementation in ("sdpa", "eager")
 
 
 # ---------------------------------------------------------------- building from dicts

@@ -22,11 +22,14 @@ def base_lm(model: nn.Module) -> nn.Module:
 def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
     """-> (B, T, H) the decoder's last hidden states (no LM head)."""
     base, mask = base_lm(lm), batch.attention_mask
-    if mask is not None and mask.dim() == 4 and base.config._attn_implementation == "eager":
-        # transformers passes a 4D mask through as is; eager attention adds it to the scores, sdpa takes bool
-        mask = torch.zeros(mask.shape, dtype=base.dtype, device=mask.device).masked_fill(
-            ~mask, torch.finfo(base.dtype).min
-        )
+    if mask is not None and mask.dim() == 4:  # shared-prompt rows: transformers passes 4D masks through as is
+        impl = base.config._attn_implementation
+        if impl not in ("sdpa", "eager"):
+            raise ValueError(f"shared-prompt rows need sdpa or eager attention, not {impl}")
+        if impl == "eager":  # eager adds the mask to the scores; sdpa takes it as bool
+            mask = torch.zeros(mask.shape, dtype=base.dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(base.dtype).min
+            )
     return base.get_decoder()(
         input_ids=batch.input_ids,
         attention_mask=mask,

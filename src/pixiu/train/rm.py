@@ -109,7 +109,7 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
     report = {"train": vars(train_report), "eval": vars(eval_report), "skipped_rows": data.skipped}
     _print_report(report, data.counts, accelerator.is_main_process)
     pad = loaded.tokenizer.pad_token_id
-    shared = cfg.data.shared_prefix
+    shared = cfg.shared_prefix
     groups = Groups(
         train_groups, pad, cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length, shared_prefix=shared
     )
