@@ -45,8 +45,9 @@ class Bench:
 ORDER = [
     Bench("quickstart", by_hand="rm -rf runs/quickstart && time make demo"),
     Bench("sft"),
-    Bench("rm"),
+    Bench("rm_full"),
     Bench("rm_1000"),
+    Bench("rm"),
     Bench("dpo"),
     Bench(
         "dpo_bf16",
