@@ -196,20 +196,16 @@ def collate_shared(
         n = shared_length(group)
         ids, seg, p = list(group[0].input_ids[:n]), [0] * n, list(range(n))
         for k, s in enumerate(group, 1):
-            cols = [
-                *range(n),
-                *range(len(ids), len(ids) + len(s.input_ids) - n),
-            ]  # where this reply's tokens sit
+            tail = s.input_ids[n:]
+            cols = [*range(n), *range(len(ids), len(ids) + len(tail))]  # where this reply's tokens sit
             hits = [t for t in range(1, len(s.input_ids)) if s.loss_mask[t]]
             pred += [(g, cols[t - 1]) for t in hits]
             targets += [s.input_ids[t] for t in hits]
             reply += [len(ends)] * len(hits)
             ends.append((g, cols[-1]))
-            ids, seg, p = (
-                ids + s.input_ids[n:],
-                seg + [k] * (len(s.input_ids) - n),
-                p + list(range(n, len(s.input_ids))),
-            )
+            ids += tail
+            seg += [k] * len(tail)
+            p += range(n, len(s.input_ids))
         rows.append(ids)
         segs.append(seg)
         pos.append(p)

@@ -25,7 +25,7 @@ from pixiu.chat.messages import TARGET_ROLES, Conversation
 from pixiu.chat.templates import Rendered, Template
 from pixiu.config import RunConfig
 from pixiu.data import DataError, load_data, load_records
-from pixiu.data.collate import collate, collate_groups, collate_shared
+from pixiu.data.collate import collate
 from pixiu.data.records import PreferencePair, Ranking
 from pixiu.model import heads, io
 from pixiu.model.forward import base_lm
@@ -109,18 +109,20 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
     report = {"train": vars(train_report), "eval": vars(eval_report), "skipped_rows": data.skipped}
     _print_report(report, data.counts, accelerator.is_main_process)
     pad = loaded.tokenizer.pad_token_id
-    shared = cfg.shared_prefix
-    groups = Groups(
-        train_groups, pad, cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length, shared_prefix=shared
+    bs, seed, by_length, shared = (
+        cfg.train.batch_size,
+        cfg.data.seed,
+        cfg.data.group_by_length,
+        cfg.shared_prefix,
     )
+    groups = Groups(train_groups, pad, bs, seed, by_length, shared_prefix=shared)
+    held = Groups(eval_groups, pad, bs, seed, by_length, shared_prefix=shared)
     scalar.train()  # from_pretrained leaves the body in eval mode; LoRA dropout should act while training
     model = accelerator.prepare(scalar)
     dtype, margin = loaded.dtype, cfg.rm.margin
 
     def evaluate() -> dict:
-        return evaluate_groups(
-            model, eval_groups, pad, cfg.train.batch_size, accelerator, dtype, margin, shared
-        )
+        return evaluate_groups(model, held, accelerator, dtype, margin)
 
     history = train(
         model, groups, rm_loss(margin), cfg.train, accelerator, out, evaluate if eval_groups else None, dtype
@@ -160,17 +162,14 @@ def ranking_stats(scores: list[float], sizes: list[int], margin: float = 0.0) ->
 
 
 @torch.no_grad()
-def evaluate_groups(
-    model, groups: list, pad_id: int, batch_size: int, accelerator, dtype, margin, shared: bool = False
-) -> dict:
+def evaluate_groups(model, data: Groups, accelerator, dtype, margin: float) -> dict:
     """Held-out pairwise accuracy, mean margin and mean k-wise loss (sharded across processes)."""
     model.eval()
-    mine = groups[accelerator.process_index :: accelerator.num_processes]
+    mine = list(range(accelerator.process_index, len(data.groups), accelerator.num_processes))
     ctx = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     scores, sizes = [], []
-    for i in range(0, len(mine), batch_size):
-        chunk = mine[i : i + batch_size]
-        batch = (collate_shared if shared else collate_groups)(chunk, pad_id).to(accelerator.device)
+    for i in range(0, len(mine), data.batch_size):
+        batch = data.batch(mine[i : i + data.batch_size]).to(accelerator.device)
         with ctx:
             scores += model(batch.tokens).float().cpu().tolist()
         sizes += batch.sizes
