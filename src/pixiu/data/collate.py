@@ -7,7 +7,6 @@ to the others.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -27,8 +26,8 @@ class Shared:
     rendered: int  # tokens of the replies rendered one per row: the shared prompt counts once per reply
 
     def to(self, device) -> Shared:
-        return dataclasses.replace(
-            self, **{k: getattr(self, k).to(device) for k in ("ends", "pred", "targets", "reply")}
+        return Shared(
+            *(t.to(device) for t in (self.ends, self.pred, self.targets, self.reply)), self.rendered
         )
 
 

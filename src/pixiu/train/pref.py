@@ -312,11 +312,11 @@ def run(cfg: RunConfig, stage: str = "dpo") -> Path:
         io.enable_gradient_checkpointing(loaded.model)
     pad, bs = loaded.tokenizer.pad_token_id, cfg.train.batch_size
     sets, report = {}, {"skipped_rows": data.skipped}
+    shared = cfg.shared_prefix and stage != "kto"  # KTO splits its rows: see forward_kto
     for name, records in (("train", data.train), ("eval", data.eval)):
         groups, extra = conversations(stage, records, cfg.data.seed)
         kept, extra, report[name] = render_groups(groups, extra, loaded.template, cfg.data, stage != "kto")
         report[name]["records"] = len(records)
-        shared = cfg.shared_prefix and stage != "kto"  # KTO splits its rows: see forward_kto
         sets[name] = Groups(kept, pad, bs, cfg.data.seed, cfg.data.group_by_length, extra, shared)
     if not sets["train"].groups:
         raise ValueError(f"no training groups left after filtering: {report['train']}")

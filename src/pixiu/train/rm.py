@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -109,14 +110,11 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
     report = {"train": vars(train_report), "eval": vars(eval_report), "skipped_rows": data.skipped}
     _print_report(report, data.counts, accelerator.is_main_process)
     pad = loaded.tokenizer.pad_token_id
-    bs, seed, by_length, shared = (
-        cfg.train.batch_size,
-        cfg.data.seed,
-        cfg.data.group_by_length,
-        cfg.shared_prefix,
-    )
-    groups = Groups(train_groups, pad, bs, seed, by_length, shared_prefix=shared)
-    held = Groups(eval_groups, pad, bs, seed, by_length, shared_prefix=shared)
+    batched = partial(
+        Groups, pad_id=pad, batch_size=cfg.train.batch_size, seed=cfg.data.seed,
+        group_by_length=cfg.data.group_by_length, shared_prefix=cfg.shared_prefix,
+    )  # fmt: skip
+    groups, held = batched(train_groups), batched(eval_groups)
     scalar.train()  # from_pretrained leaves the body in eval mode; LoRA dropout should act while training
     model = accelerator.prepare(scalar)
     dtype, margin = loaded.dtype, cfg.rm.margin
