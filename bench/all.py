@@ -60,6 +60,14 @@ ORDER = [
         "grpo_arithmetic", by_hand="OMP_NUM_THREADS=1 pixiu train grpo --config recipes/arithmetic-grpo.yaml"
     ),
     Bench("generate"),
+    Bench(
+        "generate_2t", by_hand="python bench/generate.py --threads 2 --max-new-tokens 64 --out generate_2t"
+    ),
+    Bench(
+        "generate_qwen",
+        by_hand="python bench/generate.py --model qwen2.5-0.5b-random --threads 2 --max-new-tokens 64 "
+        "--out generate_qwen",
+    ),
     Bench("serve_load"),
     Bench("eval_parity"),
     Bench("eval_parity_5shot"),

@@ -20,10 +20,16 @@ template's stop token on every side.
   precision: the row says so, and its greedy check against fp32 HF shows where the replies part.
 - peak RSS: each side runs in a fresh subprocess and reports its own ru_maxrss.
 
-Run from the repository root; it writes bench/results/generate.md and generate.jsonl:
+Run from the repository root; it writes bench/results/generate.md and generate.jsonl (--out names them):
     python bench/generate.py --write-f32-gguf /tmp/smollm2-135m-f32.gguf     # once, see below
+    python bench/generate.py --threads 2 --model qwen2.5-0.5b-random --out generate_qwen   # the larger model
     python bench/generate.py --threads 1 --gguf /tmp/smollm2-135m-f32.gguf,smollm2-135m
     python bench/generate.py --max-new-tokens 8 --concurrency 2 --single 1 --results /tmp/gen  # smoke
+--model qwen2.5-0.5b-random is Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 query and 2 key-value heads, MLP
+4864, vocabulary 151,936, tied embeddings; 494M parameters) with seeded random weights and SmolLM2's tokenizer,
+written once under the system temp dir: the hub is out of reach here, and decode speed depends on the shape,
+not the values. Its greedy replies are gibberish that never reaches a stop token, so every reply runs to
+max_new_tokens; ids past SmolLM2's 49,152 decode to nothing.
 --gguf takes a comma-separated list, one llama.cpp row each ('smollm2-135m' is the embedded Q4_1 file).
 --write-f32-gguf dequantizes the embedded GGUF into an F32 GGUF: exactly the weights the torch sides load
 (pixiu dequantizes that same file), at their precision. llama-cpp-python may live elsewhere: --llamacpp-site
@@ -53,6 +59,33 @@ FALLBACK = [
     "Give three tips for staying healthy.",
     "Describe the water cycle.",
 ]
+
+
+RANDOM_QWEN = "qwen2.5-0.5b-random"
+
+
+def random_qwen(root: Path) -> Path:
+    """A Qwen2.5-0.5B-shaped model with seeded random weights and SmolLM2's tokenizer (see the docstring)."""
+    out = root / RANDOM_QWEN
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from pixiu.model import io
+
+    shape = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
+                 rms_norm_eps=1e-6, tie_word_embeddings=True)  # fmt: skip
+    tok = io.load_tokenizer(io.resolve("smollm2-135m"))
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(Qwen2Config(**shape, **ids), dtype=torch.float32)
+    tmp = out.with_suffix(".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
 
 
 def questions(n: int) -> list[str]:
@@ -423,7 +456,7 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
         f"transformers {transformers.__version__}{args.llamacpp_version}; {args.threads} thread(s) on every side; "
         f"load average {args.load_start:.1f} at start, {args.load_end:.1f} at end (a shared machine).",
         "",
-        f"Model {args.model}, {args.dtype}, {ps['bytes'] / 2**20:.0f} MiB of weights; greedy, max_new_tokens "
+        f"Model {args.model_name}, {args.dtype}, {ps['bytes'] / 2**20:.0f} MiB of weights; greedy, max_new_tokens "
         f"{args.max_new_tokens}; {args.single} single-stream prompts; llama.cpp on "
         f"{', '.join(args.ggufs) or '(not run: no --gguf)'}.",
         "",
@@ -494,7 +527,7 @@ def report(args, single: dict, batches: dict[int, dict]) -> str:
         "Each side runs alone in its own process, one after another; on a shared machine the other load changes "
         "between them, so read differences of 10-20% between sides as noise unless both tables agree.",
         "",
-        "Raw results (token ids left out; they are in generate.jsonl):",
+        f"Raw results (token ids left out; they are in {args.out}.jsonl):",
         "",
         "```json",
         *(json.dumps({k: v for k, v in r.items() if k != "ids"}) for r in raw_rows(single, batches)),
@@ -523,7 +556,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--write-f32-gguf", default="", help="write the model's F32 GGUF here and exit")
     p.add_argument("--quality-rows", type=int, default=64, help="Alpaca answers scored fp32 vs int8")
     p.add_argument("--ceiling-gbs", type=float, default=45.0, help="memory bandwidth of this machine, GB/s")
-    p.add_argument("--results", default=str(RESULTS), help="where generate.md and generate.jsonl go")
+    p.add_argument("--results", default=str(RESULTS), help="the folder OUT.md and OUT.jsonl go to")
+    p.add_argument("--out", default="generate", help="the name of the result files")
     p.add_argument("--side", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.side:
@@ -534,6 +568,11 @@ def main(argv: list[str]) -> None:
 
         print(f32_gguf(io.embedded_gguf(args.model), Path(args.write_f32_gguf)))
         return None
+    args.model_name = args.model
+    if args.model == RANDOM_QWEN:
+        import tempfile
+
+        args.model = str(random_qwen(Path(tempfile.gettempdir())))
     args.argv, args.load_start = argv, os.getloadavg()[0]
     args.ggufs = [g for g in args.gguf.split(",") if g]
     args.llamacpp_version = llamacpp_version(args) if args.ggufs else ""
@@ -552,7 +591,7 @@ def main(argv: list[str]) -> None:
     text = report(args, single, batches)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "generate.md").write_text(text)
+    (out / f"{args.out}.md").write_text(text)
     keep = (
         "model",
         "dtype",
@@ -565,7 +604,7 @@ def main(argv: list[str]) -> None:
         "load_end",
     )
     setup = {"side": "setup", **{k: getattr(args, k) for k in keep}}
-    (out / "generate.jsonl").write_text(
+    (out / f"{args.out}.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in [setup, *raw_rows(single, batches)])
     )
     print(text)

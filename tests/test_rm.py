@@ -14,6 +14,7 @@ from pixiu.chat import Conversation
 from pixiu.chat.templates import get_template
 from pixiu.config import ModelConfig
 from pixiu.data import load_records
+from pixiu.data.collate import collate_shared
 from pixiu.data.records import PreferencePair
 from pixiu.model import heads
 from pixiu.train import rm
@@ -158,9 +159,28 @@ def test_lora_rm_learns_preference_and_reloads_with_identical_scores(lora_run, t
     stats = rm.ranking_stats(scores, [2] * len(records))
     assert stats["correct"] / stats["pairs"] == pytest.approx(last["eval_accuracy"], abs=1e-5)
     assert stats["margin"] / stats["pairs"] == pytest.approx(last["eval_margin"], abs=1e-4)
-    # batching and padding do not change a score
+    # batching, padding and sharing the prompt row do not change a score
     alone = rm.score_replies(model, loaded.tokenizer, loaded.template, convs[:3], batch_size=1)
     assert alone == pytest.approx(scores[:3], abs=1e-5)
+    one_by_one = [rm.score_replies(model, loaded.tokenizer, loaded.template, [c])[0] for c in convs[:6]]
+    assert one_by_one == pytest.approx(scores[:6], abs=1e-5)
+
+
+def test_score_replies_runs_a_shared_prompt_once(lora_run, monkeypatch):
+    """The replies of a pair go in one row with their prompt once; a lone reply keeps a plain row."""
+    cfg, final, _ = lora_run
+    loaded, model = heads.load_scalar(ModelConfig(str(final), dtype="fp32"))
+    records, _ = load_records(config.DatasetSpec(cfg.data.eval_path))
+    convs = [r.prompt.add("assistant", t) for r in records[:4] for t in rm.replies(r)]
+    seen = []
+    monkeypatch.setattr(
+        rm, "collate_shared", lambda groups, pad: seen.append(groups) or collate_shared(groups, pad)
+    )
+    rm.score_replies(model, loaded.tokenizer, loaded.template, convs, batch_size=8)
+    assert [len(g) for g in seen[0]] == [2, 2, 2, 2]
+    seen.clear()
+    rm.score_replies(model, loaded.tokenizer, loaded.template, convs[::2], batch_size=8)
+    assert seen == []
 
 
 def test_score_cli_writes_scores_and_accuracy(lora_run, capsys):

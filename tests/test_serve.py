@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx
@@ -18,6 +19,7 @@ from live_server import serving
 from pixiu.engine.text import token_bytes
 from pixiu.serve import api
 from pixiu.serve.moderation import Rule, RulesModeration
+from pixiu.serve.protocol import TextLogprobs
 
 USER = [
     {"role": "user", "content": "hello there"}
@@ -548,14 +550,11 @@ def test_logprobs_through_the_openai_client(tiny_model_dir):
                 model="tiny", prompt="The quick brown", max_tokens=4, temperature=0, logprobs=1
             )
             lp = c.choices[0].logprobs
-            # Each token is decoded on its own, so a character split across tokens (a random model emits
-            # those) shows as replacement characters there and whole in the text: compare with the engine.
             sampled = engine.generate(["The quick brown"], Sampling(4, logprobs=1))[0].logprobs
-            assert lp.tokens == [engine.tokenizer.decode([t.token]) for t in sampled]
-            assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+            raw = [token_bytes(engine.tokenizer, t.token) for t in sampled]
+            assert lp.tokens == TextLogprobs.of(sampled, lambda i: token_bytes(engine.tokenizer, i)).tokens
+            assert b"".join(raw).decode() == c.choices[0].text  # every token there, split characters whole
             assert len(lp.top_logprobs[0]) == 1
-            if "\ufffd" not in "".join(lp.tokens):
-                assert "".join(lp.tokens) == c.choices[0].text
             with pytest.raises(openai.BadRequestError, match="echo"):
                 client.completions.create(model="tiny", prompt="x", max_tokens=2, logprobs=1, echo=True)
     finally:
@@ -582,3 +581,23 @@ def test_smollm2_through_the_openai_client():
             )
     finally:
         engine.close()
+
+
+def test_text_logprobs_show_a_split_character_as_bytes(tokenizer):
+    """Legacy completions logprobs, as OpenAI's: a token holding part of a character is `bytes:\\xNN...`, not
+    U+FFFD, and text_offset points into the real text (a split character's pieces both start where it does)."""
+    from pixiu.engine.base import TokenLogprob
+
+    text = "你好，世界。Hello"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    sampled = [TokenLogprob(i, -1.0, [(i, -1.0)]) for i in ids]
+    lp = TextLogprobs.of(sampled, lambda i: token_bytes(tokenizer, i), offset=3)
+    assert not any("\ufffd" in t for t in lp.tokens)
+    split = [t for t in lp.tokens if t.startswith("bytes:")]
+    assert split and all(re.fullmatch(r"bytes:(\\x[0-9a-f]{2})+", t) for t in split)
+    assert list(lp.top_logprobs[0]) == [lp.tokens[0]]
+    offsets = [o - 3 for o in lp.text_offset]
+    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < len(text)
+    for token, start in zip(lp.tokens, offsets):
+        if not token.startswith("bytes:"):
+            assert text[start:].startswith(token)

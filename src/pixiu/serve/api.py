@@ -287,7 +287,7 @@ class Shape:
             return None
         offset = self.offsets.get(piece.index, 0)
         self.offsets[piece.index] = offset + len(piece.text)
-        return p.TextLogprobs.of(piece.logprobs, self.token_text, offset)
+        return p.TextLogprobs.of(piece.logprobs, partial(token_bytes, self.tokenizer), offset)
 
     def chunk(self, choices: list, usage: p.Usage | None = None) -> str:
         kind = p.ChatCompletionChunk if isinstance(self.body, p.ChatCompletionRequest) else p.Completion

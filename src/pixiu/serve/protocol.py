@@ -243,14 +243,24 @@ class TextLogprobs(BaseModel):
     text_offset: list[int]
 
     @classmethod
-    def of(cls, sampled: list, text: Callable[[int], str], offset: int = 0) -> TextLogprobs:
-        """From engine TokenLogprobs; `offset`: where the first token's text starts in the choice's text."""
-        tokens = [text(t.token) for t in sampled]
-        starts = [offset + sum(map(len, tokens[:i])) for i in range(len(tokens))]
-        tops = [{text(i): lp for i, lp in t.top} for t in sampled]
+    def of(cls, sampled: list, raw: Callable[[int], bytes], offset: int = 0) -> TextLogprobs:
+        """From engine TokenLogprobs; `raw` turns a token id into its bytes; `offset`: where the first token's
+        text starts in the choice's text. A token holding part of a character shows as `bytes:\\xNN…`, as
+        OpenAI's does, and starts where that character starts in the text."""
+        pieces = [raw(t.token) for t in sampled]
+        starts = [offset + len(b"".join(pieces[:i]).decode(errors="ignore")) for i in range(len(pieces))]
+        tops = [{_shown(raw(i)): lp for i, lp in t.top} for t in sampled]
         return cls(
-            tokens=tokens, token_logprobs=[t.logprob for t in sampled], top_logprobs=tops, text_offset=starts
-        )
+            tokens=list(map(_shown, pieces)), token_logprobs=[t.logprob for t in sampled], top_logprobs=tops,
+            text_offset=starts,
+        )  # fmt: skip
+
+
+def _shown(piece: bytes) -> str:
+    try:
+        return piece.decode()
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in piece)
 
 
 class AssistantMessage(BaseModel):

@@ -10,7 +10,7 @@ share of pairs i < j scored r_i > r_j) and the mean margin r_i - r_j.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -26,7 +26,7 @@ from pixiu.chat.messages import TARGET_ROLES, Conversation
 from pixiu.chat.templates import Rendered, Template
 from pixiu.config import RunConfig
 from pixiu.data import DataError, load_data, load_records
-from pixiu.data.collate import collate
+from pixiu.data.collate import collate, collate_shared
 from pixiu.data.records import PreferencePair, Ranking
 from pixiu.model import heads, io
 from pixiu.model.forward import base_lm
@@ -192,27 +192,35 @@ def score_replies(
 ) -> list[float]:
     """The reward of each conversation, read at its last token (each ends with the assistant reply to score).
 
-    Rows are scored in length order (less padding) and returned in input order. max_len > 0 cuts longer rows
-    as training does. Runs under autocast when the body is in bf16 (the head stays fp32)."""
+    Neighbours with the same prompt (the replies of a pair or ranking, as callers list them) share one row
+    with the prompt once (`collate_shared`), as training does, where the attention backend takes its mask.
+    Batches of batch_size such groups go in length order (less padding); scores return in input order.
+    max_len > 0 cuts longer rows as training does. Runs under autocast when the body is in bf16."""
     rows = [template.render(c) for c in convs_with_replies]
     if max_len:
         rows = [Rendered(r.input_ids[:max_len], r.loss_mask[:max_len]) for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
     lm = base_lm(model.lm)
+    runs = itertools.groupby(range(len(rows)), key=lambda i: convs_with_replies[i].messages[:-1])
+    groups = [list(run) for _, run in runs]
+    shared = len(groups) < len(rows) and lm.config._attn_implementation in ("sdpa", "eager")
+    if not shared:
+        groups = [[i] for i in range(len(rows))]
+    groups.sort(key=lambda g: sum(len(rows[i].input_ids) for i in g))
     device, dtype = lm.device, lm.dtype
     was_training = model.training
     model.eval()
     out = [0.0] * len(rows)
     ctx = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        batch = collate([[rows[j]] for j in idx], tokenizer.pad_token_id)
-        batch = dataclasses.replace(
-            batch, **{k: v.to(device) for k, v in vars(batch).items() if v is not None}
-        )
+    for k in range(0, len(groups), batch_size):
+        chunk = groups[k : k + batch_size]
+        if shared:
+            batch = collate_shared([[rows[i] for i in g] for g in chunk], tokenizer.pad_token_id).tokens
+        else:
+            batch = collate([[rows[i]] for g in chunk for i in g], tokenizer.pad_token_id)
         with ctx:
-            for j, s in zip(idx, model(batch).float().cpu().tolist()):
-                out[j] = s
+            scores = model(batch.to(device)).float().cpu().tolist()
+        for i, score in zip([i for g in chunk for i in g], scores):
+            out[i] = score
     model.train(was_training)
     return out
 
