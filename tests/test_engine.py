@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pixiu.chat.messages import Conversation, Message
-from pixiu.engine import ContextError, Sampling, load_engine
+from pixiu.engine import ContextError, Sampling, load_engine, torch_engine
 from pixiu.engine.text import TextStream, token_bytes
 
 PROMPTS = [
@@ -83,6 +83,27 @@ def test_concurrent_greedy_equals_hf_generate_alone(engine):
         assert request.completion_tokens == len(ids) and request.finish_reason == "length"
     assert len({tuple(ids[:6]) for ids in got}) == len(PROMPTS)  # the model really depends on the prompt
     assert engine.running == 0 and engine.waiting == 0
+
+
+def test_prompts_admitted_together_prefill_in_one_padded_batch(engine, monkeypatch):
+    """Prompts of different lengths that arrive together share one right-padded prefill; each reply still
+    equals HF's greedy on its prompt alone (the padding comes after a prompt, so it never sees it)."""
+    batches = []
+    prefill = engine._prefill
+    monkeypatch.setattr(
+        engine, "_prefill", lambda requests: batches.append(len(requests)) or prefill(requests)
+    )
+    with engine._wake:  # the scheduler takes nothing until all three are queued
+        requests = [engine.submit(conv(p), Sampling(max_new_tokens=8)) for p in PROMPTS[1:4]]
+    got = [token_ids(r) for r in requests]
+    assert batches == [3]
+    assert len({len(r.prompt_ids) for r in requests}) == 3  # so two rows are padded
+    for request, ids in zip(requests, got):
+        assert ids == hf_greedy(engine, request.prompt_ids, 8)
+    monkeypatch.setattr(torch_engine, "PREFILL_TOKENS", 1)  # the token cap splits them: one prompt a forward
+    with engine._wake:
+        again = [engine.submit(conv(p), Sampling(max_new_tokens=8)) for p in PROMPTS[1:4]]
+    assert [token_ids(r) for r in again] == got and batches == [3, 1, 1, 1]
 
 
 def test_raw_prompt_and_metadata(engine):

@@ -6,8 +6,9 @@ refilled by moving the last row into it, so a decode step reads the views [:B, :
 
 A decode step writes each sequence's new key at its own position `pos[b]` and attends over the first T =
 max(pos)+1 positions; the scheduler passes a (B, 1, 1, T) mask hiding positions past each row's length.
-A sequence enters a slot by copying in the DynamicCache of its own (unpadded) prefill, so prefill numerics
-are exactly those of `model.generate` on that prompt alone.
+A sequence enters a slot by copying in its row of a DynamicCache prefill: prompts admitted together are
+prefilled in one right-padded batch, so a row's first T_i keys are its prompt's own (it never attends to the
+padding after it); a lone prompt is unpadded, exactly `model.generate`'s prefill.
 
 This plugs into transformers through its public `Cache` / `CacheLayerMixin` classes: the attention modules
 call `update(key_states, value_states, layer_idx)` and get back the keys and values to attend over.
@@ -64,8 +65,8 @@ class SlotCache(Cache):
         self.capacity = 0  # L
         self.batch_rows = self.batch_pos = self.rows[:0]
 
-    def put(self, slot: int, prefill: Cache, length: int) -> None:
-        """Copy a single sequence's prefill cache (1, H_kv, length, D) per layer into `slot`."""
+    def put(self, slot: int, prefill: Cache, length: int, source: int = 0) -> None:
+        """Copy row `source` of a prefill cache, its first `length` positions, into `slot`."""
         self.reserve(length + 1)
         for layer, src in zip(self.layers, prefill.layers):
             if layer.keys is None:  # the first sequence fixes shapes, dtype and device
@@ -73,8 +74,8 @@ class SlotCache(Cache):
                 layer.keys = k.new_zeros(self.slots, k.shape[1], self.capacity, k.shape[3])
                 layer.values = src.values.new_zeros(layer.keys.shape)
                 layer.is_initialized = True
-            layer.keys[slot, :, :length] = src.keys[0]
-            layer.values[slot, :, :length] = src.values[0]
+            layer.keys[slot, :, :length] = src.keys[source, :, :length]
+            layer.values[slot, :, :length] = src.values[source, :, :length]
         self.pos[slot] = length
 
     def move(self, src: int, dst: int, length: int) -> None:

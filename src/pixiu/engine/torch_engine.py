@@ -1,8 +1,9 @@
 """The torch backend: one scheduler thread, continuous batching over a slot KV cache.
 
 Each scheduler iteration (see `_loop`):
-  1. admit waiting requests into free slots: prefill each alone (no padding, so prefill is exactly HF's),
-     sample its first token, copy its KV into the slot cache;
+  1. admit waiting requests into free slots: prefill them together, right-padded, in batches of at most
+     PREFILL_TOKENS (a prompt never attends to padding; a lone prompt runs unpadded, exactly as HF's), copy
+     each row's KV into its slot, sample each first token;
   2. run ONE batched decode step for all running sequences (B, 1) with a (B, 1, 1, T) length mask;
   3. sample per sequence (its own settings and generator), turn tokens into safe text, emit Deltas;
   4. retire finished or cancelled sequences: their slot is free for the next waiting request.
@@ -29,6 +30,10 @@ from pixiu.engine.text import Reply, stop_token_ids
 from pixiu.model.io import Loaded, unwrap
 
 log = logging.getLogger(__name__)
+# Padded tokens per prefill forward: batching the prompts that arrive together reads the weights once for all
+# of them (32 prompts prefilled alone took 10.6 s before the first token on a 0.5B model), while a cap keeps the
+# activations of long prompts bounded.
+PREFILL_TOKENS = 4096
 
 
 @dataclass
@@ -100,8 +105,7 @@ class TorchEngine(Engine):
                 if admitted is None:
                     break
                 try:
-                    for request in admitted:
-                        self._start(request)
+                    self._start(admitted)
                     self._retire()
                     if self._running:
                         self._step()
@@ -132,23 +136,47 @@ class TorchEngine(Engine):
             free = self.max_batch - len(self._running)
             return [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
 
-    def _start(self, request: Request) -> None:
-        """Prefill one prompt alone into the next free row and take its first token."""
+    def _start(self, requests: list[Request]) -> None:
+        """Prefill the admitted prompts into the next free rows and take their first tokens."""
+        for request in [r for r in requests if r.cancelled]:
+            request.emit(Delta("", [], "cancelled"))
+        batch: list[Request] = []
+        for request in sorted((r for r in requests if not r.cancelled), key=lambda r: len(r.prompt_ids)):
+            if batch and (len(batch) + 1) * len(request.prompt_ids) > PREFILL_TOKENS:
+                self._prefill(batch)
+                batch = []
+            batch.append(request)
+        if batch:
+            self._prefill(batch)
+
+    def _prefill(self, requests: list[Request]) -> None:
+        """One forward over the prompts, right-padded (B, T); each row's first T_i keys go to its own slot."""
         from transformers import DynamicCache
 
-        if request.cancelled:
-            request.emit(Delta("", [], "cancelled"))
-            return
+        lengths = [len(r.prompt_ids) for r in requests]
+        width, pad = max(lengths), self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([r.prompt_ids + [pad] * (width - n) for r, n in zip(requests, lengths)])
+        mask = (
+            None if min(lengths) == width else (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+        )
         prefill = DynamicCache(config=self.model.config)
-        ids = torch.tensor([request.prompt_ids], device=self.device)
-        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: prefill})
-        row = len(self._running)
-        self.cache.put(row, prefill, len(request.prompt_ids))
-        choice = Choice.new(request.sampling, request.prompt_ids, self.vocab, self.device)
-        seq = Sequence(Reply(request, self.tokenizer, self.stop_ids), choice, len(request.prompt_ids))
-        self._running.append(seq)
-        tokens, logprobs = pick(out.logits[:, -1], [choice])
-        self._accept(seq, tokens[0], logprobs[0])
+        hidden = self.model.get_decoder()(
+            input_ids=ids.to(self.device),
+            attention_mask=None if mask is None else mask.to(self.device),
+            use_cache=True,
+            **{self._cache_kw: prefill},
+        ).last_hidden_state
+        last = hidden[torch.arange(len(requests)), torch.tensor(lengths) - 1]  # (B, H) each prompt's end
+        logits = self.model.get_output_embeddings()(last)
+        seqs = []
+        for i, (request, n) in enumerate(zip(requests, lengths)):
+            self.cache.put(len(self._running), prefill, n, source=i)
+            choice = Choice.new(request.sampling, request.prompt_ids, self.vocab, self.device)
+            seqs.append(Sequence(Reply(request, self.tokenizer, self.stop_ids), choice, n))
+            self._running.append(seqs[-1])
+        tokens, logprobs = pick(logits, [s.choice for s in seqs])
+        for seq, token, logprob in zip(seqs, tokens, logprobs):
+            self._accept(seq, token, logprob)
 
     def _step(self) -> None:
         """One decode step for every running sequence: (B, 1) tokens in, one new token each out."""
