@@ -44,6 +44,7 @@ class Bench:
 # serving, evaluation.
 ORDER = [
     Bench("quickstart", by_hand="rm -rf runs/quickstart && time make demo"),
+    Bench("alpaca_lora", by_hand="pixiu train sft --config recipes/alpaca-lora.yaml"),
     Bench("sft"),
     Bench("rm_full"),
     Bench("rm_1000"),
