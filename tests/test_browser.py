@@ -147,12 +147,15 @@ def test_chat_arena_and_ranking_end_in_sqlite(open_page, tmp_path):
         page.select_option("#rank-k", "3")
         page.fill("#rank-input", "Write a haiku about rain.")
         page.click("#rank-go")
-        expect(page.locator("#rank-list li")).to_have_count(3)
-        replies = [page.locator(f"#rank-list li[data-reply='{i}'] .md").inner_text() for i in range(3)]
-        page.locator("#rank-list li").nth(2).locator("select").select_option("0")  # C becomes the best
-        page.locator("#rank-list li").nth(2).drag_to(page.locator("#rank-list li").nth(1))  # then B above A
+        expect(page.locator("#rank-list > li")).to_have_count(3)
+        replies = [page.locator(f"#rank-list > li[data-reply='{i}'] .md").inner_text() for i in range(3)]
+        page.locator("#rank-list > li").nth(2).locator("select").select_option("0")  # C becomes the best
+        page.locator("#rank-list > li").nth(2).drag_to(
+            page.locator("#rank-list > li").nth(1)
+        )  # then B above A
         order = [
-            int(x) for x in page.eval_on_selector_all("#rank-list li", "els => els.map(e => e.dataset.reply)")
+            int(x)
+            for x in page.eval_on_selector_all("#rank-list > li", "els => els.map(e => e.dataset.reply)")
         ]
         assert order == [2, 1, 0]
         page.check("#rank-edit-on")
@@ -202,7 +205,7 @@ def test_html_in_replies_is_shown_as_text_and_never_runs(open_page, tmp_path, cs
         page.click(".tab[data-tab=rank]")
         page.fill("#rank-input", "and again")
         page.click("#rank-go")
-        expect(page.locator("#rank-list li")).to_have_count(4)
+        expect(page.locator("#rank-list > li")).to_have_count(4)
         page.wait_for_timeout(300)  # give an injected handler the chance to fire
         assert page.locator("main script, main img").count() == 0
         assert page.evaluate("typeof window.__pwned") == "undefined"
@@ -249,6 +252,16 @@ def test_the_markdown_renderer_escapes_first(open_page, tmp_path):
         assert reply.locator("ol li").count() == 2 and reply.locator("ul li").count() == 2
         assert "return a + b  # <not a tag>" in reply.locator("pre code").inner_text()
         shot(page, tmp_path, "ui-markdown")
+        # ranking replies that hold lists of their own: only the cards are ranked and locked after submitting
+        page.click(".tab[data-tab=rank]")
+        page.fill("#rank-input", "Show me some markdown")
+        page.click("#rank-go")
+        expect(page.locator("#rank-list > li")).to_have_count(4)
+        assert page.locator("#rank-list li").count() == 4 + 4 * 4  # each card's reply has 2 + 2 list items
+        page.click("#rank-submit")
+        page.wait_for_selector("#rank-status.ok")
+        assert all(s.is_disabled() for s in page.locator("#rank-list .rank-select").all())
+        assert len(server.store.rankings()) == 1
         page.emulate_media(color_scheme="dark")
         shot(page, tmp_path, "ui-markdown-dark")
 
@@ -275,7 +288,7 @@ def test_the_tiny_model_answers_through_the_real_engine(open_page, tmp_path, tin
             page.click(".tab[data-tab=rank]")
             page.fill("#rank-input", "Please help me.")
             page.click("#rank-go")
-            expect(page.locator("#rank-list li")).to_have_count(4)
+            expect(page.locator("#rank-list > li")).to_have_count(4)
             page.click("#rank-submit")
             page.wait_for_selector("#rank-status.ok")
             shot(page, tmp_path, "ui-tiny-ranking")

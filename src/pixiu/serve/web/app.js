@@ -301,7 +301,8 @@ async function submitRanking() {
       await postJSON("/ui/api/rank", { sample_id: rank.sampleId, order: rank.order, edited, annotator: annotator() });
       rank.sampleId = null;
       $("rank-edit-box").hidden = true;
-      $("rank-list").querySelectorAll("li").forEach((li) => { li.draggable = false; li.querySelector("select").disabled = true; });
+      // the cards only: a reply's own markdown lists hold <li> too
+      $("rank-list").querySelectorAll(":scope > li").forEach((li) => { li.draggable = false; li.querySelector("select").disabled = true; });
       const best = rank.order.map((i) => LETTERS[i]).join(" > ");
       status("rank-status", `Ranking stored: ${best}.`, "ok");
     } catch (e) { status("rank-status", e.message, "error"); }
