@@ -124,3 +124,41 @@ def test_pt_trains_on_raw_text(tmp_path, tiny_model_dir):
     sft.run(cfg, stage="pt")
     rows = metrics(tmp_path / "run")
     assert rows[-1]["eval_loss"] < rows[0]["eval_loss"]
+
+
+def test_bf16_lora_saves_its_inputs_in_bf16(tiny_model_dir):
+    """Under pixiu's autocast a LoRA layer's input stays bf16 for the backward: peft alone casts it up to the fp32
+    adapter weights, so with LoRA dropout on (the default) every LoRA'd linear keeps fp32 tensors of its
+    input. Without dropout the two paths compute the same loss and gradients."""
+    from pixiu.config import LoraConfig
+    from pixiu.data.collate import collate
+    from pixiu.model import TargetLM
+    from pixiu.model.forward import autocast
+
+    conv = Conversation.from_openai(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    )
+
+    def run(dropout: float, pixiu_autocast: bool):
+        torch.manual_seed(0)  # the same LoRA init (and dropout masks) in every run
+        lora = LoraConfig(r=4, dropout=dropout)
+        loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="bf16"), lora, for_training=True)
+        model = TargetLM(loaded.model).train()
+        batch = collate([[loaded.template.render(conv)]] * 2, loaded.tokenizer.pad_token_id)
+        cpu = torch.device("cpu")
+        ctx = (
+            autocast(torch.bfloat16, cpu, model) if pixiu_autocast else torch.autocast("cpu", torch.bfloat16)
+        )
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t), ctx:
+            loss = sft.sft_loss(model, batch)
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        return loss, grads, sum(t.numel() for t in saved if t.dtype == torch.float32)
+
+    assert run(0.1, True)[2] < run(0.1, False)[2] / 2  # fp32 elements kept for the backward
+    loss, grads, _ = run(0.0, True)
+    peft_loss, peft_grads, _ = run(0.0, False)
+    assert loss.item() == pytest.approx(peft_loss.item(), rel=1e-3)
+    for g, h in zip(grads, peft_grads):
+        torch.testing.assert_close(g, h)

@@ -34,7 +34,7 @@ from pixiu.data.records import Prompt
 from pixiu.data.tasks import Example, Task, resolve
 from pixiu.engine import Sampling, sample
 from pixiu.model import io
-from pixiu.model.forward import base_lm, token_logps
+from pixiu.model.forward import autocast, base_lm, token_logps
 from pixiu.train import loop
 
 
@@ -113,10 +113,6 @@ def step_prompts(n: int, per_step: int, seed: int, step: int) -> list[int]:
     return out
 
 
-def autocast(dtype: torch.dtype, device: torch.device):
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
 # ---------------------------------------------------------------- rollouts
 
 
@@ -189,7 +185,7 @@ def update(policy, opt, groups, old, ref, cfg: RunConfig, accelerator, params, d
             sync = i == len(groups) - 1
             adv = batch.advantages
             with contextlib.nullcontext() if sync else accelerator.no_sync(policy):
-                with autocast(dtype, adv.device):
+                with autocast(dtype, adv.device, policy):
                     logits, targets = policy(batch)
                 logps = token_logps(logits / temperature, targets)
                 old_i = old[i] if old else logps.detach()

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from pixiu.chat.templates import Rendered
 from pixiu.config import TrainConfig
 from pixiu.data.collate import GroupBatch, TokenBatch, collate, collate_groups, collate_shared, plan
+from pixiu.model.forward import autocast
 from pixiu.model.io import unwrap
 
 LossFn = Callable[[torch.nn.Module, TokenBatch], torch.Tensor]  # -> summed loss over the batch's targets
@@ -119,7 +120,6 @@ def train(
     ckpts = out / "checkpoints"
     start = _resume(ckpts, model, opt) if cfg.resume else 0
     log = MetricsLog(out, start, enabled=accelerator.is_main_process)
-    autocast = torch.autocast(accelerator.device.type, dtype=dtype) if dtype != torch.float32 else None
     if start == 0 and evaluate:
         log.write({"step": 0, **evaluate()})
     model.train()  # from_pretrained returns eval mode: dropout (LoRA's included) must be on while training
@@ -140,7 +140,7 @@ def train(
             batch = data.batch(shard).to(accelerator.device)
             sync = i == len(shards) - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                with autocast or contextlib.nullcontext():
+                with autocast(dtype, accelerator.device, model):
                     loss = loss_fn(model, batch)
                 accelerator.backward(loss * (world / max(n_step, 1)))
             loss_sum += loss.item()

@@ -33,7 +33,7 @@ from pixiu.data.records import Prompt
 from pixiu.data.tasks import reward_fn
 from pixiu.engine import Sampling, sample
 from pixiu.model import io
-from pixiu.model.forward import token_logps
+from pixiu.model.forward import autocast, token_logps
 from pixiu.train import loop
 from pixiu.train.actors import CRITIC, REWARD, Actors, build
 from pixiu.train.loop import MetricsLog, Rows, checkpoint_state, lr_at
@@ -41,7 +41,6 @@ from pixiu.train.rollout import (
     Rollout,
     RunningMoments,
     adapt_kl,
-    autocast,
     experience,
     gae,
     reply_rows,
@@ -265,7 +264,7 @@ class Trainer:
         m = ro.mask[idx].bool()
         old, adv = ro.logps[idx][m].to(device), ro.advantages[idx][m].to(device)
         old_values, returns = ro.values[idx][m].to(device), ro.returns[idx][m].to(device)
-        with autocast(device, self.loaded.dtype):
+        with autocast(self.loaded.dtype, device, actors):
             if actors.shared_critic:
                 logits, targets, values = actors.policy_and_values(batch)
             else:
@@ -286,7 +285,7 @@ class Trainer:
         ratio = torch.exp(logp.detach() - old)
         del logits, loss
         if values is None:
-            with autocast(device, self.loaded.dtype):
+            with autocast(self.loaded.dtype, device, actors):
                 value = losses.ppo_value(actors.values(batch), old_values, returns, cfg.value_clip)
             (cfg.vf_coef * value / n_tok).backward()
         sums["policy_loss"] += policy.item()
@@ -301,7 +300,7 @@ class Trainer:
         idx = plan_[update % len(plan_)]
         device = next(self.actors.parameters()).device
         batch = to_device(self.ptx.batch(idx), device)
-        with autocast(device, self.loaded.dtype):
+        with autocast(self.loaded.dtype, device, self.actors):
             loss = losses.sft(*self.actors.policy_logits(batch)) / max(self.ptx.n_targets(idx), 1)
         (self.cfg.ppo.ptx_coef * loss).backward()
         return loss.item()

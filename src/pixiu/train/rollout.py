@@ -8,7 +8,6 @@ Advantages come from GAE over those rewards and the critic's values, then are wh
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pixiu import losses
 from pixiu.chat.templates import Rendered
 from pixiu.data.collate import TokenBatch, collate
 from pixiu.engine import Sample
-from pixiu.model.forward import token_logps
+from pixiu.model.forward import autocast, token_logps
 from pixiu.train.actors import Actors
 
 
@@ -67,10 +66,6 @@ def scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits if temperature == 1.0 else logits / temperature
 
 
-def autocast(device: torch.device, dtype: torch.dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-
-
 @torch.no_grad()
 def experience(
     actors: Actors, rows: list[Rendered], pad_id: int, batch_size: int, temperature: float, dtype: torch.dtype
@@ -80,7 +75,7 @@ def experience(
     logps, refs, values = [], [], []
     for i in range(0, len(rows), batch_size):
         batch = to_device(collate([[r] for r in rows[i : i + batch_size]], pad_id), device)
-        with autocast(device, dtype):
+        with autocast(dtype, device):
             if actors.shared_critic:  # one forward for both
                 logits, targets, v = actors.policy_and_values(batch)
             else:
