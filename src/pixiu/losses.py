@@ -30,13 +30,13 @@ def get_loss(name: str) -> Callable:
 
 
 @register("sft")
-def sft(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed token cross-entropy  sum_t -log p(y_t | y_<t)  over target tokens.
+def sft(logps: torch.Tensor) -> torch.Tensor:
+    """Summed token negative log-likelihood  sum_t -log p(y_t | y_<t)  over target tokens.
 
-    logits: (N, V) at the N positions that predict a target; targets: (N,) token ids. Returns a scalar sum;
-    the caller divides by the step's target count.
+    logps: (N,) log-probabilities of the N targets (model/forward.py `token_logps`, or TargetLM with
+    logps=True). Returns a scalar sum; the caller divides by the step's target count.
     """
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+    return -logps.sum()
 
 
 # ---------------------------------------------------------------- reward model

@@ -301,7 +301,9 @@ class Trainer:
         device = next(self.actors.parameters()).device
         batch = to_device(self.ptx.batch(idx), device)
         with autocast(self.loaded.dtype, device, self.actors):
-            loss = losses.sft(*self.actors.policy_logits(batch)) / max(self.ptx.n_targets(idx), 1)
+            loss = losses.sft(token_logps(*self.actors.policy_logits(batch))) / max(
+                self.ptx.n_targets(idx), 1
+            )
         (self.cfg.ppo.ptx_coef * loss).backward()
         return loss.item()
 

@@ -26,7 +26,7 @@ from pixiu.train.loop import Rows, train
 
 
 def sft_loss(model, batch) -> torch.Tensor:
-    return losses.sft(*model(batch))
+    return losses.sft(model(batch, logps=True)[0])
 
 
 def run(cfg: RunConfig, stage: str = "sft") -> Path:
@@ -133,8 +133,8 @@ def eval_loss(model, rows: list, pad_id: int, batch_size: int, accelerator, dtyp
     for i in range(0, len(mine), batch_size):
         batch = collate(mine[i : i + batch_size], pad_id).to(accelerator.device)
         with ctx:
-            logits, targets = model(batch)
-        total += losses.sft(logits, targets).float().cpu()
+            logps, targets = model(batch, logps=True)
+        total += losses.sft(logps).float().cpu()
         count += len(targets)
     model.train()
     total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
