@@ -411,16 +411,8 @@ def f32_gguf(src: Path, out: Path) -> Path:
 def run_side(args, side: str, concurrency: int = 1) -> dict:
     python = args.llamacpp_python if side.startswith("llamacpp") else sys.executable
     cmd = [python, __file__, "--side", side, "--concurrency", str(concurrency)]
-    for name in (
-        "model",
-        "dtype",
-        "threads",
-        "max_new_tokens",
-        "single",
-        "gguf",
-        "llamacpp_site",
-        "quality_rows",
-    ):
+    names = ("model", "dtype", "threads", "max_new_tokens", "single", "gguf", "llamacpp_site", "quality_rows")
+    for name in names:
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
     print(f"running {side} (concurrency {concurrency}) ...", file=sys.stderr, flush=True)
@@ -592,17 +584,7 @@ def main(argv: list[str]) -> None:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.out}.md").write_text(text)
-    keep = (
-        "model",
-        "dtype",
-        "threads",
-        "max_new_tokens",
-        "single",
-        "concurrency",
-        "ggufs",
-        "load_start",
-        "load_end",
-    )
+    keep = "model dtype threads max_new_tokens single concurrency ggufs load_start load_end".split()
     setup = {"side": "setup", **{k: getattr(args, k) for k in keep}}
     (out / f"{args.out}.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in [setup, *raw_rows(single, batches)])

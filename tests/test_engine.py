@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 
 from pixiu.chat.messages import Conversation, Message
 from pixiu.engine import ContextError, Sampling, load_engine, torch_engine
+from pixiu.engine.base import TokenLogprob
 from pixiu.engine.text import TextStream, token_bytes
+from pixiu.serve.protocol import TextLogprobs
 
 PROMPTS = [
     "Hello",
@@ -206,6 +209,24 @@ def test_token_bytes_join_into_the_text(tokenizer):
     assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # the case this is for
     assert b"".join(token_bytes(tokenizer, i) for i in ids) == text.encode()
     assert token_bytes(tokenizer, tokenizer.eos_token_id) == b"<|im_end|>"
+
+
+def test_text_logprobs_show_a_split_character_as_bytes(tokenizer):
+    """Legacy completions logprobs, as OpenAI's: a token holding part of a character is `bytes:\\xNN...`, not
+    U+FFFD, and text_offset points into the real text (a split character's pieces both start where it does)."""
+    text = "你好，世界。Hello"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    sampled = [TokenLogprob(i, -1.0, [(i, -1.0)]) for i in ids]
+    lp = TextLogprobs.of(sampled, lambda i: token_bytes(tokenizer, i), offset=3)
+    assert not any("\ufffd" in t for t in lp.tokens)
+    split = [t for t in lp.tokens if t.startswith("bytes:")]
+    assert split and all(re.fullmatch(r"bytes:(\\x[0-9a-f]{2})+", t) for t in split)
+    assert list(lp.top_logprobs[0]) == [lp.tokens[0]]
+    offsets = [o - 3 for o in lp.text_offset]
+    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < len(text)
+    for token, start in zip(lp.tokens, offsets):
+        if not token.startswith("bytes:"):
+            assert text[start:].startswith(token)
 
 
 def test_text_stream_holds_back_a_stop_string(tokenizer):

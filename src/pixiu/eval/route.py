@@ -28,7 +28,7 @@ from pixiu.data.collate import collate
 from pixiu.data.records import PreferencePair, Prompt, Ranking
 from pixiu.engine import Sampling, sample
 from pixiu.model import heads, io
-from pixiu.model.forward import TargetLM, sequence_logps
+from pixiu.model.forward import TargetLM, autocast, sequence_logps
 
 
 def evaluate(ev, state, out: Path) -> dict:
@@ -176,14 +176,13 @@ def reply_kl(policy: io.Loaded, ref: io.Loaded, samples: list, batch_size: int) 
     for name, loaded in (("policy", policy), ("ref", ref)):
         model = TargetLM(loaded.model).eval()
         device = next(model.parameters()).device
-        ctx = torch.autocast(device.type, dtype=loaded.dtype, enabled=loaded.dtype != torch.float32)
         values = []
         for i in range(0, len(rows), batch_size):
             batch = collate(rows[i : i + batch_size], loaded.tokenizer.pad_token_id)
             batch = dataclasses.replace(
                 batch, **{k: v.to(device) for k, v in vars(batch).items() if v is not None}
             )
-            with ctx:
+            with autocast(loaded.dtype, device):
                 values += sequence_logps(model, batch)[0].float().cpu().tolist()
         logps[name] = values
     return [p - q for p, q in zip(logps["policy"], logps["ref"])]

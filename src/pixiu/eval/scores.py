@@ -100,18 +100,17 @@ def targets(record, loaded, window: int) -> tuple[list, str]:
 def nll(loaded, rows: list, batch_size: int = 8) -> tuple[float, int]:
     """Summed negative log-likelihood of the rows' target tokens and their count."""
     from pixiu.data.collate import collate
-    from pixiu.model.forward import TargetLM, sequence_logps
+    from pixiu.model.forward import TargetLM, autocast, sequence_logps
 
     model = TargetLM(loaded.model).eval()
     device = next(model.parameters()).device
-    autocast = torch.autocast(device.type, dtype=loaded.dtype, enabled=loaded.dtype != torch.float32)
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
         batch = collate([[r] for r in rows[i : i + batch_size]], loaded.tokenizer.pad_token_id)
         batch = dataclasses.replace(
             batch, **{k: v.to(device) for k, v in vars(batch).items() if v is not None}
         )
-        with autocast:
+        with autocast(loaded.dtype, device):
             logps, counts = sequence_logps(model, batch)
         total, count = total - float(logps.float().sum()), count + int(counts.sum())
     return total, count

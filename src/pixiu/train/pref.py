@@ -31,7 +31,7 @@ from pixiu.data.collate import TokenBatch, fit
 from pixiu.data.formats import rename
 from pixiu.data.records import Labelled, PreferencePair, Ranking
 from pixiu.model import TargetLM, io
-from pixiu.model.forward import sequence_logps
+from pixiu.model.forward import autocast, sequence_logps
 from pixiu.train.loop import Groups, train
 
 WANT = {"dpo": PreferencePair, "kto": (Labelled, PreferencePair), "rrhf": (Ranking, PreferencePair)}
@@ -236,12 +236,11 @@ def all_logps(model, data: Groups, accelerator, dtype) -> tuple[torch.Tensor, to
         range(accelerator.process_index, len(groups), accelerator.num_processes),
         key=lambda i: max(len(r.input_ids) for r in groups[i]),
     )
-    ctx = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     found = {}
     for s in range(0, len(mine), data.batch_size):
         idx = mine[s : s + data.batch_size]
         batch = data.batch(idx).to(accelerator.device)
-        with ctx:
+        with autocast(dtype, accelerator.device):
             logps, counts = sequence_logps(model, batch.tokens)
         for i, lp, n in zip(idx, logps.float().cpu().split(batch.sizes), counts.cpu().split(batch.sizes)):
             found[i] = (lp, n)

@@ -29,7 +29,7 @@ from pixiu.data import DataError, load_data, load_records
 from pixiu.data.collate import collate, collate_shared
 from pixiu.data.records import PreferencePair, Ranking
 from pixiu.model import heads, io
-from pixiu.model.forward import base_lm
+from pixiu.model.forward import autocast, base_lm
 from pixiu.train.loop import Groups, train
 
 
@@ -164,11 +164,10 @@ def evaluate_groups(model, data: Groups, accelerator, dtype, margin: float) -> d
     """Held-out pairwise accuracy, mean margin and mean k-wise loss (sharded across processes)."""
     model.eval()
     mine = list(range(accelerator.process_index, len(data.groups), accelerator.num_processes))
-    ctx = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     scores, sizes = [], []
     for i in range(0, len(mine), data.batch_size):
         batch = data.batch(mine[i : i + data.batch_size]).to(accelerator.device)
-        with ctx:
+        with autocast(dtype, accelerator.device):
             scores += model(batch.tokens).float().cpu().tolist()
         sizes += batch.sizes
     model.train()
@@ -210,14 +209,13 @@ def score_replies(
     was_training = model.training
     model.eval()
     out = [0.0] * len(rows)
-    ctx = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     for k in range(0, len(groups), batch_size):
         chunk = groups[k : k + batch_size]
         if shared:
             batch = collate_shared([[rows[i] for i in g] for g in chunk], tokenizer.pad_token_id).tokens
         else:
             batch = collate([[rows[i]] for g in chunk for i in g], tokenizer.pad_token_id)
-        with ctx:
+        with autocast(dtype, device):
             scores = model(batch.to(device)).float().cpu().tolist()
         for i, score in zip([i for g in chunk for i in g], scores):
             out[i] = score

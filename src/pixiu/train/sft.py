@@ -22,6 +22,7 @@ from pixiu.data import load_data
 from pixiu.data.collate import collate, fit, pack
 from pixiu.data.records import Text
 from pixiu.model import TargetLM, io
+from pixiu.model.forward import autocast
 from pixiu.train.loop import Rows, train
 
 
@@ -129,10 +130,9 @@ def eval_loss(model, rows: list, pad_id: int, batch_size: int, accelerator, dtyp
     model.eval()
     mine = rows[accelerator.process_index :: accelerator.num_processes]
     total, count = torch.zeros(()), torch.zeros(())
-    ctx = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype != torch.float32)
     for i in range(0, len(mine), batch_size):
         batch = collate(mine[i : i + batch_size], pad_id).to(accelerator.device)
-        with ctx:
+        with autocast(dtype, accelerator.device):
             logps, targets = model(batch, logps=True)
         total += losses.sft(logps).float().cpu()
         count += len(targets)
