@@ -1,3 +1,5 @@
+from dataclasses import dataclass, field
+
 import pytest
 
 from pixiu import config
@@ -51,3 +53,33 @@ def test_shared_prompt_rows_only_where_the_attention_takes_a_4d_mask():
     assert not config.load(None, ["--data.shared_prefix=false"]).shared_prefix
     assert not config.load(None, ["--model.attn_implementation=flash_attention_2"]).shared_prefix
     assert config.load(None, ["--model.attn_implementation=eager"]).shared_prefix
+
+
+@dataclass
+class _Section:
+    path: str
+    """Where it is."""
+    n: int = 3
+    """How many."""
+
+
+@dataclass
+class _Outer:
+    section: _Section = field(default_factory=lambda: _Section("x"))
+    flag: bool = False
+    """On or off."""
+
+
+def test_describe_reads_any_dataclass():
+    assert config.describe(_Section) == [("path", "(required)", "Where it is."), ("n", "3", "How many.")]
+    assert config.describe(_Outer, "top.") == [
+        ("top.section.path", "(required)", "Where it is."),
+        ("top.section.n", "3", "How many."),
+        ("top.flag", "False", "On or off."),
+    ]
+    assert config.help_text(_Section).splitlines() == [
+        "  --path=(required)",
+        "      Where it is.",
+        "  --n=3",
+        "      How many.",
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -421,27 +422,43 @@ def save(cfg, path: str | Path) -> None:
 
 
 def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default, docstring) for every field, read from the field docstrings in the source."""
+    """(dotted name, default, docstring) for every field of any config dataclass, read from the field docstrings
+    in the source; a field that is itself a dataclass is a section and its fields follow as `section.field`.
+    A field without a default shows '(required)'."""
     docs = _field_docs(cls)
+    hints = typing.get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
-        tp = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows += describe(tp, f"{prefix}{f.name}.")
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe(hints[f.name], f"{prefix}{f.name}.")
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((prefix + f.name, repr(default), docs.get(f.name, "")))
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((prefix + f.name, default, docs.get(f.name, "")))
     return rows
 
 
+def help_text(cls: type = RunConfig, prefix: str = "") -> str:
+    """Every field of `cls` as `--name=default` and its docstring: the fields part of a command's --help."""
+    return "\n".join(f"  --{name}={default}\n      {doc}" for name, default, doc in describe(cls, prefix))
+
+
 def _field_docs(cls: type) -> dict[str, str]:
-    body = ast.parse(inspect.getsource(cls)).body[0].body
+    """Field name -> the string literal under it, from the class and its dataclass bases (a subclass wins)."""
     docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-        ):
-            docs[node.target.id] = nxt.value.value
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+            ):
+                docs[node.target.id] = nxt.value.value
     return docs
