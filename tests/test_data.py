@@ -255,6 +255,47 @@ def test_skip_bad_rows_counts_and_reports_each(tmp_path):
     )
 
 
+# Each file: good row, a row holding the Latin-1 byte 0xe9 (not UTF-8), good row: (bytes, bad line, good lines).
+LATIN1 = {
+    "jsonl": (
+        b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n'
+        b'{"instruction": "c", "output": "d"}\n',
+        2, [1, 3],
+    ),
+    "json": (
+        b'[\n {"instruction": "a", "output": "b"},\n {"instruction": "x",\n  "output": "caf\xe9"},\n'
+        b' {"instruction": "c", "output": "d"}\n]\n',
+        4, [2, 5],
+    ),
+    "csv": (b"instruction,output\na,b\ncaf\xe9,b\nc,d\n", 3, [2, 4]),
+    "txt": (b"a b\n\ncaf\xe9\nmore\n\nc d\n", 3, [1, 6]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", LATIN1)
+def test_invalid_utf8_names_file_and_line_or_is_skipped(tmp_path, suffix):
+    """Issue 14.5: a byte that is not UTF-8 was a UnicodeDecodeError traceback, even with skip_bad_rows."""
+    data, line, good = LATIN1[suffix]
+    path = tmp_path / f"file.{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"file\.{suffix}:{line}: .*not valid UTF-8"):
+        load_records(DatasetSpec(str(path)))
+    records, skipped = load_records(DatasetSpec(str(path)), skip_bad_rows=True)
+    assert [r.source for r in records] == [f"{path}:{n}" for n in good]
+    assert len(skipped) == 1 and "not valid UTF-8" in skipped[0]
+
+
+def test_invalid_utf8_outside_a_string_and_in_a_csv_header(tmp_path):
+    path = tmp_path / "file.json"
+    path.write_bytes(b'[\n {"text": "a"},\n \xff{"text": "b"}\n]')
+    with pytest.raises(DataError, match=r"file\.json:3: not valid UTF-8 \(byte 0xff at column 2\)"):
+        load_records(DatasetSpec(str(path)), skip_bad_rows=True)
+    path = tmp_path / "file.csv"
+    path.write_bytes(b"instruction,outp\xfct\na,b\n")
+    with pytest.raises(DataError, match=r"file\.csv:1: not valid UTF-8 \(byte 0xfc"):
+        load_records(DatasetSpec(str(path)), skip_bad_rows=True)
+
+
 # ---------------------------------------------------------------- mixing and the eval split
 
 

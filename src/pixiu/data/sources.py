@@ -2,6 +2,8 @@
 
 Every reader reports the line a row starts on, so a parse error later on names the exact place to look.
 Readers are picked by file suffix from `READERS`; a missing path that looks like "org/name" is a hub dataset.
+Text files are decoded with errors="surrogateescape": a byte that is not UTF-8 becomes one char in
+U+DC80..U+DCFF, so the row holding it turns into a DataError naming its line (skippable) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ Reader = Callable[[Path], Iterator[tuple[str, Row]]]
 READERS: dict[str, Reader] = {}
 _WS = re.compile(r"[ \t\n\r]*")
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape turns an invalid UTF-8 byte into
+_TEXT = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
 
 
 def register(*suffixes: str) -> Callable[[Reader], Reader]:
@@ -77,13 +81,28 @@ def _as_row(value, source: str) -> Row:
     )
 
 
+def _bad_utf8(text: str, path: Path, line: int, start: int = 0, end: int | None = None) -> DataError | None:
+    """The error for the first undecodable byte in text[start:end], which begins on `line` of the file."""
+    bad = _BAD_BYTE.search(text, start, len(text) if end is None else end)
+    if bad is None:
+        return None
+    pos, byte = bad.start(), ord(bad.group()) - 0xDC00
+    line, col = line + text.count("\n", start, pos), pos - text.rfind("\n", 0, pos)
+    return DataError(
+        f"{path}:{line}: not valid UTF-8 (byte 0x{byte:02x} at column {col}); save the file as UTF-8"
+    )
+
+
 @register(".jsonl")
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
-    with path.open(encoding="utf-8-sig") as f:
+    with path.open(**_TEXT) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             source = f"{path}:{n}"
+            if bad := _bad_utf8(line, path, n):
+                yield source, bad
+                continue
             try:
                 yield source, _as_row(json.loads(line), source)
             except json.JSONDecodeError as e:
@@ -93,7 +112,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
 @register(".json")
 def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
     """A JSON list of rows, a {"name": [rows]} object, or JSON Lines under a .json name (common on the hub)."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = path.read_text(**_TEXT)
     start = _WS.match(text).end()
     if start == len(text):
         return
@@ -103,14 +122,14 @@ def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
     try:
         first, end = json.JSONDecoder().raw_decode(text, start)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: bad JSON: {e.msg} (column {e.colno})") from None
+        raise _json_error(path, text, e) from None
     if _WS.match(text, end).end() < len(text):
         yield from _read_jsonl(path)  # more values follow the first: one object per line
     elif isinstance(first, dict) and len(first) == 1 and isinstance(next(iter(first.values())), list):
         yield from _read_list(path, text, _single_list_start(text, start))
     else:
         source = f"{path}:{_line(text, start)}"
-        yield source, _as_row(first, source)
+        yield source, _bad_utf8(text, path, _line(text, start), start, end) or _as_row(first, source)
 
 
 def _single_list_start(text: str, start: int) -> int:
@@ -134,11 +153,12 @@ def _read_list(path: Path, text: str, start: int) -> Iterator[tuple[str, Row]]:
         line += text.count("\n", seen, pos)
         seen, source = pos, f"{path}:{line}"
         try:
-            item, pos = decoder.raw_decode(text, pos)
+            item, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: bad JSON: {e.msg} (column {e.colno})") from None
-        yield source, _as_row(item, source)
-        pos = _WS.match(text, pos).end()
+            raise _json_error(path, text, e) from None
+        # a bad byte inside a string parses (as a surrogate): the item is the bad row, and reading goes on
+        yield source, _bad_utf8(text, path, line, pos, end) or _as_row(item, source)
+        pos = _WS.match(text, end).end()
         if text.startswith(",", pos):
             pos += 1
         elif not text.startswith("]", pos):
@@ -149,16 +169,30 @@ def _line(text: str, pos: int) -> int:
     return 1 + text.count("\n", 0, pos)
 
 
+def _json_error(path: Path, text: str, e: json.JSONDecodeError) -> DataError:
+    """A syntax error, or an undecodable byte outside any string (which the decoder sees as a bad character)."""
+    if e.pos < len(text) and _BAD_BYTE.match(text, e.pos):
+        return _bad_utf8(text, path, e.lineno, e.pos)
+    return DataError(f"{path}:{e.lineno}: bad JSON: {e.msg} (column {e.colno})")
+
+
 @register(".csv")
 def _read_csv(path: Path) -> Iterator[tuple[str, Row]]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with path.open(newline="", **_TEXT) as f:
         reader = csv.DictReader(f)
+        if header := _bad_utf8(",".join(reader.fieldnames or []), path, 1):
+            raise header  # every row's keys would carry it: one error for the file
         for row in reader:
             # line_num is the row's last line; quoted fields may span lines, so count back to its first.
             n = reader.line_num - sum(v.count("\n") for v in row.values() if isinstance(v, str))
             source = f"{path}:{n}"
             if None in row or None in row.values():
                 yield source, DataError(f"{source}: row has a different number of fields than the header")
+            elif bad := next((k for k, v in row.items() if _BAD_BYTE.search(v)), None):
+                yield (
+                    source,
+                    DataError(f"{source}: column {bad!r} is not valid UTF-8; save the file as UTF-8"),
+                )
             else:
                 yield source, row
 
@@ -180,17 +214,17 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Row]]:
 @register(".txt")
 def _read_txt(path: Path) -> Iterator[tuple[str, Row]]:
     """Each blank-line-separated block is one {"text": ...} row (plain text for continued pretraining)."""
-    block, first = [], 0
-    with path.open(encoding="utf-8-sig") as f:
+    block, first, bad = [], 0, None
+    with path.open(**_TEXT) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
-                first = first or n
+                first, bad = first or n, bad or _bad_utf8(line, path, n)
                 block.append(line.rstrip("\r\n"))
             elif block:
-                yield f"{path}:{first}", {"text": "\n".join(block)}
-                block, first = [], 0
+                yield f"{path}:{first}", bad or {"text": "\n".join(block)}
+                block, first, bad = [], 0, None
     if block:
-        yield f"{path}:{first}", {"text": "\n".join(block)}
+        yield f"{path}:{first}", bad or {"text": "\n".join(block)}
 
 
 def _read_hub(name: str, split: str) -> Iterator[tuple[str, Row]]:
