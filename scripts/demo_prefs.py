@@ -3,7 +3,10 @@
 The preference: a reply is good when it is correct, concise, in the language of the question and polite. Each
 prompt gets its good reply (the family's own answer, the style of sft.jsonl) and flawed ones of four kinds that a
 reward model can see in the text, and that a sampling SFT policy also produces, so PPO has something to move:
-  wrong     the same sentence with a wrong value (another draw of the family: another sum, capital, day...)
+  wrong     the same sentence with a wrong value: half the time another draw of the family (another sum,
+            capital, day...), half the time the near miss a small model writes (near_miss: the question's own
+            number or word echoed as the answer, "510 minutes = 510 hours", "the antonym of 'fast' is 'fast'";
+            a comparison or parity flipped; a word left unreversed)
   language  the right answer in the other language (the same draw replayed in the other language)
   rambling  the right answer that does not stop: repeated with filler, or run on into unrelated answers
   garbled   the right answer with about half its words (or Chinese characters) swapped for random ones:
@@ -11,9 +14,11 @@ reward model can see in the text, and that a sampling SFT policy also produces, 
   rude      a dismissive or evasive non-answer
 Files (each row also names the family, the language and the flaw, for per-kind evaluation):
   pairs.jsonl           {prompt, chosen, rejected}: the good reply against one flawed one
-  rankings.jsonl        {prompt, responses} best first (K = 4): good > rambling or language > garbled > rude
+  rankings.jsonl        {prompt, responses} best first (K = 4): good > rambling or language > wrong or garbled
+                        > rude
   prompts.jsonl         {prompt}: PPO's prompts
-  heldout_prompts.jsonl {prompt}: evaluation prompts; no question here appears in any other file
+  heldout_prompts.jsonl {prompt, answer}: evaluation prompts with the reference answer ("105", "Athens", "门")
+                        that eval/route.py's exact match looks for; no question here appears in any other file
   heldout_pairs.jsonl   pairs on the held-out prompts: the reward model's held-out accuracy
 """
 
@@ -45,7 +50,9 @@ COMPUTED = [fam.arith, fam.units, fam.spelling, fam.calendar, fam.capital, fam.a
 # Share of each family among the prompts; arithmetic and capitals carry the most visible right/wrong signal.
 WEIGHTS = {"arith": 3, "units": 2, "spelling": 1, "calendar": 1, "capital": 2, "antonym": 1, "translate": 1,
            "parity": 1, "compare": 1, "identity": 1, "general": 1}  # fmt: skip
-PAIR_KINDS = {"wrong": 0.2, "language": 0.2, "rambling": 0.2, "garbled": 0.25, "rude": 0.15}
+# Wrong answers get the largest share: they are the flaw a reward model finds hardest to see (accuracy 0.70 on
+# held-out "wrong" pairs with a 0.2 share and no wrong answers in rankings, against 1.00 on the others).
+PAIR_KINDS = {"wrong": 0.35, "language": 0.15, "rambling": 0.15, "garbled": 0.2, "rude": 0.15}
 SIZES = {"pairs": 640, "rankings": 240, "prompts": 480, "heldout_prompts": 96, "heldout_pairs": 192}
 # Arithmetic answers ("7 × 10 = 70.") read the same in both languages, so its wrong-language reply spells it out.
 SPELLED_ARITH = {"en": "{a} {w} {b} equals {c}.", "zh": "{a}{w}{b}等于{c}。"}
@@ -79,18 +86,85 @@ def computed(family, lang):
     replies |= {"garbled": garble(good, lang), "rude": r.choice(RUDE[lang])[0]}
     if family is not fam.antonym:  # the antonym tables differ per language: no translated answer
         replies["language"] = a_other.format(**v_other)
-    return q_t.format(**v), replies
+    q, answer = q_t.format(**v), reference(q_t, a_t, v)
+    return q, replies, None if shown_in(answer, q) else answer
+
+
+def shown_in(answer, question):
+    """The answer is a whole word or number of the question ("Which is larger, 352 or 432?"): a reply that only
+    repeats the question would match it, so such an item gets no reference answer."""
+    if CJK.search(answer):
+        return answer in question
+    return re.search(r"(?<![\w.])" + re.escape(answer) + r"(?!\w|\.\d)", question, re.IGNORECASE) is not None
+
+
+def fields(template):
+    return [name for _, name, _, _ in Formatter().parse(template) if name]
+
+
+def reference(q_t, a_t, v):
+    """The answer's key value, for exact match: the first field of the answer that the question does not show
+    (the sum, the capital, the converted amount, the day); "even" / "偶数" for parity, "Yes" / "不是" for yes/no."""
+    asked = set(fields(q_t))
+    name = next(n for n in fields(a_t) if n not in asked and n not in ("op", "w", "times"))
+    value = str(v[name])
+    return re.split(r"[,，]", value)[0] if name in ("p", "yes") else value
 
 
 def wrong(family, lang, q_t, a_t, v):
-    """The answer sentence with the values the question does not show taken from another draw."""
-    asked = {name for _, name, _, _ in Formatter().parse(q_t) if name}
+    """The answer sentence with the values the question does not show taken from another draw, or (half the
+    time) a near miss of the same draw."""
+    asked = set(fields(q_t))
     good = a_t.format(**v)
+    if r.random() < 0.5:
+        bad = a_t.format(**near_miss(family.__name__, lang, v, asked))
+        if bad != good:
+            return bad
     for _ in range(100):
         bad = a_t.format(**{**family(lang), **{k: v[k] for k in asked}})
         if bad != good:
             return bad
     raise AssertionError(f"no wrong answer for {good}")
+
+
+FLIP = {  # parity and yes/no answers, each to its opposite
+    "en": ("even, because it is divisible by 2", "odd, because it is not divisible by 2", "Yes, ", "No, "),
+    "zh": ("偶数，因为它能被 2 整除", "奇数，因为它不能被 2 整除", "是的，", "不是，"),
+}
+
+
+def near_miss(name, lang, v, asked):
+    """The wrong answers a small model writes: the question's own number or word echoed as the answer ("510
+    minutes = 510 hours", "the antonym of 'fast' is 'fast'", "the capital of Greece is Greece"), the other
+    number of a comparison, the other parity, a word 'reversed' unchanged. The values the question shows stay."""
+    shown, v = {k: v[k] for k in asked}, dict(v)
+    if name == "arith":
+        v["c"] = r.choice((v["a"], v["b"]))
+    elif name == "units":
+        v["y"] = str(v["x"])
+    elif name == "antonym":
+        v["o"] = v["w"]
+    elif name == "capital":
+        v["k"] = v["c"]
+    elif name == "calendar":
+        v |= {"nd": v["d"], "pd": v["d"], "kd": v["d"], "nm": v["m"], "pm": v["m"], "m": v["pm"]}
+    elif name == "translate":
+        v["z"], v["e"] = v["e"], v["z"]
+    elif name == "spelling":
+        v |= {"n": v["n"] + 1, "times": "times", "r": v["w"], "l": v["l"] + 1}
+    elif name == "parity":
+        a, b, yes, no = FLIP[lang]
+        v |= {"p": b if v["p"] == a else a, "yes": no if v["yes"] == yes else yes}
+    elif name == "compare":
+        v["x"], v["y"] = v["y"], v["x"]
+        v["yes"] = COMPARE_YES[lang][v["x"] == v["a"]].format(**v)
+    return v | shown
+
+
+COMPARE_YES = {  # [a is not the larger, a is the larger]
+    "en": ("No, {a} is less than {b}.", "Yes, {a} is greater than {b}."),
+    "zh": ("不是，{a} 比 {b} 小。", "是的，{a} 比 {b} 大。"),
+}
 
 
 def ramble(good, lang):
@@ -137,17 +211,17 @@ def handwritten(name, lang):
         "garbled": garble(good, lang),
         "rude": r.choice(RUDE[lang])[0],
     }
-    return r.choice(questions), replies
+    return r.choice(questions), replies, None
 
 
 def draw(name, lang, used):
     """A question of family `name` not in `used` (which it joins), with its replies."""
     family = next((f for f in COMPUTED if f.__name__ == name), None)
     for _ in range(1000):
-        q, replies = computed(family, lang) if family else handwritten(name, lang)
+        q, replies, answer = computed(family, lang) if family else handwritten(name, lang)
         if q not in used or name in ("identity", "general"):  # hand-written questions may repeat in training
             used.add(q)
-            return q, replies
+            return q, replies, answer
     raise AssertionError(f"{name}/{lang}: ran out of distinct questions")
 
 
@@ -161,7 +235,7 @@ def families(n, names):
 
 # ---- rows --------------------------------------------------------------------------------------------------------
 def draws(n, names, used):
-    """n (family, language, question, replies): families in proportion to WEIGHTS, languages alternating."""
+    """n (family, language, question, replies, answer): families in proportion to WEIGHTS, languages alternating."""
     pool = [name for name in names for _ in range(WEIGHTS[name])]
     order = [pool[i % len(pool)] for i in range(n)]
     r.shuffle(order)
@@ -170,7 +244,7 @@ def draws(n, names, used):
 
 def pair_rows(drawn, per_prompt=1):
     rows = []
-    for name, lang, q, replies in drawn:
+    for name, lang, q, replies, _ in drawn:
         kinds = [k for k in PAIR_KINDS if k in replies]
         picked = (
             r.sample(kinds, per_prompt)
@@ -184,13 +258,14 @@ def pair_rows(drawn, per_prompt=1):
 
 
 def ranking_rows(drawn):
-    """good > rambling or language > garbled > rude: right answers first (flawed but usable before garbled),
-    a refusal last. (Wrong answers stay in pairs: a ranking that put a fluent wrong answer above a right but
-    long one would teach a small reward model that length is good.)"""
+    """good > rambling or language > wrong or garbled > rude: right answers first (flawed but usable before a
+    wrong or garbled one), a refusal last. A wrong answer always ranks below a right but long one: the other
+    order would teach a small reward model that length is good."""
     rows = []
-    for name, lang, q, replies in drawn:
+    for name, lang, q, replies, _ in drawn:
         second = r.choice([k for k in ("rambling", "language") if k in replies])
-        kinds = ["good", second, "garbled", "rude"]
+        third = r.choice([k for k in ("wrong", "garbled") if k in replies])
+        kinds = ["good", second, third, "rude"]
         rows.append(
             dict(prompt=q, responses=[replies[k] for k in kinds], family=name, lang=lang, kinds=kinds)
         )
@@ -198,7 +273,11 @@ def ranking_rows(drawn):
 
 
 def prompt_rows(drawn):
-    return [dict(prompt=q, family=name, lang=lang) for name, lang, q, _ in drawn]
+    """{prompt, family, lang} and the reference `answer` where the family computes one."""
+    return [
+        dict(prompt=q, family=name, lang=lang) | ({"answer": answer} if answer is not None else {})
+        for name, lang, q, _, answer in drawn
+    ]
 
 
 # ---- checks ------------------------------------------------------------------------------------------------------
@@ -246,7 +325,7 @@ def main(demo_dir, sft_questions, write_jsonl, arithmetic_errors):
     # Held-out questions first (so they never depend on the rest), unseen in SFT; each training file then keeps
     # its questions distinct and away from the held-out ones (training files may share questions).
     held = draws(SIZES["heldout_prompts"], computed_names, set(sft_questions))
-    banned = {q for _, _, q, _ in held}
+    banned = {q for _, _, q, _, _ in held}
     files = {
         "heldout_prompts": prompt_rows(held),
         "heldout_pairs": pair_rows(held, SIZES["heldout_pairs"] // SIZES["heldout_prompts"]),
