@@ -106,11 +106,13 @@ def data(argv: list[str]) -> None:
     a = p.parse_args(argv)
     from pixiu.chat.messages import Conversation
     from pixiu.chat.templates import get_template
-    from pixiu.data import detect, load_records, read_rows
+    from pixiu.data import DataError, detect, load_records, read_rows
     from pixiu.data.records import Text
+    from pixiu.data.sources import rows_or_errors
     from pixiu.model import io
 
-    first = next(iter(read_rows(a.file)), None)
+    rows = rows_or_errors(a.file) if a.skip_bad_rows else read_rows(a.file)
+    first = next((r for r in rows if not isinstance(r[1], DataError)), None)  # format from the first good row
     if first is None:
         sys.exit(f"{a.file}: no rows")
     print(
@@ -132,7 +134,8 @@ def data(argv: list[str]) -> None:
         len(tokenizer(t.text, add_special_tokens=False)["input_ids"]) for t in texts
     ]
     if lengths:
-        q = statistics.quantiles(lengths, n=20) if len(lengths) > 1 else lengths * 19
+        # inclusive: the 5% cut points lie between the smallest and largest length, so p95 never tops the max
+        q = statistics.quantiles(lengths, n=20, method="inclusive") if len(lengths) > 1 else lengths * 19
         print(
             f"tokens ({a.model} tokenizer): mean {statistics.mean(lengths):.0f}, median {q[9]:.0f}, "
             f"p95 {q[18]:.0f}, max {max(lengths)}"
