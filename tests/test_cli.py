@@ -35,3 +35,22 @@ def test_data_inspect_marks_trained_tokens(tmp_path, tiny_model_dir, capsys):
     out = capsys.readouterr().out
     assert "format: alpaca (detected)" in out and "records: {'Conversation': 1}" in out
     assert "[[hello there<|im_end|>\n]]" in out
+
+
+def test_data_inspect_p95_is_not_above_the_max(tmp_path, tiny_model_dir, capsys):
+    """Issue 14.8: exclusive quantiles extrapolate past the largest value on small files (p95 > max)."""
+    data = tmp_path / "d.jsonl"
+    rows = [{"instruction": "say hi " * n, "input": "", "output": "ok"} for n in (1, 2, 30)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cli.main(["data", "inspect", str(data), "--model", str(tiny_model_dir)])
+    stats = capsys.readouterr().out.split("tokens (")[1].split("\n")[0]
+    p95, top = (int(stats.split(f"{k} ")[1].split(",")[0]) for k in ("p95", "max"))
+    assert p95 <= top
+
+
+def test_data_inspect_skips_an_undecodable_first_row(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b'{"instruction": "caf\xe9", "output": "x"}\n{"instruction": "a", "output": "b"}\n')
+    cli.main(["data", "inspect", str(data), "--model", str(tiny_model_dir), "--skip_bad_rows"])
+    out = capsys.readouterr().out
+    assert "format: alpaca (detected)" in out and "skipped rows: 1" in out and "not valid UTF-8" in out
