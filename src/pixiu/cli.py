@@ -56,9 +56,9 @@ def config_path(args: list[str]) -> tuple[str | None, list[str]]:
 
 def score(argv: list[str]) -> None:
     """pixiu score MODEL --data FILE: a reward model's score of every reply in a file."""
-    from pixiu.train import rm
+    from pixiu.eval import reward
 
-    rm.score_cli(argv)
+    reward.score_cli(argv)
 
 
 def pipeline(argv: list[str]) -> None:
@@ -168,9 +168,9 @@ def chat(argv: list[str]) -> None:
 
 def serve(argv: list[str]) -> None:
     """pixiu serve MODEL [MODEL ...]: OpenAI-compatible API, web UI (chat, arena, ranking) and feedback store."""
-    from pixiu.serve import api
+    from pixiu.serve import launch
 
-    api.cli(argv)
+    launch.cli(argv)
 
 
 def feedback(argv: list[str]) -> None:
@@ -201,6 +201,13 @@ def templates(argv: list[str]) -> None:
     print("\n".join(list_templates()))
 
 
+def export(argv: list[str]) -> None:
+    """pixiu export MODEL --out FILE [--format gguf|safetensors] [--quant q8_0] [--ollama]: merged weights out."""
+    from pixiu.model import export as ex
+
+    ex.cli(argv)
+
+
 COMMANDS = {
     "train": train,
     "pipeline": pipeline,
@@ -213,6 +220,7 @@ COMMANDS = {
     "report": report,
     "data": data,
     "templates": templates,
+    "export": export,
 }
 
 
