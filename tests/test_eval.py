@@ -164,6 +164,13 @@ def test_empty_task_is_an_error(tmp_path):
         choice.evaluate(choice.LAYOUTS["mmlu"], context(tmp_path, data=str(root), subjects="nope"))
 
 
+def test_a_file_or_empty_folder_names_the_expected_layout(tmp_path, mmlu_dir):
+    """Issue 14.9: --data FILE.csv said "no questions to score (subjects [])"."""
+    for data in (mmlu_dir / "test" / "math_test.csv", tmp_path):
+        with pytest.raises(EvalError, match=r"mmlu: --data must be a folder .* ROOT/test/SUBJECT_test\.csv"):
+            choice.evaluate(choice.LAYOUTS["mmlu"], context(tmp_path, data=str(data)))
+
+
 def test_bad_rows_are_counted(tmp_path, mmlu_dir):
     rows = [
         ["ok?", "a", "b", "c", "d", 1],

@@ -125,6 +125,12 @@ def load(layout: Layout, ctx: EvalContext) -> tuple[dict[str, list[Item]], dict[
     """-> ({subject: eval items (first --limit)}, {subject: shot items}, skipped counts)."""
     root = ctx.data(layout.default, f"{layout.name} data")
     found = subjects(layout, root)
+    if not found:  # a single CSV, or a folder of another shape: say what the folder must look like
+        example = layout.pattern.format(split=layout.eval_split, subject="SUBJECT")
+        raise EvalError(
+            f"{layout.name}: --data must be a folder with one CSV per subject, laid out as ROOT/{example} "
+            f"(columns {', '.join(layout.columns)}); {root} has no such files"
+        )
     wanted = [s.strip() for s in (ctx.opts.get("subjects") or "").split(",") if s.strip()] or found
     unknown = sorted(set(wanted) - set(found))
     if unknown:
