@@ -11,13 +11,17 @@ template and the base model of an adapter), and whatever the caller adds (config
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import glob
 import hashlib
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,15 +84,19 @@ def resolve(name_or_path: str) -> str:
 
 
 def gguf_to_dir(gguf: Path) -> Path:
-    """Dequantize a GGUF file once into a cached safetensors directory and return it."""
+    """Dequantize a GGUF file once into a cached safetensors directory and return it.
+
+    Safe for several processes on a fresh cache (issue 14.6): one converts, the others wait and reuse its result.
+    """
     stat = gguf.stat()
     key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
-    out = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
-    if (out / "config.json").exists():
-        return out
+    return build_once(cache_dir() / "gguf" / f"{gguf.stem}-{key}", lambda tmp: _convert_gguf(gguf, tmp))
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting {gguf.name} to safetensors (once) -> {out}")
+    print(f"converting {gguf.name} to safetensors (once) -> {out.parent}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained (transformers 5); a fresh model of the same config takes its
@@ -97,16 +105,52 @@ def gguf_to_dir(gguf: Path) -> Path:
     del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fresh.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
+    fresh.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_once(out: Path, build: Callable[[Path], None], done: str = "config.json") -> Path:
+    """`out`, written by `build(tmp)` once across processes; `out/done` marks it finished.
+
+    The builder holds an exclusive lock on `out.lock` and writes into its own temp dir (pid + random suffix),
+    renamed into place when complete; a process that finds the lock taken waits, then finds `out` finished.
+    Temp dirs seen while holding the lock belong to a process that died mid-build: they are removed.
+    """
+    if (out / done).exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(out.with_name(out.name + ".lock"), f"another process is building {out}; waiting"):
+        if (out / done).exists():
+            return out
+        for stale in out.parent.glob(glob.escape(out.name) + ".tmp*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)  # unfinished (no `done` file): start over
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            build(tmp)
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def compute_dtype(name: str) -> torch.dtype:
+@contextlib.contextmanager
+def _file_lock(path: Path, waiting: str):
+    """An exclusive flock on `path`; the kernel drops it when the holder exits, even on kill -9."""
+    import fcntl
+
+    with path.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def compute_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     """'auto' -> bf16 on CUDA GPUs with bf16; on a CPU, whichever of bf16 and fp32 runs a linear layer faster.
+    `device`: where the model will run (None: a CUDA GPU when there is one, as accelerate places training).
 
     CPU bf16 speed is not predictable from the flags: emulated without AVX-512 BF16 (~4x slower than fp32 on an
     AVX2-only machine), and even with native AVX-512 BF16 kernels measured at ~0.55x fp32 on one Xeon here,
