@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from pixiu.chat.messages import Conversation, Message
 from pixiu.engine import ContextError, Sampling, load_engine, torch_engine
 from pixiu.engine.base import TokenLogprob
-from pixiu.engine.text import TextStream, token_bytes
+from pixiu.engine.text import TextStream, held_back, token_bytes
 from pixiu.serve.protocol import TextLogprobs
 
 PROMPTS = [
@@ -21,33 +22,6 @@ PROMPTS = [
     "The quick brown fox jumps over the lazy dog. " * 3,
     "Thanks!",
 ]
-
-
-@pytest.fixture(scope="module")
-def lively_dir(tmp_path_factory, tokenizer):
-    """A tiny Llama with larger random weights: the default init (std 0.02) makes greedy decoding repeat one
-    token, which would hide a batching bug; std 0.2 gives varied, prompt-dependent output."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    path = tmp_path_factory.mktemp("lively-llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +213,37 @@ def test_text_stream_holds_back_a_stop_string(tokenizer):
             break
     assert hit and "".join(out) == "The quick brown fox jumps over the "
     assert not any("lazy" in p for p in out)
+
+
+def test_top_k_past_the_vocabulary_is_no_limit_and_spares_the_batch(engine):
+    """Issue 14.2: top_k > vocabulary indexed past the sorted scores and failed every request in the batch."""
+    huge = Sampling(max_new_tokens=6, temperature=1.0, top_k=49153, seed=5)
+    with engine._wake:  # both in one batch
+        bad = engine.submit(conv("Hello"), huge)
+        other = engine.submit(conv("Thanks!"), Sampling(max_new_tokens=6))
+    got, want = bad.completion(), engine.generate([conv("Hello")], Sampling(6, 1.0, top_k=0, seed=5))[0]
+    assert got.finish_reason == "length" and got.text == want.text
+    assert other.completion().finish_reason == "length"
+
+
+def test_held_back_finds_the_longest_start_of_a_stop_string():
+    assert held_back("abc", "cde") == 1 and held_back("xaab", "aaba") == 3 and held_back("aaab", "aab") == 0
+    assert held_back("xx", "abc") == 0 and held_back("ab", "ab") == 0 and held_back("a", "ab") == 1
+
+
+def test_long_stop_strings_cost_no_more_per_token(tokenizer):
+    """Issue 14.4: 16 stop strings of 100 KB with 20 tokens took 60 s (each token tried every prefix length of
+    every stop string). Only held text plus the new piece is searched now: well under a second here. The stops
+    start like the text, so held-back prefixes and their checks are exercised."""
+    text = "The quick brown fox jumps over the lazy dog. Hello world, hello there!"
+    stops = [text[i : i + 3] + "#" * 100_000 for i in range(16)]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    stream = TextStream(tokenizer, stop=stops)
+    start = time.perf_counter()
+    out = [stream.add(i) for i in ids[:20]]
+    assert time.perf_counter() - start < 1.0
+    assert not any(hit for _, hit in out)
+    assert "".join(p for p, _ in out) + stream.finish() == tokenizer.decode(ids[:20])
 
 
 @pytest.mark.slow

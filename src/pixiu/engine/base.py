@@ -15,11 +15,42 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from pixiu.chat.messages import Conversation
-from pixiu.engine.generate import Sampling
 
 log = logging.getLogger(__name__)
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
 Prompt = Conversation | str  # a conversation (rendered with the engine's template) or raw completion text
+
+
+@dataclass
+class Sampling:
+    """How to pick each next token: the settings every generation path (server, rollouts, evaluation) takes."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus: sample from the smallest set of tokens whose probability reaches top_p
+    top_k: int = 0  # 0 = no limit; more than the vocabulary is no limit either
+    repetition_penalty: float = 1.0  # 1 = none; >1 discourages tokens already in prompt or reply (CTRL)
+    seed: int | None = None  # the same seed, prompt and settings give the same reply
+    logprobs: int | None = None  # None: off; k: each sampled token's log-probability and the k most likely
+
+    def __post_init__(self):
+        checks = {
+            "max_new_tokens must be >= 1": self.max_new_tokens >= 1,
+            "temperature must be >= 0": self.temperature >= 0,
+            "top_p must be in (0, 1]": 0 < self.top_p <= 1,
+            "top_k must be >= 0": self.top_k >= 0,
+            "repetition_penalty must be > 0": self.repetition_penalty > 0,
+            "logprobs must be None or in 0..20": self.logprobs is None or 0 <= self.logprobs <= 20,
+        }
+        bad = [msg for msg, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"bad sampling settings: {'; '.join(bad)}")
+
+    @property
+    def plain(self) -> bool:
+        """True when a sampled token comes from softmax(logits / temperature) itself: no top-k, top-p or
+        penalty reshapes it (so its log-probability is the policy's, as PPO's ratio needs)."""
+        return self.temperature > 0 and self.top_p >= 1 and self.top_k == 0 and self.repetition_penalty == 1
 
 
 class ContextError(ValueError):
@@ -66,12 +97,16 @@ class Request:
         sampling: Sampling,
         stop: list[str],
         on_delta: Callable[[Delta], None] | None = None,
+        track_logps: bool = False,
     ):
         self.prompt_ids = prompt_ids
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0  # kept current by the backend, token by token
         self.sampling = sampling
         self.stop = stop  # the template's stop strings plus the caller's
+        # when tracked: each sampled token's log-probability under the distribution it was drawn from (see
+        # sampler.draw), appended by the sampler; the rollouts' log π_old
+        self.sampled_logps: list[float] | None = [] if track_logps else None
         self.finish_reason: str | None = None
         self.error: BaseException | None = None
         self._on_delta = on_delta

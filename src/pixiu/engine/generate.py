@@ -1,95 +1,91 @@
-"""Generation: the one function PPO / GRPO rollouts, evaluation and the CLI call to sample replies.
+"""Generation on a model being trained: the one function PPO / GRPO rollouts, evaluation and the CLI call.
 
-`sample` uses transformers' `generate` (KV cache, batched with left padding) on the model being trained, as
-PPO / GRPO rollouts need; serving goes through the `Engine` (engine/base.py), which streams and batches
-continuously.
+`sample` runs the torch engine's scheduler (engine/torch_engine.py: slot KV cache, batched prefill, continuous
+batching, per-row seeded sampling) in the calling thread on the live model: adapters stay active and unmerged,
+nothing is copied, and the model's mode is restored afterwards. So the server and the rollouts share one
+implementation of prefill, decode, sampling and stopping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 
 import torch
 
 from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Template
+from pixiu.engine.base import Request, Sampling
+from pixiu.model.forward import base_lm
 from pixiu.model.io import Loaded, unwrap
 
-
-@dataclass
-class Sampling:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0  # nucleus: sample from the smallest set of tokens whose probability reaches top_p
-    top_k: int = 0  # 0 = no limit
-    repetition_penalty: float = 1.0  # 1 = none; >1 discourages tokens already in prompt or reply (CTRL)
-    seed: int | None = None  # the same seed, prompt and settings give the same reply
-    logprobs: int | None = None  # None: off; k: each sampled token's log-probability and the k most likely
-
-    def __post_init__(self):
-        checks = {
-            "max_new_tokens must be >= 1": self.max_new_tokens >= 1,
-            "temperature must be >= 0": self.temperature >= 0,
-            "top_p must be in (0, 1]": 0 < self.top_p <= 1,
-            "top_k must be >= 0": self.top_k >= 0,
-            "repetition_penalty must be > 0": self.repetition_penalty > 0,
-            "logprobs must be None or in 0..20": self.logprobs is None or 0 <= self.logprobs <= 20,
-        }
-        bad = [msg for msg, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"bad sampling settings: {'; '.join(bad)}")
+__all__ = ["Sample", "Sampling", "generate", "sample"]
 
 
 @dataclass
 class Sample:
     prompt_ids: list[int]  # (P,) the rendered prompt, generation prompt included
-    reply_ids: list[int]  # (R,) sampled tokens up to and including the first stop token, if one came
-    text: str  # the reply decoded and cut at the first stop string
-    finished: bool  # True when a stop token ended the reply before max_new_tokens
+    reply_ids: list[int]  # (R,) sampled tokens up to and including the one that ended the reply
+    text: str  # the reply decoded, cut before the first stop string, stripped
+    finished: bool  # True when a stop token or stop string ended the reply before max_new_tokens
+    # (R,) log-probability of each reply token under the distribution it was drawn from: softmax of the logits
+    # after repetition penalty, temperature, top-k and top-p (renormalised); greedy: the logits at temperature 1
+    logps: list[float]
 
 
-@torch.no_grad()
 def sample(
     model, tokenizer, template: Template, convs: list[Conversation], sampling: Sampling, n: int = 1
 ) -> list[Sample]:
     """n replies per conversation (conversation-major order); each conversation ends with a user turn.
 
-    `model` is any causal LM (a peft model samples with its active adapter)."""
-    model = unwrap(model)
-    prompts = [template.prompt_ids(c) for c in convs for _ in range(n)]
-    width = max(map(len, prompts))
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    stop_ids = [
-        ids[0] for s in template.stop if len(ids := tokenizer(s, add_special_tokens=False)["input_ids"]) == 1
-    ]
-    if sampling.seed is not None:
-        torch.manual_seed(sampling.seed)
-    greedy = sampling.temperature <= 0
-    was_training = model.training
-    model.eval()
-    out = model.generate(
-        input_ids=input_ids.to(model.device),
-        attention_mask=attn.to(model.device),
-        max_new_tokens=sampling.max_new_tokens,
-        do_sample=not greedy,
-        temperature=None if greedy else sampling.temperature,
-        top_p=None if greedy else sampling.top_p,
-        top_k=None if greedy else (sampling.top_k or None),
-        repetition_penalty=sampling.repetition_penalty,
-        eos_token_id=stop_ids or None,
-        pad_token_id=pad,
-    )
-    model.train(was_training)
-    samples = []
-    for prompt, row in zip(prompts, out[:, width:].tolist()):
-        end = next((i + 1 for i, t in enumerate(row) if t in stop_ids), None)
-        reply = row[:end] if end else row
-        text = tokenizer.decode(reply, skip_special_tokens=False)
-        cut = min([text.find(s) for s in template.stop if s in text] or [len(text)])
-        samples.append(Sample(prompt, reply, text[:cut].strip(), end is not None))
-    return samples
+    `model` is any causal LM, a peft model samples with its active adapter. Row i draws from its own generator,
+    seeded from `sampling.seed` (or, when None, from torch's global RNG, so a seeded run and its resume sample
+    the same replies) and never from what else shares its batch."""
+    from pixiu.engine.torch_engine import TorchEngine
+
+    seeds = row_seeds(sampling.seed, len(convs) * n)
+    loaded = Loaded(unwrap(model), tokenizer, template, "", torch.float32)
+    with live_mode(base_lm(unwrap(model))):
+        # eager decode: captured CUDA graphs would pin a cache per call for a model whose weights keep moving
+        engine = TorchEngine(loaded, "live", max_batch=len(seeds), live=True, decode="eager")
+        requests = []
+        for i, conv in enumerate(c for c in convs for _ in range(n)):
+            ids = template.prompt_ids(conv)
+            engine.check_context(ids, sampling)
+            requests.append(
+                Request(ids, replace(sampling, seed=seeds[i]), engine.stops(()), track_logps=True)
+            )
+        engine.run(requests)
+    return [to_sample(r, tokenizer) for r in requests]
+
+
+def row_seeds(seed: int | None, rows: int) -> list[int]:
+    """One seed per row: distinct, from `seed` when given, else from torch's global RNG (it advances)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return torch.randint(0, 2**62, (rows,), generator=gen).tolist()
+
+
+def to_sample(request, tokenizer) -> Sample:
+    deltas = list(request)  # the run is over: every Delta is queued; raises EngineError if the request failed
+    reply = [t for d in deltas for t in d.token_ids]
+    text = "".join(d.text for d in deltas).strip()
+    return Sample(request.prompt_ids, reply, text, request.finish_reason == "stop", request.sampled_logps)
+
+
+@contextlib.contextmanager
+def live_mode(lm):
+    """Eval mode (no dropout) and SDPA attention (the slot cache passes boolean length masks) while sampling;
+    the training mode and attention implementation come back afterwards."""
+    was_training, impl = lm.training, getattr(lm.config, "_attn_implementation", "sdpa")
+    lm.eval()
+    if impl != "sdpa":
+        lm.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        if impl != "sdpa":
+            lm.set_attn_implementation(impl)
+        lm.train(was_training)
 
 
 def generate(loaded: Loaded, convs: list[Conversation], sampling: Sampling | None = None) -> list[str]:

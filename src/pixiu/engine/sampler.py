@@ -8,12 +8,11 @@ happen to share its batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from pixiu.engine.base import TokenLogprob
-from pixiu.engine.generate import Sampling
+from pixiu.engine.base import Sampling, TokenLogprob
 
 
 @dataclass
@@ -23,9 +22,14 @@ class Choice:
     sampling: Sampling
     generator: torch.Generator
     seen: torch.Tensor | None  # (V,) bool: tokens in prompt and reply, kept only for a repetition penalty
+    logps: list[float] | None = None  # when given: each drawn token's log-probability is appended here
 
     @classmethod
-    def new(cls, sampling: Sampling, prompt_ids: list[int], vocab: int, device="cpu") -> Choice:
+    def new(
+        cls, sampling: Sampling, prompt_ids: list[int], vocab: int, device="cpu", logps: list | None = None
+    ) -> Choice:
+        if sampling.top_k > vocab:  # more than the vocabulary is no limit (and must not index past it)
+            sampling = replace(sampling, top_k=0)
         generator = torch.Generator()
         if sampling.seed is None:
             generator.seed()
@@ -35,7 +39,7 @@ class Choice:
         if sampling.repetition_penalty != 1.0:
             seen = torch.zeros(vocab, dtype=torch.bool, device=device)
             seen[torch.tensor(prompt_ids, device=device)] = True
-        return cls(sampling, generator, seen)
+        return cls(sampling, generator, seen, logps)
 
     def saw(self, token: int) -> None:
         if self.seen is not None:
@@ -43,17 +47,27 @@ class Choice:
 
 
 def choose(logits: torch.Tensor, choices: list[Choice]) -> list[int]:
-    """logits: (B, V) next-token scores of B sequences -> B token ids."""
+    """logits: (B, V) next-token scores of B sequences -> B token ids. Rows whose Choice tracks `logps` get
+    each token's log-probability appended: under the distribution `draw` sampled from, or for a greedy row
+    under its (penalized) logits at temperature 1."""
     logits = logits.float()
     for i, c in enumerate(choices):
         if c.seen is not None:
             logits[i] = penalize(logits[i], c.seen, c.sampling.repetition_penalty)
     tokens = logits.argmax(-1)
+    logps = torch.zeros(len(choices), device=logits.device)
     hot = [i for i, c in enumerate(choices) if c.sampling.temperature > 0]
     if hot:
         rows = torch.tensor(hot, device=logits.device)
-        picked = draw(logits[rows], [choices[i] for i in hot])
-        tokens[rows] = picked
+        tokens[rows], logps[rows] = draw(logits[rows], [choices[i] for i in hot])
+    cold = [i for i, c in enumerate(choices) if c.sampling.temperature <= 0 and c.logps is not None]
+    if cold:
+        rows = torch.tensor(cold, device=logits.device)
+        logps[rows] = logits[rows].log_softmax(-1).gather(1, tokens[rows, None])[:, 0]
+    if any(c.logps is not None for c in choices):
+        for c, lp in zip(choices, logps.tolist()):
+            if c.logps is not None:
+                c.logps.append(lp)
     return tokens.tolist()
 
 
@@ -78,12 +92,14 @@ def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.
     return torch.where(seen, hit, logits)
 
 
-def draw(logits: torch.Tensor, choices: list[Choice]) -> torch.Tensor:
-    """logits: (B, V) -> (B,) tokens sampled after temperature, top-k and top-p, each row from its generator."""
+def draw(logits: torch.Tensor, choices: list[Choice]) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits: (B, V) -> (B,) tokens sampled after temperature, top-k and top-p, each row from its generator,
+    and (B,) their log-probabilities under that distribution (the kept tokens' softmax, renormalised)."""
     temperature = torch.tensor([c.sampling.temperature for c in choices], device=logits.device)
     scores, order = (logits / temperature[:, None]).sort(-1, descending=True)  # (B, V) best first
     rank = torch.arange(scores.shape[-1], device=logits.device)
-    top_k = torch.tensor([c.sampling.top_k or scores.shape[-1] for c in choices], device=logits.device)
+    vocab = scores.shape[-1]
+    top_k = torch.tensor([min(c.sampling.top_k or vocab, vocab) for c in choices], device=logits.device)
     kth = scores.gather(1, (top_k - 1)[:, None])  # ties with the k-th score stay in, as in HF
     scores = scores.masked_fill(scores < kth, float("-inf"))
     probs = scores.softmax(-1)
@@ -98,4 +114,7 @@ def draw(logits: torch.Tensor, choices: list[Choice]) -> torch.Tensor:
     picked = torch.minimum(
         picked, (probs > 0).sum(-1, keepdim=True) - 1
     )  # u at the very top stays in the kept set
-    return order.gather(1, picked)[:, 0]
+    # log p = log_softmax(kept scores) at the pick; at T = 1 with nothing cut this is exactly log_softmax(z)
+    kept = scores.masked_fill(drop, float("-inf"))
+    logp = kept.gather(1, picked)[:, 0] - kept.logsumexp(-1)
+    return order.gather(1, picked)[:, 0], logp

@@ -133,11 +133,26 @@ class TextStream:
         return text[len(before) :]
 
     def _release(self, piece: str) -> tuple[str, bool]:
+        """Only held + piece is searched: a stop string that began in text already released would have made
+        that text a held-back start (issue 14: a whole-text scan cost O(len(stop)^2) a token)."""
         text = self.held + piece
         hits = [i for s in self.stop if (i := text.find(s)) >= 0]
         if hits:
             self.held = ""
             return text[: min(hits)], True
-        keep = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        keep = max((held_back(text, s) for s in self.stop), default=0)
         self.held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep], False
+
+
+def held_back(text: str, stop: str) -> int:
+    """Length of the longest end of `text` that is a proper prefix of `stop`: text that may be the start of it.
+    Candidates are the places of stop's first character in the last len(stop) - 1 characters, each checked with
+    one `startswith`, so the work grows with len(text) (held text plus the new piece), not with len(stop)."""
+    first = stop[:1]
+    i = text.find(first, max(0, len(text) - len(stop) + 1)) if first else -1
+    while i >= 0:
+        if stop.startswith(text[i:]):
+            return len(text) - i
+        i = text.find(first, i + 1)
+    return 0
