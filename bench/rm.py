@@ -12,7 +12,7 @@ learning rate (constant, no warmup), dtype, torch threads, length-grouped batche
 pixiu puts a pair's two replies in one row behind a single copy of the prompt (data.shared_prefix, on by default;
 --no-shared turns it off); TRL runs one padded row per reply. Tokens are counted per reply row on both sides.
 - held-out accuracy: share of the 500 pairs whose chosen reply scores higher, every pair at full length. pixiu
-  scores with `rm.score_replies` on its saved checkpoint reloaded by path (the way PPO loads it); TRL with its
+  scores with `reward.score_replies` on its saved checkpoint reloaded by path (the way PPO loads it); TRL with its
   trained model's forward on the same token ids (apply_chat_template, as TRL tokenizes conversational data).
 - tokens/s, pairs/s: real (non-padding) tokens and pairs over training-step wall time, steps 2..N (step 1 is
   warm-up). pixiu's step times come from metrics.jsonl (collation included), TRL's from on_step_begin/end.
@@ -78,7 +78,7 @@ def run_pixiu(a, work: Path) -> dict:
     from pixiu.config import ModelConfig
     from pixiu.data import load_data, load_records
     from pixiu.data.records import PreferencePair, Ranking
-    from pixiu.model import heads
+    from pixiu.model import heads, reward
     from pixiu.train import rm
     from pixiu.train.loop import Groups
 
@@ -109,7 +109,7 @@ def run_pixiu(a, work: Path) -> dict:
     records, _ = load_records(config.DatasetSpec(str(work / "eval.json")))
     convs = [r.prompt.add("assistant", t) for r in records for t in (r.chosen, r.rejected)]
     t0 = time.perf_counter()
-    scores = rm.score_replies(model, loaded.tokenizer, loaded.template, convs, batch_size=a.eval_batch)
+    scores = reward.score_replies(model, loaded.tokenizer, loaded.template, convs, batch_size=a.eval_batch)
     eval_s = time.perf_counter() - t0
     eval_tokens = sum(len(loaded.template.render(c).input_ids) for c in convs)
     saved = [load_file(final / f) for f in ("adapter_model.safetensors", "score_head.safetensors")]

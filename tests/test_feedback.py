@@ -14,9 +14,9 @@ from pixiu import config
 from pixiu.chat import Conversation
 from pixiu.data import load_records
 from pixiu.data.records import PreferencePair, Ranking
-from pixiu.serve import ratings
-from pixiu.serve.feedback import cli, model_version, open_store
-from pixiu.serve.ratings import Game
+from pixiu.feedback import exports, model_version, open_store, ratings
+from pixiu.feedback.ratings import Game
+from pixiu.serve.feedback import cli
 
 HI = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}]
 SUM = [{"role": "user", "content": "what is two plus two"}]
@@ -90,9 +90,9 @@ def test_bad_input_is_a_value_error_and_writes_nothing(store, call, match):
 def test_exports_load_as_pairs_rankings_and_conversations(store, tmp_path):
     fill(store)
     out = tmp_path / "pairs.jsonl"
-    report = store.export_report("pairs", out)
+    report = exports.export(store, "pairs", out)
     # votes: 2 decided pairs; rankings: [edit, four, 4, 5] -> 6 pairs, and [b, a] -> 1
-    assert report.written == 9 == store.export("pairs", out)
+    assert report.written == 9 == exports.export(store, "pairs", out).written
     assert report.skipped == {"tie": 1, "both_bad": 1, "identical replies": 1}
     pairs, _ = load_records(config.DatasetSpec(str(out)))
     assert all(isinstance(p, PreferencePair) for p in pairs)
@@ -103,16 +103,16 @@ def test_exports_load_as_pairs_rankings_and_conversations(store, tmp_path):
     )
     assert (pairs[1].chosen, pairs[1].rejected) == ("four", "five")
     assert [(p.chosen, p.rejected) for p in pairs[2:5]] == [("It is four.", "four"), ("It is four.", "4"), ("It is four.", "5")]  # fmt: skip
-    assert store.export("pairs", out, pairs_from="votes") == 2
+    assert exports.export(store, "pairs", out, pairs_from="votes").written == 2
 
-    assert store.export("rankings", tmp_path / "rank.jsonl") == 2
+    assert exports.export(store, "rankings", tmp_path / "rank.jsonl").written == 2
     ranks, _ = load_records(config.DatasetSpec(str(tmp_path / "rank.jsonl")))
     assert [type(r) for r in ranks] == [Ranking, Ranking]
     assert ranks[0].responses == ["It is four.", "four", "4", "5"] and ranks[1].responses == ["b", "a"]
     assert ranks[0].prompt == Conversation.from_openai(SUM)
 
     assert (
-        store.export("sft", tmp_path / "sft.jsonl") == 5
+        exports.export(store, "sft", tmp_path / "sft.jsonl").written == 5
     )  # 2 rankings + 3 decided votes (identical ones too)
     convs, _ = load_records(config.DatasetSpec(str(tmp_path / "sft.jsonl")))
     assert [c.messages[-1].content for c in convs] == ["It is four.", "b", "hello there", "four", "same "]
@@ -160,7 +160,7 @@ def test_concurrent_writers_lose_nothing(store):
 
 WRITER = """
 import sys
-from pixiu.serve.feedback import open_store
+from pixiu.feedback import open_store
 store = open_store(sys.argv[1])
 i = 0
 while True:  # vote until killed; the ack is printed only after the commit returned
@@ -261,7 +261,7 @@ def test_exported_rankings_train_reward_model_with_cli(tmp_path, tiny_model_dir,
             store.add_ranking(
                 [HI[0], {"role": "user", "content": f"hello {i}"}], "m", replies, [2, 1, 0], annotator="a"
             )
-        assert store.export("rankings", tmp_path / "rank.jsonl") == 16
+        assert exports.export(store, "rankings", tmp_path / "rank.jsonl").written == 16
     run = tmp_path / "rm"
     main(["train", "rm", f"--model.name_or_path={tiny_model_dir}", "--model.dtype=fp32", "--lora.r=4",
           f"--data.path={tmp_path / 'rank.jsonl'}", '--data.eval_path=""', "--data.eval_size=0",
@@ -299,4 +299,4 @@ def test_postgres_store_round_trip():
         assert store.counts()["chats"] == 8
         assert store.stats(bootstrap=0)["elo"][0]["games"] == 5
         out = Path(os.environ.get("TMPDIR", "/tmp")) / "pixiu-pg-pairs.jsonl"
-        assert store.export("pairs", out) == 9
+        assert exports.export(store, "pairs", out).written == 9

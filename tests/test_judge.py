@@ -1,6 +1,6 @@
 """Judged evals: position swapping on scripted verdicts, FastChat parsing, a judge that times out or talks
 nonsense, win rates through a real HTTP judge (pixiu's own server over scripted judge engines) between two tiny
-models, MT-bench grading by the same kind of judge, and Elo from a feedback store equal to pixiu.serve.ratings."""
+models, MT-bench grading by the same kind of judge, and Elo from a feedback store equal to pixiu.feedback.ratings."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pixiu.data import read_rows
 from pixiu.eval import endpoint, judge, mtbench
 from pixiu.eval.run import EvalContext, EvalError
 from pixiu.eval.run import cli as eval_cli
-from pixiu.serve import api, ratings
-from pixiu.serve.feedback import open_store
+from pixiu.feedback import open_store, ratings
+from pixiu.serve import api
 
 ANSWER = r"\[The Start of Assistant {}'s Answer\]\n(.*?)\n\[The End of Assistant {}'s Answer\]"
 

@@ -10,13 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from pixiu import config, losses
+from pixiu.batch import collate_shared
 from pixiu.chat import Conversation
 from pixiu.chat.templates import get_template
 from pixiu.config import ModelConfig
 from pixiu.data import load_records
-from pixiu.data.collate import collate_shared
 from pixiu.data.records import PreferencePair
-from pixiu.model import heads
+from pixiu.eval.reward import score_cli
+from pixiu.model import heads, reward
 from pixiu.train import rm
 
 WORDS = ["the", "quick", "brown", "fox", "lazy", "dog", "hello", "world", "yes", "no", "maybe", "answer"]
@@ -154,15 +155,15 @@ def test_lora_rm_learns_preference_and_reloads_with_identical_scores(lora_run, t
     head0 = heads.load_scalar(ModelConfig(str(tiny_model_dir), dtype="fp32"))[1].head
     assert not torch.equal(model.head.weight, head0.weight) or not torch.equal(model.head.bias, head0.bias)
     records, _ = load_records(config.DatasetSpec(cfg.data.eval_path))
-    convs = [r.prompt.add("assistant", t) for r in records for t in rm.replies(r)]
-    scores = rm.score_replies(model, loaded.tokenizer, loaded.template, convs, batch_size=5)
-    stats = rm.ranking_stats(scores, [2] * len(records))
+    convs = [r.prompt.add("assistant", t) for r in records for t in reward.replies(r)]
+    scores = reward.score_replies(model, loaded.tokenizer, loaded.template, convs, batch_size=5)
+    stats = reward.ranking_stats(scores, [2] * len(records))
     assert stats["correct"] / stats["pairs"] == pytest.approx(last["eval_accuracy"], abs=1e-5)
     assert stats["margin"] / stats["pairs"] == pytest.approx(last["eval_margin"], abs=1e-4)
     # batching, padding and sharing the prompt row do not change a score
-    alone = rm.score_replies(model, loaded.tokenizer, loaded.template, convs[:3], batch_size=1)
+    alone = reward.score_replies(model, loaded.tokenizer, loaded.template, convs[:3], batch_size=1)
     assert alone == pytest.approx(scores[:3], abs=1e-5)
-    one_by_one = [rm.score_replies(model, loaded.tokenizer, loaded.template, [c])[0] for c in convs[:6]]
+    one_by_one = [reward.score_replies(model, loaded.tokenizer, loaded.template, [c])[0] for c in convs[:6]]
     assert one_by_one == pytest.approx(scores[:6], abs=1e-5)
 
 
@@ -171,22 +172,22 @@ def test_score_replies_runs_a_shared_prompt_once(lora_run, monkeypatch):
     cfg, final, _ = lora_run
     loaded, model = heads.load_scalar(ModelConfig(str(final), dtype="fp32"))
     records, _ = load_records(config.DatasetSpec(cfg.data.eval_path))
-    convs = [r.prompt.add("assistant", t) for r in records[:4] for t in rm.replies(r)]
+    convs = [r.prompt.add("assistant", t) for r in records[:4] for t in reward.replies(r)]
     seen = []
     monkeypatch.setattr(
-        rm, "collate_shared", lambda groups, pad: seen.append(groups) or collate_shared(groups, pad)
+        reward, "collate_shared", lambda groups, pad: seen.append(groups) or collate_shared(groups, pad)
     )
-    rm.score_replies(model, loaded.tokenizer, loaded.template, convs, batch_size=8)
+    reward.score_replies(model, loaded.tokenizer, loaded.template, convs, batch_size=8)
     assert [len(g) for g in seen[0]] == [2, 2, 2, 2]
     seen.clear()
-    rm.score_replies(model, loaded.tokenizer, loaded.template, convs[::2], batch_size=8)
+    reward.score_replies(model, loaded.tokenizer, loaded.template, convs[::2], batch_size=8)
     assert seen == []
 
 
 def test_score_cli_writes_scores_and_accuracy(lora_run, capsys):
     cfg, final, tmp = lora_run
     out = tmp / "scores.jsonl"
-    rm.score_cli([str(final), "--data", cfg.data.eval_path, "--out", str(out), "--batch_size", "4"])
+    score_cli([str(final), "--data", cfg.data.eval_path, "--out", str(out), "--batch_size", "4"])
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 32 and all(len(x["scores"]) == 2 for x in lines)
     assert lines[0]["source"].endswith("eval.jsonl:1")
@@ -202,7 +203,7 @@ def test_score_cli_writes_scores_and_accuracy(lora_run, capsys):
         )
         + "\n"
     )
-    rm.score_cli([str(final), "--data", str(conv), "--out", str(tmp / "one.jsonl")])
+    score_cli([str(final), "--data", str(conv), "--out", str(tmp / "one.jsonl")])
     (row,) = [json.loads(line) for line in (tmp / "one.jsonl").read_text().splitlines()]
     assert len(row["scores"]) == 1 and math.isfinite(row["scores"][0])
 
@@ -320,11 +321,11 @@ def test_smollm2_lora_rm_on_hh_rlhf(tmp_path):
     kept = [
         r
         for r in records
-        if all(len(s.input_ids) <= 128 for s in rm.render_group(loaded.template, r.prompt, rm.replies(r)))
+        if all(len(s.input_ids) <= 128 for s in rm.render_group(loaded.template, r.prompt, reward.replies(r)))
     ]
     assert len(kept) == len(groups)
-    convs = [r.prompt.add("assistant", t) for r in kept for t in rm.replies(r)]
-    stats = rm.ranking_stats(
-        rm.score_replies(model, loaded.tokenizer, loaded.template, convs), [2] * len(kept)
+    convs = [r.prompt.add("assistant", t) for r in kept for t in reward.replies(r)]
+    stats = reward.ranking_stats(
+        reward.score_replies(model, loaded.tokenizer, loaded.template, convs), [2] * len(kept)
     )
     assert stats["margin"] / stats["pairs"] == pytest.approx(rows[-1]["eval_margin"], abs=1e-3)

@@ -226,7 +226,7 @@ class RewardJudge:
         self.eps, self.batch_size = eps, batch_size
 
     def judge(self, items: list[PairItem]) -> list[dict]:
-        from pixiu.train.rm import score_replies
+        from pixiu.model.reward import score_replies
 
         convs = [it.conv.add("assistant", reply) for it in items for reply in (it.a, it.b)]
         t = self.loaded
@@ -399,8 +399,7 @@ def _shown(row: dict) -> dict:
 @register("elo")
 def elo(ctx: EvalContext) -> dict:
     """Elo and Bradley-Terry ratings (95% bootstrap interval) of the arena votes in the feedback store --db."""
-    from pixiu.serve import ratings
-    from pixiu.serve.feedback import open_store
+    from pixiu.feedback import open_store, ratings
 
     db = ctx.opts.get("db")
     if not db:

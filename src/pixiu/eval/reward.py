@@ -1,14 +1,19 @@
-"""Reward-model scores: rm-accuracy (MODEL is the reward model) and reward (MODEL's replies under --reward-model).
+"""Reward-model scores: rm-accuracy (MODEL is the reward model), reward (MODEL's replies under --reward-model),
+and `pixiu score` (a reward model's score of every reply in a file).
 
-Both reuse the reward-model training code's scoring (pixiu.train.rm: `replies`, `score_replies`,
-`ranking_stats`) and loader (pixiu.model.heads.load_scalar), so a score here is the score training reported.
+All reuse the scorer that reward-model training reports with (pixiu.model.reward: `replies`, `score_replies`,
+`ranking_stats`) and its loader (pixiu.model.heads.load_scalar), so a score here is the score training reported.
 - rm-accuracy: pairwise accuracy and mean margin on pairs or rankings (every pair i < j of a ranking).
 - reward: MODEL answers each prompt greedily through the engine; the reward model scores every reply.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
+import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -50,7 +55,7 @@ def scorer(ctx: EvalContext, model: str):
 @register("rm-accuracy")
 def rm_accuracy(ctx: EvalContext) -> dict:
     from pixiu.data.records import PreferencePair, Ranking
-    from pixiu.train.rm import ranking_stats, replies, score_replies
+    from pixiu.model.reward import ranking_stats, replies, score_replies
 
     records, skipped = records_of(ctx, PAIRS, (PreferencePair, Ranking), "rm-accuracy")
     log = ctx.items("rm-accuracy")
@@ -85,7 +90,7 @@ def rm_accuracy(ctx: EvalContext) -> dict:
 def reward(ctx: EvalContext) -> dict:
     from pixiu.data.records import Labelled, PreferencePair, Prompt, Ranking
     from pixiu.engine import Sampling
-    from pixiu.train.rm import score_replies
+    from pixiu.model.reward import score_replies
 
     rm_path = ctx.opts.get("reward_model")
     if not rm_path:
@@ -120,3 +125,76 @@ def reward(ctx: EvalContext) -> dict:
         for i, d in enumerate(done[:5])
     ]
     return {"metrics": metrics, "rows": rows, "skipped": skipped}
+
+
+# ---------------------------------------------------------------- pixiu score
+
+
+def score_cli(argv: list[str]) -> None:
+    """pixiu score MODEL --data FILE [--out scores.jsonl] [--batch_size N]"""
+    from pixiu.config import DatasetSpec, ModelConfig
+    from pixiu.data import load_records
+    from pixiu.model import heads
+    from pixiu.model.reward import ranking_stats, score_replies
+
+    p = argparse.ArgumentParser(prog="pixiu score", description="Score replies with a pixiu reward model.")
+    p.add_argument("model", help="a reward model saved by `pixiu train rm`")
+    p.add_argument(
+        "--data", required=True, help="pairs, rankings or conversations (json, jsonl, csv, parquet)"
+    )
+    p.add_argument("--out", default="", help="write one JSON line per row here (default: stdout)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--format", default="auto", help="row format, as data.datasets[].format")
+    p.add_argument("--max_len", type=int, default=0, help="cut rows longer than this (0 = no limit)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--skip_bad_rows", action="store_true", help="skip (and report) malformed rows")
+    a = p.parse_args(argv)
+    records, skipped = load_records(DatasetSpec(a.data, format=a.format), a.skip_bad_rows)
+    loaded, model = heads.load_scalar(ModelConfig(a.model, dtype=a.dtype))
+    convs, sizes = scored_conversations(records)
+    scores = score_replies(model, loaded.tokenizer, loaded.template, convs, a.batch_size, a.max_len)
+    per_row, start = [], 0
+    for k in sizes:
+        per_row.append(scores[start : start + k])
+        start += k
+    lines = [
+        json.dumps({"source": r.source, "scores": [round(x, 6) for x in s]}, ensure_ascii=False) + "\n"
+        for r, s in zip(records, per_row)
+    ]
+    if a.out:
+        Path(a.out).write_text("".join(lines), encoding="utf-8")
+    else:
+        sys.stdout.write("".join(lines))
+    ranked = [s for s in per_row if len(s) > 1]
+    stats = ranking_stats([x for s in ranked for x in s], [len(s) for s in ranked])
+    summary = f"scored {len(convs)} replies in {len(records)} rows" + (f" -> {a.out}" if a.out else "")
+    if stats["pairs"]:
+        summary += (
+            f"\npairwise accuracy {stats['correct'] / stats['pairs']:.4f} over {int(stats['pairs'])} pairs, "
+            f"mean margin {stats['margin'] / stats['pairs']:.4f}"
+        )
+    for line in skipped:
+        summary += f"\nskipped bad row: {line}"
+    print(summary, file=sys.stdout if a.out else sys.stderr)  # stdout may be the scores themselves
+
+
+def scored_conversations(records: list) -> tuple[list, list[int]]:
+    """Records -> (every conversation to score, replies per record): each reply of a pair or ranking, or a
+    conversation that ends with a reply."""
+    from pixiu.chat.messages import TARGET_ROLES, Conversation
+    from pixiu.data import DataError
+    from pixiu.data.records import PreferencePair, Ranking
+    from pixiu.model.reward import replies
+
+    convs, sizes = [], []
+    for rec in records:
+        if isinstance(rec, (PreferencePair, Ranking)):
+            texts = replies(rec)
+            convs += [rec.prompt.add("assistant", t) for t in texts]
+            sizes.append(len(texts))
+        elif isinstance(rec, Conversation) and rec.messages[-1].role in TARGET_ROLES:
+            convs.append(rec)
+            sizes.append(1)
+        else:
+            raise DataError(f"{rec.source}: a {type(rec).__name__} that does not end with a reply to score")
+    return convs, sizes

@@ -71,7 +71,7 @@ def evaluate(ev, state, out: Path) -> dict:
 
 def rm_accuracy(rm, ev) -> dict:
     """Pairwise accuracy and mean margin of the reward model on the held-out pairs / rankings."""
-    from pixiu.train.rm import ranking_stats, replies, score_replies
+    from pixiu.model.reward import ranking_stats, replies, score_replies
 
     loaded, scalar = rm
     records, _ = load_records(DatasetSpec(ev.pairs))
@@ -157,7 +157,7 @@ def draw(loaded: io.Loaded, convs: list[Conversation], sampling: Sampling, ev) -
 
 
 def score(rm, convs: list[Conversation], samples: list, ev) -> list[float]:
-    from pixiu.train.rm import score_replies
+    from pixiu.model.reward import score_replies
 
     loaded, scalar = rm
     k = ev.samples

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixiu.data.collate import TokenBatch
+from pixiu.batch import TokenBatch
 
 
 @contextlib.contextmanager

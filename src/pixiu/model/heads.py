@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixiu.batch import TokenBatch
 from pixiu.config import LoraConfig, ModelConfig
-from pixiu.data.collate import TokenBatch
 from pixiu.model import io
 from pixiu.model.forward import base_lm, hidden_states
 

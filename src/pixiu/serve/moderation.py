@@ -149,7 +149,7 @@ class RewardModeration:
 
     def score(self, text: str, context: list[dict] | None = None) -> float:
         from pixiu.chat.messages import Conversation
-        from pixiu.train.rm import score_replies
+        from pixiu.model.reward import score_replies
 
         if self._loaded is None:
             self.load()

@@ -107,7 +107,7 @@ class Actors(nn.Module):
 
     def scores(self, convs: list, tokenizer, batch_size: int, max_len: int) -> list[float]:
         """The reward model's score of each conversation (ending with the reply), read at its last token."""
-        from pixiu.train.rm import score_replies
+        from pixiu.model.reward import score_replies
 
         with self.use("reward"):
             return score_replies(self.reward, tokenizer, self.reward_template, convs, batch_size, max_len)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pixiu.serve.feedback import RankingRow, Vote
+from pixiu.feedback.store import RankingRow, Store, Vote
 
 PAIRS_FROM = ("votes", "rankings", "all")
 
@@ -25,6 +25,12 @@ class ExportReport:
 
     def skip(self, why: str, n: int = 1) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + n
+
+
+def export(store: Store, kind: str, out: str | Path, pairs_from: str = "all") -> ExportReport:
+    """The store's `kind` rows (pairs | rankings | sft) as JSON lines in `out`, with an ExportReport counting
+    everything left out and why. pairs_from: votes | rankings | all (which records pairs come from)."""
+    return write(kind, store.votes(), store.rankings(), out, pairs_from)
 
 
 def write(
