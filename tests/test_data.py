@@ -255,6 +255,14 @@ def test_skip_bad_rows_counts_and_reports_each(tmp_path):
     )
 
 
+def test_a_null_field_is_called_null_not_missing(tmp_path):
+    """Issue 14.10: {"instruction": null, ...} read "missing instruction; it has instruction, input, output"."""
+    path = write(tmp_path / "file.jsonl", [{"instruction": None, "input": "", "output": "o"}])
+    with pytest.raises(DataError) as e:
+        load_records(DatasetSpec(path, format="alpaca"))
+    assert str(e.value) == f"{path}:1: alpaca row: instruction is null (expected fields instruction, output)"
+
+
 # Each file: good row, a row holding the Latin-1 byte 0xe9 (not UTF-8), good row: (bytes, bad line, good lines).
 LATIN1 = {
     "jsonl": (

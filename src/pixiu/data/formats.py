@@ -87,7 +87,12 @@ def _aliased(row: dict, aliases: dict[str, str]) -> dict:
 
 
 def _need(row: dict, *fields: str) -> None:
-    missing = [f for f in fields if row.get(f) is None]
+    null = [f for f in fields if f in row and row[f] is None]
+    if null:  # present but null (JSON null, an empty parquet cell): "missing" would contradict the field list
+        raise Invalid(
+            f"{', '.join(null)} {'is' if len(null) == 1 else 'are'} null (expected fields {', '.join(fields)})"
+        )
+    missing = [f for f in fields if f not in row]
     if missing:
         has = ", ".join(map(str, row)) or "no fields"
         raise Invalid(f"expected fields {', '.join(fields)}; missing {', '.join(missing)}; it has {has}")
