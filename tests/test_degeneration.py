@@ -87,3 +87,65 @@ def test_reply_stats_and_summary_by_hand():
     # the worst reply ranks first: 0.65 repeated + cut + off-language + 0.5 for wrong
     assert max(replies, key=ReplyStats.badness) is cut
     assert cut.badness() == pytest.approx(0.65 + 1 + 1 + 0.5)
+
+
+def _route_inputs():
+    from types import SimpleNamespace
+
+    from pixiu.chat.messages import Conversation, Message
+    from pixiu.eval import route
+
+    prompts = [f"What is {i} + 1?" for i in range(10)]
+    convs = [Conversation([Message("user", p)]) for p in prompts]
+    answers = [str(i + 1) for i in range(10)]
+    sample = lambda text, finished=True: SimpleNamespace(text=text, finished=finished)  # noqa: E731
+    start = [sample(f"{i} + 1 = {i + 1}.") for i in range(10)]
+    final = [sample(f"{i} + 1 = {i + 1}.") for i in range(10)]
+    final[7] = sample("。" * 20, finished=False)  # repeated, cut, off-language, wrong
+    start[2] = sample("2 + 1 = 4.")  # wrong only
+    replies = {"start": start, "final": final}
+    stats = {n: route.degeneration(convs, answers, r, 1) for n, r in replies.items()}
+    ev = SimpleNamespace(samples=1, show=3, seed=0)
+    return route, convs, replies, stats, ev
+
+
+def test_route_shows_a_seeded_sample_then_the_worst_replies():
+    import random
+
+    route, convs, replies, stats, ev = _route_inputs()
+    assert stats["final"][7] == ReplyStats(
+        pytest.approx(17 / 18), True, False, False, 0.0
+    )  # "。" has no script
+    assert stats["start"][2].correct == 0.0 and stats["start"][3].correct == 1.0
+    rows = route.side_by_side(convs, replies, {"start": [], "final": []}, stats, ev)
+    sampled = sorted(random.Random(0).sample(range(10), 3))
+    assert [r["prompt"] for r in rows if r["picked"] == "sample"] == [f"What is {i} + 1?" for i in sampled]
+    # the worst outside the sample: prompt 7 (badness 17/18 + 1 + 0.5), then prompt 2 (wrong: 0.5); the rest clean
+    worst = [r["prompt"] for r in rows if r["picked"] == "worst"]
+    assert worst == [f"What is {i} + 1?" for i in (7, 2) if i not in sampled]
+    bad = next(r for r in rows if r["prompt"] == "What is 7 + 1?")
+    assert bad["final_metrics"] == {"repeated": 0.944, "cut": True, "off_language": False, "empty": False,
+                                    "correct": 0.0}  # fmt: skip
+    assert route.reply_flags(bad["final_metrics"]) == " [repeated 3-grams 0.94, hit token limit, wrong]"
+    assert route.reply_flags(bad["start_metrics"]) == " [right]"
+
+
+def test_summary_markdown_shows_degeneration_next_to_reward():
+    route, convs, replies, stats, ev = _route_inputs()
+    pol = {
+        "prompts": 10,
+        "samples_per_prompt": 1,
+        "sampling": {"temperature": 1.0, "max_new_tokens": 20},
+        "kl_final_to_start": 1.5,
+        "side_by_side": route.side_by_side(convs, replies, {"start": [], "final": []}, stats, ev),
+    }
+    for name in ("start", "final"):
+        pol[name] = {"path": name, "mean_length": 8.0, "degeneration": summarize(stats[name])}
+    text = route.markdown(
+        {"output_dir": "x", "stages": [], "eval_seconds": 1, "total_seconds": 2, "policies": pol}
+    )
+    # start: 9 of 10 right; final: prompt 7 cut, repeated 17/18 in one of 10 replies
+    assert "| hit token limit | off-language | empty | exact match |" in text
+    assert "| start | start | nan | nan | 8.0 | 0.000 | 0.000 | 0.000 | 0.000 | 0.900 |" in text
+    assert "| final | final | nan | nan | 8.0 | 0.094 | 0.100 | 0.000 | 0.000 | 0.900 |" in text
+    assert "A fixed random sample of the held-out prompts" in text and "The worst replies" in text

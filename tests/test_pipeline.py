@@ -96,13 +96,16 @@ def test_stages_feed_forward_then_rerun_skips_them(tmp_path, tiny_model_dir, mon
     gain = (pol["final"]["mean_reward"] - pol["start"]["mean_reward"]) / pol["start"]["std_reward"]
     assert pol["gain_in_start_std"] == pytest.approx(gain, abs=1e-3)
     assert pol["kl_final_to_start"] == pol["kl_final_to_start"]  # a number, not NaN
-    assert len(pol["side_by_side"]) == 2 and "final_reward" in pol["side_by_side"][0]
+    picked = [r["picked"] for r in pol["side_by_side"]]  # the seeded sample, then up to 3 worst
+    assert picked[:2] == ["sample"] * 2 and set(picked[2:]) <= {"worst"} and len(picked) <= 5
+    assert "final_reward" in pol["side_by_side"][0] and "correct" in pol["side_by_side"][0]["final_metrics"]
+    assert "exact_match" not in pol["final"]["degeneration"]  # these prompts have no reference answers
     assert "Replies side by side" in (run / "summary.md").read_text()
 
     # Re-run: nothing trains again (a stage that ran would raise), outputs stay untouched, the summary is reused.
     finals = {p: p.stat().st_mtime_ns for p in run.glob("*/final/*.safetensors")}
     for kind in ("sft", "rm", "ppo"):
-        module = __import__(cli.STAGES[kind], fromlist=["run"])
+        module = __import__(STAGES[kind].module, fromlist=["run"])
         monkeypatch.setattr(module, "run", lambda *a, **k: pytest.fail("a finished stage ran again"))
     capsys.readouterr()
     pipeline.cli([path])
@@ -129,19 +132,11 @@ def test_interrupted_stage_resumes_and_matches_an_uninterrupted_run(
     )
     pipeline.cli([straight])
     killed = recipe(tmp_path, tiny_model_dir, "killed.yaml", "killed", ppo=False, rm_steps=6, save_every=2)
-    save = loop._checkpoint
-
-    def save_then_die(root, step, *args):  # the process dies right after the step-4 checkpoint of the RM
-        save(root, step, *args)
-        if step == 4 and root.parent.name == "rm":
-            raise Killed
-
-    monkeypatch.setattr(loop, "_checkpoint", save_then_die)
-    with pytest.raises(Killed):
+    # the process dies right after the step-4 checkpoint of the RM
+    with killed_after(4, where=lambda root: root.parent.name == "rm", error=Killed):
         pipeline.cli([killed])
     run = tmp_path / "killed"
     assert (run / "sft" / "done.json").exists() and not (run / "rm" / "done.json").exists()
-    monkeypatch.setattr(loop, "_checkpoint", save)
     capsys.readouterr()
     pipeline.cli([killed])
     out = capsys.readouterr().out
@@ -164,7 +159,12 @@ def test_recipe_errors_are_clear(tmp_path):
         path.write_text(yaml.safe_dump(values))
         return str(path)
 
-    assert set(pipeline.ROLES) == set(cli.STAGES)  # every `pixiu train` stage can be a pipeline stage
+    # one registry: every `pixiu train` stage is a pipeline stage, and the CLI's usage lists them all
+    assert not hasattr(pipeline, "ROLES") and not hasattr(cli, "STAGES")
+    with pytest.raises(SystemExit, match=r"pixiu train \{sft,pt,rm,dpo,kto,rrhf,ppo,grpo,rloo\}"):
+        cli.main(["train", "nope"])
+    assert {k for k, s in STAGES.items() if s.role.reads_reward_model} == {"ppo"}
+    assert {k for k, s in STAGES.items() if s.role.makes == "reward_model"} == {"rm"}
     with pytest.raises(ConfigError, match="needs a `pipeline:` section"):
         pipeline.load(write({"model": {"name_or_path": "x"}}))
     with pytest.raises(ConfigError, match="unknown stage 'sfft'"):
@@ -203,4 +203,5 @@ def test_reduced_quickstart_on_smollm2(tmp_path):
     assert [s["name"] for s in summary["stages"]] == ["sft", "rm", "ppo"]
     assert summary["reward_model"]["pairs"] == 8 and summary["policies"]["prompts"] == 8
     assert summary["policies"]["start"]["path"] == str(tmp_path / "sft" / "merged")
-    assert len(summary["policies"]["side_by_side"]) == 6
+    assert [r["picked"] for r in summary["policies"]["side_by_side"]][:6] == ["sample"] * 6
+    assert summary["policies"]["final"]["degeneration"]["checked"] == 8  # the demo's prompts carry answers

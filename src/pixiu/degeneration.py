@@ -125,3 +125,14 @@ LABELS = {  # metric key -> how summary.md and the report name it
     "empty": "empty",
     "exact_match": "exact match",
 }
+
+
+def flags(m: dict | None) -> list[str]:
+    """One reply's numbers (as_dict) in words, for the replies shown to a person: ['repeated 3-grams 0.50',
+    'hit token limit', 'off-language', 'wrong']; [] for a clean reply without a reference."""
+    if not m:
+        return []
+    out = [f"repeated 3-grams {m['repeated']:.2f}"] if m.get("repeated") else []
+    out += [word for key, word in (("cut", "hit token limit"), ("off_language", "off-language"), ("empty", "empty"))
+            if m.get(key)]  # fmt: skip
+    return out + {1.0: ["right"], 0.0: ["wrong"]}.get(m.get("correct"), [])

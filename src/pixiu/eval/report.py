@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from pixiu.degeneration import LABELS as DEGENERATION
+from pixiu.degeneration import flags
 from pixiu.eval.plots import Chart, Series, line_chart, value
 
 SKIP_KEYS = ("step", "epoch")  # the x axis, and a rescaled copy of it
@@ -256,11 +258,14 @@ def tables(run: Run) -> list[Table]:
 
 
 def policy_table(run: Run, pol: dict) -> Table:
+    """Reward and degeneration (pixiu/degeneration.py) of both policies' replies, side by side."""
+    keys = [k for k in DEGENERATION if any(k in pol[n].get("degeneration", {}) for n in ("start", "final"))]
     rows = []
     for name in ("start", "final"):
         p = pol[name]
         reward = [f"{p[k]:.3f}" if k in p else "" for k in ("mean_reward", "std_reward")]
-        rows.append([name, policy_label(run, p["path"]), *reward, f"{p['mean_length']:.1f}"])
+        deg = [f"{p['degeneration'][k]:.3f}" if k in p.get("degeneration", {}) else "" for k in keys]
+        rows.append([name, policy_label(run, p["path"]), *reward, f"{p['mean_length']:.1f}", *deg])
     sp = pol["sampling"]
     note = f"mean KL(final || start) {pol['kl_final_to_start']:.3f} nats per reply"
     if "gain_in_start_std" in pol:
@@ -272,7 +277,15 @@ def policy_table(run: Run, pol: dict) -> Table:
         f"Policies on {pol['prompts']} held-out prompts ({pol['samples_per_prompt']} reply each, "
         f"temperature {sp['temperature']}, at most {sp['max_new_tokens']} new tokens)"
     )
-    return Table(title, ["policy", "stage", "mean reward", "reward std", "mean reply tokens"], rows, note)
+    head = [
+        "policy",
+        "stage",
+        "mean reward",
+        "reward std",
+        "mean reply tokens",
+        *(DEGENERATION[k] for k in keys),
+    ]
+    return Table(title, head, rows, note)
 
 
 MAX_ROWS = 40  # per-row tables of `pixiu eval` tasks beyond this point to results.json
@@ -346,6 +359,7 @@ def markdown(run: Run) -> str:
             lines += [f"### Prompt {i}", "", *_fence(row["prompt"]), ""]
             for name in ("start", "final"):
                 r = f", reward {row[name + '_reward']:+.3f}" if f"{name}_reward" in row else ""
+                r += "".join(f", {f}" for f in flags(row.get(f"{name}_metrics")))
                 lines += [f"{name} ({labels[name]}{r}):", "", *_fence(row[name]), ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -438,11 +452,9 @@ def _html_sides(run: Run) -> list[str]:
     for row in sides:
         cells = [f'<td><div class="reply">{escape(row["prompt"])}</div></td>']
         for name in ("start", "final"):
-            r = (
-                f'<div class="note">reward {row[name + "_reward"]:+.3f}</div>'
-                if f"{name}_reward" in row
-                else ""
-            )
+            note = f"reward {row[name + '_reward']:+.3f}" if f"{name}_reward" in row else ""
+            note = ", ".join([note] * bool(note) + flags(row.get(f"{name}_metrics")))
+            r = f'<div class="note">{escape(note)}</div>' if note else ""
             cells.append(f'<td><div class="reply">{escape(row[name])}</div>{r}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     return [*out, "</table>"]

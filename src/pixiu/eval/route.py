@@ -7,19 +7,27 @@
   mean rewards, the gain in units of the starting policy's reward std (and Cohen's d, over the pooled std), and
   the mean KL(π_final || π_start) per reply in nats, estimated on the final policy's own replies as
   Σ_t log π_final(y_t) - log π_start(y_t) (the unbiased k1 estimator, http://joschu.net/blog/kl-approx.html).
-- Replies side by side for a few prompts, and the wall time of every stage: OUTPUT/summary.json and summary.md.
+- Degeneration (pixiu/degeneration.py) of both policies' replies: repeated 3-grams, replies cut by the token limit,
+  replies in the other language than the prompt, empty ones, and exact-match correctness where a held-out row
+  names its reference `answer`. A reward gain that comes with more of these is the policy gaming the reward model.
+- Replies side by side, both policies with their metrics per reply: a fixed random sample of the prompts (seeded
+  by eval.seed, not picked for looks) plus the three prompts with the worst replies by degeneration; and the wall
+  time of every stage: OUTPUT/summary.json and summary.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from pixiu import degeneration as dg
 from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Rendered
 from pixiu.config import DatasetSpec, ModelConfig, RunConfig
@@ -45,7 +53,9 @@ def evaluate(ev, state, out: Path) -> dict:
     if not state.ran and path.exists() and json.loads(path.read_text()).get("inputs") == inputs:
         print((out / "summary.md").read_text(encoding="utf-8"))  # nothing changed since it was written
         return json.loads(path.read_text())
-    print("\n== evaluation")
+    print(
+        f"\n== evaluation: reward model on {ev.pairs or 'no pairs'}; policies on {ev.prompts or 'no prompts'}"
+    )
     t0 = time.perf_counter()
     summary: dict = {"output_dir": str(out), "inputs": inputs, "stages": state.stages}
     model_cfg = cfg.model if cfg else None
@@ -81,7 +91,7 @@ def rm_accuracy(rm, ev) -> dict:
     records = [r for r in records if isinstance(r, (PreferencePair, Ranking))][:keep]
     texts = [replies(r) for r in records]
     convs = [r.prompt.add("assistant", t) for r, ts in zip(records, texts) for t in ts]
-    scores = score_replies(scalar, loaded.tokenizer, loaded.template, convs, ev.batch_size)
+    scores = chunked(score_replies, scalar, loaded, convs, ev.batch_size, "reward model: held-out pairs")
     sizes = [len(ts) for ts in texts]
     stats = ranking_stats(scores, sizes)
     result = {
@@ -104,27 +114,52 @@ def rm_accuracy(rm, ev) -> dict:
 # ---------------------------------------------------------------- policies
 
 
+def chunked(score_replies, scalar, loaded, convs: list, batch_size: int, desc: str) -> list[float]:
+    """score_replies over convs in chunks of four batches, with a progress bar (counts, rate, ETA)."""
+    out, step = [], 4 * batch_size
+    with tqdm(total=len(convs), desc=desc, unit="reply") as bar:
+        for i in range(0, len(convs), step):
+            part = convs[i : i + step]
+            out += score_replies(scalar, loaded.tokenizer, loaded.template, part, batch_size)
+            bar.update(len(part))
+    return out
+
+
+def references(path: str, n: int) -> list[str | None]:
+    """The `answer` column of the held-out prompt rows (None where a row has none); all None when the rows do not
+    line up with the n records."""
+    rows = [row for _, row in read_rows(path)]
+    if len(rows) < n:
+        return [None] * n
+    return [row.get("answer") if isinstance(row.get("answer"), str) else None for row in rows[:n]]
+
+
 def compare_policies(cfg: RunConfig, start: str, final: str, rm, ev) -> dict:
     """Sample both policies on the held-out prompts, score the replies, estimate KL(final || start)."""
     records, _ = load_records(DatasetSpec(ev.prompts))
-    convs = [r.prompt for r in records if isinstance(r, Prompt)][: ev.max_prompts or None]
+    prompts = [r for r in records if isinstance(r, Prompt)]
+    answers = references(ev.prompts, len(records)) if len(prompts) == len(records) else [None] * len(prompts)
+    convs = [r.prompt for r in prompts][: ev.max_prompts or None]
+    answers = answers[: len(convs)]
     sampling = Sampling(cfg.gen.max_new_tokens, cfg.gen.temperature, cfg.gen.top_p, cfg.gen.top_k)
     policies = {}
     for name, path in (("start", start), ("final", final)):
         policies[name] = io.load(dataclasses.replace(cfg.model, name_or_path=path))
-    replies = {name: draw(p, convs, sampling, ev) for name, p in policies.items()}
+    replies = {name: draw(p, convs, sampling, ev, name) for name, p in policies.items()}
     out: dict = {
         "prompts": len(convs),
         "samples_per_prompt": ev.samples,
         "sampling": dataclasses.asdict(sampling),
     }
-    rewards = {}
+    rewards, stats = {}, {}
     for name, samples in replies.items():
-        rewards[name] = score(rm, convs, samples, ev) if rm else []
+        rewards[name] = score(rm, convs, samples, ev, name) if rm else []
         lengths = [len(s.reply_ids) for s in samples]
+        stats[name] = degeneration(convs, answers, samples, ev.samples)
         out[name] = {
             "path": start if name == "start" else final,
             "mean_length": round(statistics.mean(lengths), 2),
+            "degeneration": dg.summarize(stats[name]),
         }
         if rewards[name]:
             out[name] |= {
@@ -140,29 +175,38 @@ def compare_policies(cfg: RunConfig, start: str, final: str, rm, ev) -> dict:
         out["cohens_d"] = round((f["mean_reward"] - s["mean_reward"]) / max(pooled, 1e-8), 4)
     kl = reply_kl(policies["final"], policies["start"], replies["final"], ev.batch_size)
     out["kl_final_to_start"] = round(statistics.mean(kl), 4)
-    out["side_by_side"] = side_by_side(convs, replies, rewards, ev)
+    out["side_by_side"] = side_by_side(convs, replies, rewards, stats, ev)
     return out
 
 
-def draw(loaded: io.Loaded, convs: list[Conversation], sampling: Sampling, ev) -> list:
+def degeneration(convs: list[Conversation], answers: list, samples: list, k: int) -> list[dg.ReplyStats]:
+    """Each reply's degeneration numbers; sample i answers prompt i // k."""
+    return [
+        dg.reply_stats(convs[i // k].messages[-1].content, s.text, s.finished, answers[i // k])
+        for i, s in enumerate(samples)
+    ]
+
+
+def draw(loaded: io.Loaded, convs: list[Conversation], sampling: Sampling, ev, name: str = "") -> list:
     """ev.samples replies per prompt, in chunks of ev.batch_size prompts; chunk i is seeded ev.seed + i, so both
     policies see the same random stream."""
     out = []
-    for i in range(0, len(convs), ev.batch_size):
-        chunk = dataclasses.replace(sampling, seed=ev.seed + i)
-        out += sample(
-            loaded.model, loaded.tokenizer, loaded.template, convs[i : i + ev.batch_size], chunk, ev.samples
-        )
+    with tqdm(total=len(convs), desc=f"sampling: {name} policy", unit="prompt") as bar:
+        for i in range(0, len(convs), ev.batch_size):
+            chunk = dataclasses.replace(sampling, seed=ev.seed + i)
+            part = convs[i : i + ev.batch_size]
+            out += sample(loaded.model, loaded.tokenizer, loaded.template, part, chunk, ev.samples)
+            bar.update(len(part))
     return out
 
 
-def score(rm, convs: list[Conversation], samples: list, ev) -> list[float]:
+def score(rm, convs: list[Conversation], samples: list, ev, name: str = "") -> list[float]:
     from pixiu.model.reward import score_replies
 
     loaded, scalar = rm
     k = ev.samples
     scored = [convs[i // k].add("assistant", s.text) for i, s in enumerate(samples)]
-    return score_replies(scalar, loaded.tokenizer, loaded.template, scored, ev.batch_size)
+    return chunked(score_replies, scalar, loaded, scored, ev.batch_size, f"reward model: {name} replies")
 
 
 @torch.no_grad()
@@ -177,7 +221,7 @@ def reply_kl(policy: io.Loaded, ref: io.Loaded, samples: list, batch_size: int) 
         model = TargetLM(loaded.model).eval()
         device = next(model.parameters()).device
         values = []
-        for i in range(0, len(rows), batch_size):
+        for i in tqdm(range(0, len(rows), batch_size), desc=f"KL: {name} log-probs", unit="batch"):
             batch = collate(rows[i : i + batch_size], loaded.tokenizer.pad_token_id)
             batch = dataclasses.replace(
                 batch, **{k: v.to(device) for k, v in vars(batch).items() if v is not None}
@@ -188,25 +232,31 @@ def reply_kl(policy: io.Loaded, ref: io.Loaded, samples: list, batch_size: int) 
     return [p - q for p, q in zip(logps["policy"], logps["ref"])]
 
 
-def side_by_side(convs, replies: dict, rewards: dict, ev) -> list[dict]:
-    """The first reply of each policy to ev.show prompts, alternating Chinese and English prompts."""
-    zh = [i for i, c in enumerate(convs) if _is_zh(c.messages[-1].content)]
-    en = [i for i in range(len(convs)) if i not in set(zh)]
-    picked = [i for pair in zip(en, zh) for i in pair] + en[len(zh) :] + zh[len(en) :]
+WORST = 3  # prompts shown for their worst replies, after the random sample
+
+
+def side_by_side(convs, replies: dict, rewards: dict, stats: dict, ev) -> list[dict]:
+    """The first reply of each policy to ev.show prompts drawn at random (seeded by ev.seed, so the same prompts
+    every run: not chosen for looks), then to the WORST other prompts whose worse reply degenerates most."""
+    firsts = range(0, len(convs) * ev.samples, ev.samples)
+    sampled = sorted(random.Random(ev.seed).sample(range(len(convs)), min(ev.show, len(convs))))
+    worst = sorted(
+        (i for i in range(len(convs)) if i not in sampled),
+        key=lambda i: -max(stats[n][firsts[i]].badness() for n in ("start", "final")),
+    )
+    worst = [i for i in worst if max(stats[n][firsts[i]].badness() for n in ("start", "final")) > 0][:WORST]
     rows = []
-    for i in picked[: ev.show]:
-        j = i * ev.samples
-        row = {"prompt": convs[i].messages[-1].content}
-        for name in ("start", "final"):
-            row[name] = replies[name][j].text
-            if rewards[name]:
-                row[f"{name}_reward"] = round(rewards[name][j], 3)
-        rows.append(row)
+    for why, picked in (("sample", sampled), ("worst", worst)):
+        for i in picked:
+            j = firsts[i]
+            row = {"prompt": convs[i].messages[-1].content, "picked": why}
+            for name in ("start", "final"):
+                row[name] = replies[name][j].text
+                row[f"{name}_metrics"] = dg.as_dict(stats[name][j])
+                if rewards[name]:
+                    row[f"{name}_reward"] = round(rewards[name][j], 3)
+            rows.append(row)
     return rows
-
-
-def _is_zh(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
 # ---------------------------------------------------------------- report
@@ -242,18 +292,35 @@ def markdown(summary: dict) -> str:
             f"Policies on {pol['prompts']} held-out prompts ({pol['samples_per_prompt']} reply each, temperature "
             f"{sp['temperature']}, at most {sp['max_new_tokens']} new tokens):"
         )
+        keys = [k for k in dg.LABELS if any(k in pol[n].get("degeneration", {}) for n in ("start", "final"))]
         lines += [
             "",
-            "| policy | path | mean reward | reward std | mean reply tokens |",
-            "|---|---|---:|---:|---:|",
+            "| policy | path | mean reward | reward std | mean reply tokens | "
+            + "".join(f"{dg.LABELS[k]} | " for k in keys),
+            "|---|---|---:|---:|---:|" + "---:|" * len(keys),
         ]
         for name in ("start", "final"):
             p = pol[name]
+            deg = p.get("degeneration", {})
             lines.append(
                 f"| {name} | {p['path']} | {p.get('mean_reward', float('nan')):.3f} | "
-                f"{p.get('std_reward', float('nan')):.3f} | {p['mean_length']:.1f} |"
+                f"{p.get('std_reward', float('nan')):.3f} | {p['mean_length']:.1f} | "
+                + "".join(f"{deg[k]:.3f} | " if k in deg else " | " for k in keys)
             )
         lines.append("")
+        if keys:
+            checked = pol["final"].get("degeneration", {}).get("checked")
+            lines += [
+                "Degeneration: mean share of a reply's 3-grams (words, numbers, Chinese characters, marks) seen "
+                "earlier in it; shares of replies that hit the token limit, are in the other language than the "
+                "prompt, or are empty"
+                + (
+                    f"; exact match: the reference answer in the reply, over {checked} replies."
+                    if checked
+                    else "."
+                ),
+                "",
+            ]
         if "gain_in_start_std" in pol:
             lines.append(
                 f"Gain: **{pol['gain_in_start_std']:+.2f}** reward std of the start policy (Cohen's d "
@@ -264,10 +331,23 @@ def markdown(summary: dict) -> str:
                 f"Mean KL(final || start): {pol['kl_final_to_start']:.2f} nats per reply (no reward model)."
             )
         lines += ["", "## Replies side by side", ""]
+        heads = {"sample": "A fixed random sample of the held-out prompts", "worst": "The worst replies"}
+        shown = set()
         for row in pol["side_by_side"]:
+            why = row.get("picked", "sample")
+            if why not in shown:
+                shown.add(why)
+                lines += [f"{heads.get(why, why)} (first reply of each policy):", ""]
             lines.append(f"**{row['prompt']}**")
             for name in ("start", "final"):
                 r = f" (reward {row[name + '_reward']:+.2f})" if f"{name}_reward" in row else ""
-                lines.append(f"- {name}{r}: {row[name]!r}")
+                m = reply_flags(row.get(f"{name}_metrics"))
+                lines.append(f"- {name}{r}{m}: {row[name]!r}")
             lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def reply_flags(m: dict | None) -> str:
+    """' [repeated 3-grams 0.50, hit token limit, wrong]': one reply's metrics in words ('' when none)."""
+    words = dg.flags(m)
+    return f" [{', '.join(words)}]" if words else ""
