@@ -124,3 +124,37 @@ def test_lora_model_samples_with_its_adapter_and_is_left_as_it_was(lively_dir):
     with lora.model.disable_adapter():
         bare = sample(*args, Sampling(max_new_tokens=12))
     assert [s.reply_ids for s in bare] != [s.reply_ids for s in got]  # the adapter was on
+
+
+def test_ppo_takes_old_logps_from_the_sampler_when_it_sampled_the_policy(tmp_path, tiny_model_dir):
+    """PPO's rollout: with the sampler's log-probs (fp32, plain temperature sampling) no policy forward runs, and
+    log π_old, log π_ref and values equal those of the rollout that recomputes log π_old by a forward."""
+    from pixiu import config
+    from pixiu.train.actors import build
+    from pixiu.train.rollout import experience, reply_rows, reuse_reason
+
+    cfg = config.load(None, [f"--model.name_or_path={tiny_model_dir}", "--model.dtype=fp32", "--lora.r=4",
+                             f"--train.output_dir={tmp_path}", "--ppo.reward_fn=x:y"])  # fmt: skip
+    actors, loaded, _ = build(cfg)
+    actors.eval()
+    with torch.no_grad():  # a policy adapter that differs from the reference (adapters off)
+        for n, p in actors.named_parameters():
+            if "lora_B" in n and ".default." in n:
+                p.normal_(0, 0.3)
+    plain = Sampling(max_new_tokens=8, temperature=0.8, seed=1)
+    assert reuse_reason(plain, 0.8, torch.float32) is None
+    with actors.use("policy"):
+        samples = sample(actors.lm, loaded.tokenizer, loaded.template, convs(), plain)
+    rows, pad = reply_rows(samples), loaded.tokenizer.pad_token_id
+    want = experience(actors, rows, pad, 2, 0.8, torch.float32)
+    calls = []
+    policy_logits = actors.policy_logits
+    actors.policy_logits = lambda batch: calls.append(1) or policy_logits(batch)
+    got = experience(actors, rows, pad, 2, 0.8, torch.float32, old=[s.logps for s in samples])
+    assert calls == []  # no policy forward
+    torch.testing.assert_close(got[0], want[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got[1:], want[1:], atol=0, rtol=0)
+    assert (want[0] - want[1]).abs().max() > 1e-2  # the policy really differs from the reference
+    for why, s, dtype in [("top-p", Sampling(8, 0.8, top_p=0.9), torch.float32), ("scored at", plain, None),
+                          ("bfloat16", plain, torch.bfloat16), ("greedy", Sampling(8), torch.float32)]:  # fmt: skip
+        assert why in reuse_reason(s, 1.0 if dtype is None else s.temperature or 1.0, dtype or torch.float32)

@@ -4,6 +4,8 @@ The reward of a reply is the reward model's score (and/or a reward function's), 
 running statistics, given at its last token; every token also pays the KL penalty -β (log π_old - log π_ref)
 against the frozen reference (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593 eq. 2; InstructGPT eq. 2).
 Advantages come from GAE over those rewards and the critic's values, then are whitened over the batch.
+log π_old is the sampler's own log-prob of each token when it sampled from the policy itself (`reuse_reason`),
+so the rollout runs no second policy forward; otherwise a forward recomputes it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from pixiu import losses
 from pixiu.chat.templates import Rendered
 from pixiu.data.collate import TokenBatch, collate
-from pixiu.engine import Sample
+from pixiu.engine import Sample, Sampling
 from pixiu.model.forward import autocast, token_logps
 from pixiu.train.actors import Actors
 
@@ -66,23 +68,51 @@ def scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits if temperature == 1.0 else logits / temperature
 
 
+def reuse_reason(sampling: Sampling, temperature: float, dtype: torch.dtype) -> str | None:
+    """Why the sampler's log-probs cannot stand for log π_old (None: they can). They can when the tokens were
+    drawn from the very distribution the update scores, softmax(z / T) at the update's T with nothing cut or
+    penalised, computed in fp32. In bf16/fp16 the KV-cached decode and the update's full-row forward round
+    differently (log-prob gaps of ~1e-2), so the first update's ratio would not start at 1: there (our choice)
+    a policy forward recomputes them in the update's own arithmetic."""
+    if not sampling.plain:
+        return "greedy decoding, top-k, top-p or a repetition penalty reshape the sampling distribution"
+    if sampling.temperature != temperature:
+        return f"sampled at temperature {sampling.temperature}, scored at {temperature}"
+    if dtype != torch.float32:
+        return (
+            f"{str(dtype).removeprefix('torch.')} compute: cached decode and full forward round differently"
+        )
+    return None
+
+
 @torch.no_grad()
 def experience(
-    actors: Actors, rows: list[Rendered], pad_id: int, batch_size: int, temperature: float, dtype: torch.dtype
+    actors: Actors,
+    rows: list[Rendered],
+    pad_id: int,
+    batch_size: int,
+    temperature: float,
+    dtype: torch.dtype,
+    old: list[list[float]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (B, R) log π_old, log π_ref and V_old of every reply token, in micro-batches of batch_size rows."""
+    """-> (B, R) log π_old, log π_ref and V_old of every reply token, in micro-batches of batch_size rows.
+    old: the sampler's log-probs of each row's reply tokens (see `reuse_reason`); given, no policy forward."""
     device = next(actors.parameters()).device
     logps, refs, values = [], [], []
     for i in range(0, len(rows), batch_size):
         batch = to_device(collate([[r] for r in rows[i : i + batch_size]], pad_id), device)
         with autocast(dtype, device):
-            if actors.shared_critic:  # one forward for both
+            if old is not None:  # the critic alone (a shared critic: its head on the policy's states)
+                logps.append(torch.tensor([x for row in old[i : i + batch_size] for x in row]))
+                v = None
+            elif actors.shared_critic:  # one forward for both
                 logits, targets, v = actors.policy_and_values(batch)
             else:
                 (logits, targets), v = actors.policy_logits(batch), None
-            logps.append(token_logps(scaled(logits, temperature), targets).cpu())
-            del logits
-            ref, _ = actors.reference_logits(batch)
+            if old is None:
+                logps.append(token_logps(scaled(logits, temperature), targets).cpu())
+                del logits
+            ref, targets = actors.reference_logits(batch)
             refs.append(token_logps(scaled(ref, temperature), targets).cpu())
             del ref
             values.append((actors.values(batch) if v is None else v).float().cpu())
