@@ -167,6 +167,11 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, about 30% slower."""
     merge_lora: bool = False
     """Also save a merged model (adapter folded into the base) under output_dir/merged."""
+    tokens_per_batch: int = 0
+    """SFT/PT: a micro-batch holds rows up to this many padded tokens per process (rows x longest row) instead
+    of batch_size rows, so short rows come many at a time and a GPU stays full (0 = off: batch_size rows)."""
+    compile: bool = False
+    """SFT/PT: torch.compile each decoder layer for training (the first steps compile; faster after on a GPU)."""
 
     def __post_init__(self):
         _choice("train.schedule", self.schedule, ("cosine", "linear", "constant"))
@@ -174,6 +179,8 @@ class TrainConfig:
             raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.tokens_per_batch < 0:
+            raise ConfigError(f"train.tokens_per_batch must be >= 0, got {self.tokens_per_batch}")
 
 
 @dataclass

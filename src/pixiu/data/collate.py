@@ -68,10 +68,19 @@ def pack(lengths: list[int], max_len: int, seed: int) -> list[list[int]]:
 
 
 def plan(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+    lengths: list[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_by_length: bool,
+    tokens: int = 0,
+    world: int = 1,
 ) -> list[list[int]]:
     """Indices of each (global) batch for one epoch. Grouping sorts within shuffled windows of 64 batches,
-    then shuffles the batches, so padding drops while the order stays random."""
+    then shuffles the batches, so padding drops while the order stays random. With a token budget (`tokens`
+    > 0) batches are cut by padded tokens instead of `batch_size` (see `budget_batches`)."""
+    if tokens > 0:
+        return budget_batches(lengths, tokens, world, seed, epoch)
     rng = random.Random(seed * 100_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -84,4 +93,28 @@ def plan(
         ]
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
+    return batches
+
+
+def budget_batches(lengths: list[int], tokens: int, world: int, seed: int, epoch: int) -> list[list[int]]:
+    """Global batches whose share on each of `world` processes (indices rank::world) pads to at most `tokens`
+    tokens (rows x the longest row), so every micro-batch fills about the same memory whatever its lengths:
+    many short rows or a few long ones. Rows are sorted by length (ties in seeded random order) and cut
+    greedily; a row longer than the budget goes alone. The cut depends on `seed` only and each epoch shuffles
+    the batches' order, so every epoch has the same number of batches (the loop's steps per epoch) and a
+    resumed run replays the same plan."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:  # ascending: the row being added is the longest so far
+        per_process = -(-(len(current) + 1) // world)
+        if len(current) >= world and per_process * lengths[i] > tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    random.Random(seed * 100_003 + epoch).shuffle(batches)
     return batches

@@ -8,11 +8,13 @@ both for prompt and padding tokens. It is an nn.Module so DDP wraps it and syncs
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixiu import losses
 from pixiu.batch import TokenBatch
 
 
@@ -69,20 +71,39 @@ class TargetLM(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, batch: TokenBatch, logps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, batch: TokenBatch, logps: bool = False, nll: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> logits (N, V) at positions predicting a target, and the targets (N,); with `logps`, the (N,) log
-        p(target) instead of the logits (see `target_logps`)."""
+        p(target) instead of the logits (see `target_logps`); with `nll`, their summed negative (a scalar: the
+        SFT loss, see `nll`)."""
         states, targets = at_targets(hidden_states(self.lm, batch), batch), self.targets(batch)
+        if nll:
+            return self.nll(states, targets), targets
         return (self.target_logps(states, targets) if logps else self.head(states)), targets
 
+    def nll(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(N, H) states, (N,) targets -> sum -log p(target) (`losses.sft`). On a CUDA GPU with Liger Kernel
+        installed, its fused linear cross-entropy computes it chunk by chunk with the gradients in the same
+        pass, so no (N, V) logits ever exist; otherwise `target_logps`' chunked path."""
+        head = base_lm(self.lm).get_output_embeddings()
+        fused = _liger_sum() if states.is_cuda and type(head) is nn.Linear else None  # a LoRA'd head: no
+        if fused is None or not torch.is_grad_enabled():
+            return losses.sft(self.target_logps(states, targets))
+        return fused(head.weight, states, targets, head.bias)
+
     def target_logps(self, states: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        """(N, H) states, (N,) targets -> (N,) log p(target). With the head frozen (LoRA) and a backward to come,
-        chunks of `chunk` targets recompute their logits in the backward (activation checkpointing), so one
-        chunk's (chunk, V) logits, log-softmax and gradients live at a time instead of N's (1,720 targets of an
-        8 x 256 Alpaca batch: 0.32 GiB per fp32 (N, V) tensor on SmolLM2), for one more head forward. A
-        trained head keeps one pass: a (V, H) weight gradient per chunk would cost more than it saves."""
-        frozen = not base_lm(self.lm).get_output_embeddings().weight.requires_grad
-        if not (frozen and torch.is_grad_enabled()) or len(targets) <= chunk:
+        """(N, H) states, (N,) targets -> (N,) log p(target). With a backward to come, chunks of `chunk` targets
+        recompute their logits in the backward (activation checkpointing), so one chunk's (chunk, V) logits,
+        log-softmax and gradients live at a time instead of N's (1,720 targets of an 8 x 256 Alpaca batch: 0.32
+        GiB per fp32 (N, V) tensor on SmolLM2), for one more head forward. A frozen head (LoRA) always chunks.
+        A trained head (full fine-tuning) also holds a second (V, H) weight gradient while chunks add theirs up,
+        so it chunks once N > 2H, when the one-pass (N, V) tensors (about 10 bytes an element) are several
+        times that: 16K-token packed steps, not the 8 x 128 CPU batches where the extra head forward would
+        only cost time."""
+        weight = base_lm(self.lm).get_output_embeddings().weight
+        big = len(targets) > chunk and (not weight.requires_grad or len(targets) > 2 * weight.shape[1])
+        if not (big and torch.is_grad_enabled()):
             return token_logps(self.head(states), targets)
         from torch.utils.checkpoint import checkpoint
 
@@ -100,6 +121,25 @@ class TargetLM(nn.Module):
         if batch.shared:
             return batch.shared.targets
         return batch.input_ids[:, 1:][batch.loss_mask[:, 1:].bool()]
+
+
+@functools.cache
+def _liger_sum():
+    """Liger Kernel's fused linear cross-entropy summed over targets, or None when it is not installed."""
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    except ImportError:
+        return None
+    loss = LigerFusedLinearCrossEntropyLoss(reduction="sum")
+    return lambda weight, states, targets, bias: loss(weight, states, targets, bias)
+
+
+def compile_layers(model: nn.Module, backend: str = "inductor") -> None:
+    """torch.compile each decoder layer in place (regional compilation, as torchtune does): one layer's code
+    compiles once for all layers, in seconds, while the embedding, the target gather and the chunked head stay
+    eager (their shapes change with every batch's target count)."""
+    for layer in base_lm(model).get_decoder().layers:
+        layer.compile(backend=backend)
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
