@@ -80,13 +80,16 @@ def generate(argv: list[str]) -> None:
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument(
+        "--device", default="auto", help="auto (the first CUDA GPU, else cpu), cuda, cuda:N, mps, cpu"
+    )
     a = p.parse_args(argv)
     from pixiu.chat.messages import Conversation, Message
     from pixiu.engine import Sampling
     from pixiu.engine import generate as gen
     from pixiu.model import io
 
-    loaded = io.load(config.ModelConfig(a.model, dtype=a.dtype, template=a.template))
+    loaded = io.load(config.ModelConfig(a.model, dtype=a.dtype, template=a.template, device=a.device))
     system = [Message("system", a.system)] if a.system else []
     convs = [Conversation([*system, Message("user", q)]) for q in a.prompt]
     replies = gen(loaded, convs, Sampling(a.max_new_tokens, a.temperature, a.top_p, seed=a.seed))

@@ -42,9 +42,19 @@ class ModelConfig:
     """Run model code shipped with a hub checkpoint. Off unless you trust its author."""
     attn_implementation: str = "sdpa"
     """Attention backend passed to transformers: 'sdpa', 'eager' or 'flash_attention_2'."""
+    device: str = "auto"
+    """Where the model runs for generation and scoring (serve, chat, generate, eval, score, moderation): 'auto'
+    (the first CUDA GPU, else the CPU), 'cuda', 'cuda:N', 'mps' or 'cpu'. Training ignores it: accelerate places
+    the trained model (its launch config picks the GPUs)."""
 
     def __post_init__(self):
+        from pixiu.device import DeviceError, check
+
         _choice("model.dtype", self.dtype, ("auto", "bf16", "fp32"))
+        try:
+            check(self.device)
+        except DeviceError as e:
+            raise ConfigError(f"model.device: {e}") from None
 
 
 @dataclass

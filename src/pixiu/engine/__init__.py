@@ -4,7 +4,8 @@
     engine.generate([conv], Sampling(64))         # -> [Completion]
     for piece in engine.stream(conv, Sampling(64)): print(piece, end="")
 
-`sample()` (HF `generate` on a model being trained) stays the rollout path of PPO / GRPO and evaluation.
+`sample()` runs the same torch engine synchronously on a model being trained: the rollout path of PPO / GRPO
+and evaluation.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-from pixiu.engine.base import Completion, ContextError, Delta, Engine, EngineError, Request
-from pixiu.engine.generate import Sample, Sampling, generate, sample
+from pixiu.engine.base import Completion, ContextError, Delta, Engine, EngineError, Request, Sampling
+from pixiu.engine.generate import Sample, generate, sample
 
 __all__ = [
     "BACKENDS",
@@ -43,17 +44,21 @@ def register(name: str):
 
 
 @register("torch")
-def _torch(model: str, dtype: str, template: str, name: str, max_batch: int, quantize: str) -> Engine:
+def _torch(
+    model: str, dtype: str, template: str, name: str, max_batch: int, quantize: str, device: str, decode: str
+) -> Engine:
     from pixiu.config import ModelConfig
     from pixiu.engine.torch_engine import TorchEngine
     from pixiu.model import io
 
-    loaded = io.load(ModelConfig(model, dtype=dtype, template=template, attn_implementation="sdpa"))
-    return TorchEngine(loaded, name, max_batch, quantize)
+    cfg = ModelConfig(model, dtype=dtype, template=template, attn_implementation="sdpa", device=device)
+    return TorchEngine(io.load(cfg), name, max_batch, quantize, decode=decode)
 
 
 @register("llamacpp")
-def _llamacpp(model: str, dtype: str, template: str, name: str, max_batch: int, quantize: str) -> Engine:
+def _llamacpp(
+    model: str, dtype: str, template: str, name: str, max_batch: int, quantize: str, device: str, decode: str
+) -> Engine:
     from pixiu.engine.llamacpp import LlamaCppEngine
 
     if quantize != "none":
@@ -70,19 +75,23 @@ def load_engine(
     name: str | None = None,
     max_batch: int = 16,
     quantize: str = "none",
+    device: str = "auto",
+    decode: str = "auto",
 ) -> Engine:
     """An engine over a pixiu checkpoint, HF directory or hub name, .gguf file or 'smollm2-135m'.
 
     backend 'auto': llama.cpp for a .gguf file when llama-cpp-python is installed, else torch. `name` is the
     model id clients use (default: the alias or the path's basename). quantize 'int8': int8 weights for
-    faster CPU decoding (torch backend, see engine/quant.py)."""
+    faster CPU decoding (torch backend, see engine/quant.py). device: as `model.device` (auto = the first CUDA
+    GPU, else the CPU; see pixiu/device.py). decode: how the torch backend runs a decode step, see
+    engine/graphs.py ('auto' = captured CUDA graphs on a GPU, eager on a CPU)."""
     if backend == "auto":
         gguf = str(model).endswith(".gguf") and importlib.util.find_spec("llama_cpp") is not None
         backend = "llamacpp" if gguf else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown engine backend {backend!r}; valid: {['auto', *sorted(BACKENDS)]}")
     name = name or model_name(model)
-    return BACKENDS[backend](str(model), dtype, template, name, max_batch, quantize)
+    return BACKENDS[backend](str(model), dtype, template, name, max_batch, quantize, device, decode)
 
 
 def model_name(model: str) -> str:

@@ -8,8 +8,11 @@ Each scheduler iteration (see `_loop`):
   3. sample per sequence (its own settings and generator), turn tokens into safe text, emit Deltas;
   4. retire finished or cancelled sequences: their slot is free for the next waiting request.
 Only this thread touches the model and the cache; `submit` only tokenizes, checks the context window and
-queues. HF's own continuous batching (`generate_batch`, paged attention) was measured on this CPU first: ~9x
-slower than a plain `generate` loop for 4 prompts x 16 tokens, and built around CUDA graphs.
+queues. A live engine (`live=True`, what `engine.sample` builds for rollouts and evaluation) has no thread: it
+runs on the model being trained as it is (adapters active, nothing merged) and the caller drives the same
+iterations with `run` until its requests are done. HF's own continuous batching (`generate_batch`, paged
+attention) was measured on this CPU first: ~9x slower than a plain `generate` loop for 4 prompts x 16 tokens,
+and built around CUDA graphs.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from dataclasses import dataclass
 
 import torch
 
-from pixiu.engine import quant
+from pixiu.engine import graphs, quant
 from pixiu.engine.base import Delta, Engine, EngineError, Request, TokenLogprob
 from pixiu.engine.cache import SlotCache
 from pixiu.engine.sampler import Choice, pick
 from pixiu.engine.text import Reply, stop_token_ids
+from pixiu.model.forward import base_lm
 from pixiu.model.io import Loaded, unwrap
 
 log = logging.getLogger(__name__)
@@ -45,8 +49,18 @@ class Sequence:
 
 
 class TorchEngine(Engine):
-    def __init__(self, loaded: Loaded, name: str, max_batch: int = 16, quantize: str = "none"):
-        self.model = serving_model(loaded.model, quantize)
+    def __init__(
+        self,
+        loaded: Loaded,
+        name: str,
+        max_batch: int = 16,
+        quantize: str = "none",
+        live: bool = False,
+        decode: str = "auto",
+    ):
+        """live: generate with `loaded.model` as it stands (no merge, no copy, no thread; see `run`).
+        decode: 'auto' (CUDA graphs on a GPU, eager on a CPU), 'graphs', 'compile' or 'eager' (engine/graphs.py)."""
+        self.model = base_lm(unwrap(loaded.model)) if live else serving_model(loaded.model, quantize)
         self.tokenizer, self.template, self.name = loaded.tokenizer, loaded.template, name
         self.context_len = context_window(self.model.config)
         self.max_batch = max_batch
@@ -59,12 +73,15 @@ class TorchEngine(Engine):
         # transformers renamed `past_key_values` to `cache` in 5.2x; pass whichever this version takes
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.fast = graphs.decoder(self.model, self.cache, self._cache_kw, decode)  # None: eager decode steps
         self._waiting: deque[Request] = deque()
         self._running: list[Sequence] = []  # row i of the cache holds _running[i]
         self._wake = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"pixiu-engine-{name}", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if not live:
+            self._thread = threading.Thread(target=self._loop, name=f"pixiu-engine-{name}", daemon=True)
+            self._thread.start()
 
     # ---------------------------------------------------------------- caller side
 
@@ -92,8 +109,16 @@ class TorchEngine(Engine):
         with self._wake:
             self._closed = True
             self._wake.notify()
-        if self._thread is not threading.current_thread():
+        if self._thread not in (None, threading.current_thread()):
             self._thread.join()
+
+    @torch.no_grad()  # not inference_mode: the model is also trained, and its tensors must stay usable for that
+    def run(self, requests: list[Request]) -> None:
+        """A live engine: run the scheduler's iterations in this thread until these requests are done."""
+        self._waiting.extend(requests)
+        while self._waiting or self._running:
+            free = self.max_batch - len(self._running)
+            self._iterate([self._waiting.popleft() for _ in range(min(free, len(self._waiting)))])
 
     # ---------------------------------------------------------------- scheduler thread
 
@@ -104,24 +129,28 @@ class TorchEngine(Engine):
                 admitted = self._next_work()
                 if admitted is None:
                     break
-                try:
-                    self._start(admitted)
-                    self._retire()
-                    if self._running:
-                        self._step()
-                except Exception as error:  # a failed step fails the requests in it, not the engine
-                    log.exception("generation step failed")
-                    for seq in self._running:
-                        seq.reply.request.fail(error)
-                    for request in admitted:
-                        request.fail(error)
-                    self._running.clear()
-                if not self._running:
-                    self.cache.release()
+                self._iterate(admitted)
         for seq in self._running:
             seq.reply.cancel()
         while self._waiting:
             self._waiting.popleft().emit(Delta("", [], "cancelled"))
+
+    def _iterate(self, admitted: list[Request]) -> None:
+        """Admit, retire, one decode step; a failed step fails the requests in it, not the engine."""
+        try:
+            self._start(admitted)
+            self._retire()
+            if self._running:
+                self._step()
+        except Exception as error:
+            log.exception("generation step failed")
+            for seq in self._running:
+                seq.reply.request.fail(error)
+            for request in admitted:
+                request.fail(error)
+            self._running.clear()
+        if not self._running and self.fast is None:  # captured graphs point at the cache's tensors: keep them
+            self.cache.release()
 
     def _next_work(self) -> list[Request] | None:
         """Block until there is work; take as many waiting requests as there are free slots. None: closed."""
@@ -171,7 +200,9 @@ class TorchEngine(Engine):
         seqs = []
         for i, (request, n) in enumerate(zip(requests, lengths)):
             self.cache.put(len(self._running), prefill, n, source=i)
-            choice = Choice.new(request.sampling, request.prompt_ids, self.vocab, self.device)
+            choice = Choice.new(
+                request.sampling, request.prompt_ids, self.vocab, self.device, request.sampled_logps
+            )
             seqs.append(Sequence(Reply(request, self.tokenizer, self.stop_ids), choice, n))
             self._running.append(seqs[-1])
         tokens, logprobs = pick(logits, [s.choice for s in seqs])
@@ -182,6 +213,16 @@ class TorchEngine(Engine):
         """One decode step for every running sequence: (B, 1) tokens in, one new token each out."""
         running = self._running
         width = max(s.pos for s in running) + 1
+        fast = self.fast is not None
+        logits = self.fast.step([s.last for s in running], width) if fast else self._forward(running, width)
+        tokens, logprobs = pick(logits, [s.choice for s in running])
+        for seq, token, logprob in zip(running, tokens, logprobs):
+            seq.pos += 1
+            self._accept(seq, token, logprob)
+        self._retire()
+
+    def _forward(self, running: list[Sequence], width: int) -> torch.Tensor:
+        """The eager decode forward: (B, 1) latest tokens over `width` positions -> (B, V) logits."""
         self.cache.bind(len(running), width)
         pos = self.cache.batch_pos  # (B,) each row's position
         tokens = torch.tensor([[s.last] for s in running], device=self.device)  # (B, 1)
@@ -197,11 +238,7 @@ class TorchEngine(Engine):
             **{self._cache_kw: self.cache},
         )
         pos += 1
-        tokens, logprobs = pick(out.logits[:, -1], [s.choice for s in running])
-        for seq, token, logprob in zip(running, tokens, logprobs):
-            seq.pos += 1
-            self._accept(seq, token, logprob)
-        self._retire()
+        return out.logits[:, -1]
 
     def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
         seq.last = token

