@@ -109,7 +109,7 @@ def run_pixiu(a, work: Path) -> dict:
         f"data.path={work}/pairs.json data.eval_size=0 data.max_len={a.max_len} data.overflow=skip "
         f"train.output_dir={out} train.epochs=1 train.batch_size={a.batch} train.lr={a.lr} train.max_grad_norm=1.0 "
         "train.warmup_ratio=0 train.schedule=constant train.save_every=0 train.seed=0 "
-        f"pref.loss=sigmoid pref.beta={a.beta} data.shared_prefix={str(a.shared).lower()}"
+        f"pref.loss=dpo pref.beta={a.beta} data.shared_prefix={str(a.shared).lower()}"
     )
     cfg = config.load(None, ["--" + o for o in overrides.split()])
     t0 = time.perf_counter()

@@ -139,7 +139,7 @@ def run_trl(cfg) -> dict:
         max_completion_length=gc.max_new_tokens, temperature=gc.temperature, top_p=gc.top_p, top_k=gc.top_k,
         learning_rate=tc.lr, lr_scheduler_type="constant", warmup_steps=0, max_steps=tc.max_steps,
         max_grad_norm=tc.max_grad_norm, weight_decay=tc.weight_decay, seed=tc.seed,
-        beta=g.beta, epsilon=g.clip, num_iterations=g.epochs, scale_rewards="group" if g.scale_rewards else "none",
+        beta=g.kl_coef, epsilon=g.clip, num_iterations=g.epochs, scale_rewards="group" if g.scale_rewards else "none",
         loss_type="dapo",  # token-level mean over the step's reply tokens, as pixiu's update()
         bf16=cfg.model.dtype == "bf16", use_cpu=True, report_to=[], save_strategy="no", eval_strategy="no",
         logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
@@ -273,7 +273,7 @@ def report(a, cfg, p: dict, t: dict, prompt_len: tuple[float, float], command: s
         f"{prompt_len[0]:.2f} tokens on average in pixiu's rendering, {prompt_len[1]:.2f} in TRL's), {g.prompts_per_step} prompts x {g.group_size} replies per step, "
         f"max_new_tokens {gc.max_new_tokens}, temperature {gc.temperature}, top_p {gc.top_p}, top_k {gc.top_k}; "
         f"{cfg.model.dtype}, LoRA r={lo.r} alpha={lo.alpha} dropout {lo.dropout} on {lo.target_modules}; lr "
-        f"{tc.lr} constant, grad clip {tc.max_grad_norm}; beta {g.beta} (k3, reference = adapter off), clip "
+        f"{tc.lr} constant, grad clip {tc.max_grad_norm}; kl_coef {g.kl_coef} (k3, reference = adapter off), clip "
         f"{g.clip}, {g.epochs} update(s) per rollout, group-std scaling {g.scale_rewards}; {tc.max_steps} steps, "
         "the first not timed; no gradient checkpointing.\n\nCommand: `" + command + "`\n",
         *table(["", "pixiu", "TRL GRPOTrainer", "pixiu/TRL"], rows),

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from interrupt import killed_after
 from safetensors.torch import load_file
 
 from pixiu import config, losses
@@ -112,7 +113,7 @@ def make_cfg(tmp_path, model_dir, *extra, run="run"):
             "--grpo.task=toy_first_letter",
             "--grpo.group_size=8",
             "--grpo.prompts_per_step=4",
-            "--grpo.beta=0.02",
+            "--grpo.kl_coef=0.02",
             "--grpo.eval_size=6",
             "--gen.max_new_tokens=1",
             "--gen.temperature=1.0",
@@ -161,24 +162,11 @@ def test_reward_favouring_tokens_raises_their_probability(tmp_path, tiny_model_d
 
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
     """Kill right after the step-2 checkpoint and resume: same replies sampled (same rewards), same weights."""
-    import pixiu.train.loop as loop
-
     extra = ("--train.max_steps=3", "--grpo.eval_size=0", "--grpo.epochs=2", "--grpo.prompts_per_step=2")
     full = grpo.run(make_cfg(tmp_path, tiny_model_dir, *extra, run="a"))
     cut = make_cfg(tmp_path, tiny_model_dir, *extra, "--train.save_every=2", run="b")
-    real = loop._checkpoint
-
-    def checkpoint_then_die(root, done, *args, **kwargs):
-        real(root, done, *args, **kwargs)
-        if done == 2:
-            raise KeyboardInterrupt
-
-    loop._checkpoint = checkpoint_then_die
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            grpo.run(cut)
-    finally:
-        loop._checkpoint = real
+    with killed_after(2):
+        grpo.run(cut)
     resumed = grpo.run(config.load(tmp_path / "b" / "config.yaml", ["--train.resume"]))
     a, b = load_file(full / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -210,6 +198,18 @@ def test_prompts_from_data_and_bad_settings(tmp_path, tiny_model_dir):
         make_cfg(tmp_path, tiny_model_dir, "--grpo.group_size=1")
 
 
+def test_kl_weight_is_kl_coef_and_beta_still_reads(tmp_path, capsys):
+    """One name for the KL weight in PPO and GRPO (kl_coef); grpo.beta, from recipes before, still sets it, with a
+    note, from the command line and from a recipe; the new name wins when both are given."""
+    assert config.load(None, ["--grpo.beta=0.3"]).grpo.kl_coef == 0.3
+    assert "grpo.beta is deprecated, use grpo.kl_coef" in capsys.readouterr().err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("grpo:\n  beta: 0.2\n")
+    assert config.load(recipe).grpo.kl_coef == 0.2
+    assert config.load(recipe, ["--grpo.kl_coef=0.1"]).grpo.kl_coef == 0.1
+    assert "beta" not in config.to_dict(config.load(recipe))["grpo"]  # saved configs use the new name
+
+
 def test_prefix_forward_equals_full_rows(tiny_model_dir):
     """Running the prompt once and sharing its cache gives the logits and gradients of K full-row forwards."""
     from pixiu.chat.templates import Rendered
@@ -228,7 +228,8 @@ def test_prefix_forward_equals_full_rows(tiny_model_dir):
     group = grpo.Rollouts([prompt], replies, *(torch.zeros(1, 3),) * 2, torch.tensor([1.0, -1.0, 0.5]),
                           torch.tensor([3, 1, 2]), torch.ones(3))  # fmt: skip
     (batch,) = grpo.group_batches(group, pad_id=0, device="cpu")
-    assert batch.advantages.tolist() == [1.0, 1.0, 1.0, -1.0, 0.5, 0.5]
+    assert grpo.token_advantages(batch).tolist() == [1.0, 1.0, 1.0, -1.0, 0.5, 0.5]
+    assert batch.sizes == [3] and batch.tokens.input_ids.shape == (3, 8)  # one group: 3 rows of 5 + up to 3
     logits, targets = grpo.PrefixLM(loaded.model)(batch)
     rows = [Rendered(prompt + r, [0] * len(prompt) + [1] * len(r)) for r in replies]
     ref_logits, ref_targets = TargetLM(loaded.model)(collate([[r] for r in rows], pad_id=0))

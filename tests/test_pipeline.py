@@ -6,11 +6,12 @@ import json
 import pytest
 import torch
 import yaml
+from interrupt import killed_after
 from safetensors.torch import load_file
 
 from pixiu import cli, config, pipeline
 from pixiu.config import ConfigError
-from pixiu.train import loop
+from pixiu.train.stages import STAGES
 
 QA = [("hi", "hello there"), ("what is two plus two", "two plus two is four"), ("你好", "你好，我是一个助手。"),
       ("thanks", "you are welcome"), ("is it good", "yes it is good"), ("help me please", "sure, how can I help")]  # fmt: skip
@@ -105,7 +106,7 @@ def test_stages_feed_forward_then_rerun_skips_them(tmp_path, tiny_model_dir, mon
     # Re-run: nothing trains again (a stage that ran would raise), outputs stay untouched, the summary is reused.
     finals = {p: p.stat().st_mtime_ns for p in run.glob("*/final/*.safetensors")}
     for kind in ("sft", "rm", "ppo"):
-        module = __import__(cli.STAGES[kind], fromlist=["run"])
+        module = __import__(STAGES[kind].module, fromlist=["run"])
         monkeypatch.setattr(module, "run", lambda *a, **k: pytest.fail("a finished stage ran again"))
     capsys.readouterr()
     pipeline.cli([path])
@@ -124,27 +125,17 @@ class Killed(Exception):
     pass
 
 
-def test_interrupted_stage_resumes_and_matches_an_uninterrupted_run(
-    tmp_path, tiny_model_dir, monkeypatch, capsys
-):
+def test_interrupted_stage_resumes_and_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, capsys):
     straight = recipe(
         tmp_path, tiny_model_dir, "straight.yaml", "straight", ppo=False, rm_steps=6, save_every=2
     )
     pipeline.cli([straight])
     killed = recipe(tmp_path, tiny_model_dir, "killed.yaml", "killed", ppo=False, rm_steps=6, save_every=2)
-    save = loop._checkpoint
-
-    def save_then_die(root, step, *args):  # the process dies right after the step-4 checkpoint of the RM
-        save(root, step, *args)
-        if step == 4 and root.parent.name == "rm":
-            raise Killed
-
-    monkeypatch.setattr(loop, "_checkpoint", save_then_die)
-    with pytest.raises(Killed):
+    # the process dies right after the step-4 checkpoint of the RM
+    with killed_after(4, where=lambda root: root.parent.name == "rm", error=Killed):
         pipeline.cli([killed])
     run = tmp_path / "killed"
     assert (run / "sft" / "done.json").exists() and not (run / "rm" / "done.json").exists()
-    monkeypatch.setattr(loop, "_checkpoint", save)
     capsys.readouterr()
     pipeline.cli([killed])
     out = capsys.readouterr().out
@@ -167,7 +158,12 @@ def test_recipe_errors_are_clear(tmp_path):
         path.write_text(yaml.safe_dump(values))
         return str(path)
 
-    assert set(pipeline.ROLES) == set(cli.STAGES)  # every `pixiu train` stage can be a pipeline stage
+    # one registry: every `pixiu train` stage is a pipeline stage, and the CLI's usage lists them all
+    assert not hasattr(pipeline, "ROLES") and not hasattr(cli, "STAGES")
+    with pytest.raises(SystemExit, match=r"pixiu train \{sft,pt,rm,dpo,kto,rrhf,ppo,grpo,rloo\}"):
+        cli.main(["train", "nope"])
+    assert {k for k, s in STAGES.items() if s.role.reads_reward_model} == {"ppo"}
+    assert {k for k, s in STAGES.items() if s.role.makes == "reward_model"} == {"rm"}
     with pytest.raises(ConfigError, match="needs a `pipeline:` section"):
         pipeline.load(write({"model": {"name_or_path": "x"}}))
     with pytest.raises(ConfigError, match="unknown stage 'sfft'"):

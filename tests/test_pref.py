@@ -8,11 +8,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from interrupt import killed_after
 from safetensors.torch import load_file
 
 from pixiu import config, losses
 from pixiu.chat import Conversation
-from pixiu.config import ModelConfig
+from pixiu.config import ModelConfig, PrefConfig
 from pixiu.data import DataError, load_data, load_records
 from pixiu.data.records import PreferencePair
 from pixiu.model import TargetLM, io
@@ -92,6 +93,27 @@ def test_rrhf_ranking_hinge_plus_sft():
 def test_preference_losses_are_registered():
     for name in ("dpo", "ipo", "simpo", "orpo", "kto", "rrhf"):
         assert losses.get_loss(name) is getattr(losses, name)
+
+
+def test_pair_losses_come_from_the_one_registry_by_its_names(capsys):
+    """pref.loss names a registry entry; each gets the inputs its signature names. One pair, chosen first:
+    log-probs (-3, -6), reference (-5, -4), counts (3, 2), beta 0.5 -> the same numbers as calling each loss
+    directly. 'sigmoid' (the old key) still reads as dpo, with a note."""
+    lp, ref, n = T([[-3.0, -6.0]]), T([[-5.0, -4.0]]), T([[3.0, 2.0]])
+    cfg = PrefConfig(loss="sigmoid", beta=0.5, label_smoothing=0.1)
+    assert cfg.loss == "dpo" and "pref.loss=sigmoid is deprecated" in capsys.readouterr().err
+    want = {
+        "dpo": losses.dpo(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], 0.5, 0.1),
+        "ipo": losses.ipo(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], n[:, 0], n[:, 1], 0.5),
+        "simpo": losses.simpo(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], 0.5, cfg.simpo_gamma),
+        "orpo": losses.orpo(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], cfg.orpo_lambda),
+    }
+    for name, expected in want.items():
+        got = pref.pair_loss(name, lp, n, ref if pref.referenced(name) else None, cfg)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected)), name
+    assert [name for name in want if pref.referenced(name)] == ["dpo", "ipo"]
+    with pytest.raises(config.ConfigError, match="not one of"):
+        PrefConfig(loss="sigmod")
 
 
 # ---------------------------------------------------------------- KTO data
@@ -191,7 +213,7 @@ def test_dpo_lora_learns_reloads_and_caches_the_base_as_reference(tmp_path, tiny
     assert last["eval_margin"] > 0.2 and last["eval_reward_accuracy"] == 1.0
     assert last["eval_chosen_reward"] > last["eval_rejected_reward"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["loss"] == "sigmoid" and summary["data"]["train"]["groups"] == 18
+    assert summary["loss"] == "dpo" and summary["data"]["train"]["groups"] == 18
 
     # The reloaded adapter reproduces the logged held-out metrics, and with the adapter off it is exactly the
     # model the cached reference log-probs came from.
@@ -221,14 +243,14 @@ def test_dpo_lora_learns_reloads_and_caches_the_base_as_reference(tmp_path, tiny
 
 @pytest.mark.parametrize(
     "loss, extra",
-    [("ipo", []), ("simpo", ["--pref.beta=2"]), ("orpo", [])],  # sigmoid (cDPO): the resume test
+    [("ipo", []), ("simpo", ["--pref.beta=2"]), ("orpo", [])],  # dpo (cDPO): the resume test
 )
 def test_dpo_losses_full_fine_tuning(tmp_path, tiny_model_dir, loss, extra):
     cfg = make_cfg(tmp_path, tiny_model_dir, "dpo", f"--pref.loss={loss}", *extra)
     final = pref.run(cfg, "dpo")
     first, last = eval_rows(tmp_path / "run")
     assert last["eval_margin"] > first["eval_margin"] + 0.01 and last["eval_loss"] < first["eval_loss"]
-    assert (tmp_path / "run" / "reference_logps.safetensors").exists() == (loss in pref.REFERENCED)
+    assert (tmp_path / "run" / "reference_logps.safetensors").exists() == (loss == "ipo")
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(final / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
@@ -262,7 +284,8 @@ def test_cdpo_full_fine_tuning_resume_matches_uninterrupted_run(tmp_path, tiny_m
     before = load_file(tiny_model_dir / "model.safetensors")
     assert any(not torch.equal(before[k], load_file(full / "model.safetensors")[k]) for k in before)
     cut = make_cfg(tmp_path, tiny_model_dir, "dpo", smooth, "--train.save_every=2", run="b")
-    _interrupt_after(cut, step=2)
+    with killed_after(2):
+        pref.run(cut, "dpo")
     resumed = pref.run(config.load(tmp_path / "b" / "config.yaml", ["--train.resume"]), "dpo")
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -272,24 +295,6 @@ def test_cdpo_full_fine_tuning_resume_matches_uninterrupted_run(tmp_path, tiny_m
     ra = load_file(tmp_path / "a" / "reference_logps.safetensors")
     rb = load_file(tmp_path / "b" / "reference_logps.safetensors")
     assert all(torch.equal(ra[k], rb[k]) for k in ("train", "eval"))
-
-
-def _interrupt_after(cfg, step):
-    import pixiu.train.loop as loop
-
-    real = loop._checkpoint
-
-    def checkpoint_then_die(root, done, *args, **kwargs):
-        real(root, done, *args, **kwargs)
-        if done == step:
-            raise KeyboardInterrupt
-
-    loop._checkpoint = checkpoint_then_die
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            pref.run(cfg, "dpo")
-    finally:
-        loop._checkpoint = real
 
 
 def test_pairs_identical_after_truncation_are_dropped_and_counted(tiny_model_dir):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interrupt import killed_after
 from safetensors.torch import load_file
 
 from pixiu import config, losses
@@ -224,7 +225,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
     flags = ("--lora.r=4", "--lora.dropout=0.1", "--train.max_steps=6", *NO_EVAL)
     full = rm.run(make_cfg(tmp_path, tiny_model_dir, *flags, run="a"))
     cut = make_cfg(tmp_path, tiny_model_dir, *flags, "--train.save_every=3", run="b")
-    _interrupt_after(cut, step=3)
+    with killed_after(3):
+        rm.run(cut)
     saved = load_file(tmp_path / "b" / "checkpoints" / "step-3" / "trainable.safetensors")
     assert {"head.weight", "head.bias"} <= set(saved)
     resumed = rm.run(config.load(tmp_path / "b" / "config.yaml", ["--train.resume"]))
@@ -234,25 +236,6 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
     la = [r["loss"] for r in metrics(tmp_path / "a") if "loss" in r]
     lb = [r["loss"] for r in metrics(tmp_path / "b") if "loss" in r]
     assert la == lb and len(la) == 6
-
-
-def _interrupt_after(cfg, step):
-    """Run until the step-`step` checkpoint is written, then die as if killed."""
-    import pixiu.train.loop as loop
-
-    real = loop._checkpoint
-
-    def checkpoint_then_die(root, done, *args, **kwargs):
-        real(root, done, *args, **kwargs)
-        if done == step:
-            raise KeyboardInterrupt
-
-    loop._checkpoint = checkpoint_then_die
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            rm.run(cfg)
-    finally:
-        loop._checkpoint = real
 
 
 def test_rankings_train_all_replies_in_one_forward(tmp_path, tiny_model_dir, monkeypatch):

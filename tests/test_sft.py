@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from interrupt import killed_after
 from safetensors.torch import load_file
 
 from pixiu import config
@@ -85,32 +86,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
     cut = make_cfg(
         tmp_path, tiny_model_dir, "--lora.r=4", "--lora.dropout=0.1", "--train.save_every=4", run="b"
     )
-    _interrupt_after(cut, step=4)
+    with killed_after(4):
+        sft.run(cut)
     resumed = sft.run(config.load(tmp_path / "b" / "config.yaml", ["--train.resume"]))
     a, b = load_file(full / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     la = [r["loss"] for r in metrics(tmp_path / "a") if "loss" in r]
     lb = [r["loss"] for r in metrics(tmp_path / "b") if "loss" in r]
     assert la == lb and len(la) == 8
-
-
-def _interrupt_after(cfg, step):
-    """Run until the step-`step` checkpoint is written, then die as if killed."""
-    import pixiu.train.loop as loop
-
-    real = loop._checkpoint
-
-    def checkpoint_then_die(root, done, *args):
-        real(root, done, *args)
-        if done == step:
-            raise KeyboardInterrupt
-
-    loop._checkpoint = checkpoint_then_die
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sft.run(cfg)
-    finally:
-        loop._checkpoint = real
 
 
 def test_pt_trains_on_raw_text(tmp_path, tiny_model_dir):

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import sys
 
 from pixiu import config
 
-# stage name -> module whose run(cfg, stage) trains it and returns the saved model's path
-STAGES = {
-    "sft": "pixiu.train.sft",
-    "pt": "pixiu.train.sft",
-    "rm": "pixiu.train.rm",
-    "dpo": "pixiu.train.pref",
-    "kto": "pixiu.train.pref",
-    "rrhf": "pixiu.train.pref",
-    "ppo": "pixiu.train.ppo",
-    "grpo": "pixiu.train.grpo",
-    "rloo": "pixiu.train.grpo",
-}
-
 
 def train(argv: list[str]) -> None:
     """pixiu train STAGE [--config recipe.yaml] [--section.field=value ...]"""
+    from pixiu.train.stages import STAGES
+
     usage = f"usage: pixiu train {{{','.join(STAGES)}}} [--config recipe.yaml] [--section.field=value ...] [--help]"
     if not argv or argv[0] not in STAGES:
         sys.exit(usage)
@@ -36,7 +24,7 @@ def train(argv: list[str]) -> None:
         return
     path, rest = config_path(rest)
     cfg = config.load(path, rest)
-    final = importlib.import_module(STAGES[stage]).run(cfg, stage)
+    final = STAGES[stage].run(cfg)
     print(f"saved {final}")
 
 

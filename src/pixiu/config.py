@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import sys
 import textwrap
 import types
 import typing
@@ -28,6 +29,14 @@ class ConfigError(ValueError):
 def _choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {list(choices)}")
+
+
+def _deprecated(old: str, new: str) -> None:
+    print(f"note: {old} is deprecated, use {new}", file=sys.stderr)
+
+
+# section class -> {old field name: new field name}; the old name is still read, with a deprecation note
+RENAMED: dict[str, dict[str, str]] = {"GRPOConfig": {"beta": "kl_coef"}}
 
 
 @dataclass
@@ -213,8 +222,9 @@ class RewardConfig:
 
 @dataclass
 class PrefConfig:
-    loss: str = "sigmoid"
-    """`pixiu train dpo` loss: sigmoid (DPO), ipo, simpo or orpo; cDPO is sigmoid with label_smoothing > 0."""
+    loss: str = "dpo"
+    """`pixiu train dpo` loss, a name in losses.LOSSES: dpo, ipo, simpo or orpo; cDPO is dpo with
+    label_smoothing > 0. 'sigmoid' (TRL's name, pixiu's before) still means dpo, with a deprecation note."""
     beta: float = 0.1
     """Inverse temperature of the implicit reward beta * log(pi / pi_ref) (SimPO: of the mean log-prob)."""
     label_smoothing: float = 0.0
@@ -231,7 +241,10 @@ class PrefConfig:
     """RRHF weight of the SFT term on the best response next to the ranking loss."""
 
     def __post_init__(self):
-        _choice("pref.loss", self.loss, ("sigmoid", "ipo", "simpo", "orpo"))
+        if self.loss == "sigmoid":
+            _deprecated("pref.loss=sigmoid", "pref.loss=dpo")
+            self.loss = "dpo"
+        _choice("pref.loss", self.loss, ("dpo", "ipo", "simpo", "orpo"))
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"pref.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if self.beta <= 0:  # IPO's target gap is 1/(2 beta)
@@ -304,8 +317,9 @@ class GRPOConfig:
     """Replies sampled per prompt."""
     prompts_per_step: int = 4
     """Prompts per optimizer step on each process (each gets group_size replies)."""
-    beta: float = 0.04
-    """KL penalty coefficient against the reference model (0 = none: no reference forward, KL not logged)."""
+    kl_coef: float = 0.04
+    """KL penalty coefficient (beta) against the reference model (0 = none: no reference forward, KL not logged).
+    The same name as ppo.kl_coef; the old name grpo.beta is still read, with a deprecation note."""
     clip: float = 0.2
     """Policy ratio clip range epsilon."""
     task_args: dict[str, str] = field(default_factory=dict)
@@ -319,8 +333,8 @@ class GRPOConfig:
 
     def __post_init__(self):
         _choice("grpo.estimator", self.estimator, ("grpo", "rloo"))
-        if self.prompts_per_step < 1 or self.epochs < 1 or self.beta < 0 or self.clip <= 0:
-            raise ConfigError("grpo.prompts_per_step and grpo.epochs must be >= 1, beta >= 0 and clip > 0")
+        if self.prompts_per_step < 1 or self.epochs < 1 or self.kl_coef < 0 or self.clip <= 0:
+            raise ConfigError("grpo.prompts_per_step and grpo.epochs must be >= 1, kl_coef >= 0 and clip > 0")
         if self.group_size < 2:
             raise ConfigError(
                 f"grpo.group_size must be >= 2 (the baseline needs a group), got {self.group_size}"
@@ -354,6 +368,7 @@ def _build(cls: type, values: dict, where: str):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    values = _renamed(cls, values, where)
     unknown = set(values) - names
     if unknown:
         raise ConfigError(
@@ -364,6 +379,17 @@ def _build(cls: type, values: dict, where: str):
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _renamed(cls: type, values: dict, where: str) -> dict:
+    """Old field names -> new ones (RENAMED), with a note; where both are given, the new one wins."""
+    out = dict(values)
+    for old, new in RENAMED.get(cls.__name__, {}).items():
+        if old in out:
+            _deprecated(f"{where}.{old}".strip("."), f"{where}.{new}".strip("."))
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
 
 
 def _coerce(tp, value, where: str):

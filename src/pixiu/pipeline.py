@@ -11,11 +11,12 @@ A recipe holds the shared sections of RunConfig (model, lora, data, train, gen, 
         - {name: ppo, data: {path: pixiu:demo/prompts.jsonl}}
 
 A stage's config is the shared sections deep-merged with its own, then its inputs wired from the stages before it
-(ROLES: the policy so far is model.name_or_path; PPO's ppo.reward_model is the latest reward model; a value the
-stage sets itself wins), train.output_dir = OUTPUT/<name>, then the command line: `--section.field=v` for every
-stage, `--stage.NAME.section.field=v` for one, `--pipeline.field=v` for the pipeline section.
+(by each stage's Role in train/stages.py: the policy so far is model.name_or_path; PPO's ppo.reward_model is the
+latest reward model; a value the stage sets itself wins), train.output_dir = OUTPUT/<name>, then the command
+line: `--section.field=v` for every stage, `--stage.NAME.section.field=v` for one, `--pipeline.field=v` for the
+pipeline section.
 
-Every stage is `cli.STAGES[kind].run(cfg, kind)`, run in this process. A finished stage leaves
+Every stage is `STAGES[kind].run(cfg)` (train/stages.py), run in this process. A finished stage leaves
 OUTPUT/<name>/done.json (its output, wall time and config) and a re-run skips it; a stage directory without the
 marker was interrupted, and the stage runs again with train.resume=true from its last checkpoint. A stage whose
 config changed since it ran is an error, never a silent mix of old and new results. Last, eval/route.py compares
@@ -26,7 +27,6 @@ eval/report.py draws every stage's curves next to those numbers (OUTPUT/report.h
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import sys
 import time
@@ -37,10 +37,14 @@ import yaml
 
 from pixiu import config
 from pixiu.config import ConfigError, RunConfig
+from pixiu.train.stages import STAGES
 
 
 @dataclass
-class EvalConfig:
+class CompareConfig:
+    """The pipeline's closing comparison (`pipeline.eval`): the final policy against the one the last stage
+    started from, under the reward model. Benchmarks (`pixiu eval`) are config.EvalConfig, a recipe's `eval:`."""
+
     prompts: str = ""
     """Held-out prompts: replies of the starting and the final policy to them are scored ('' = no comparison)."""
     pairs: str = ""
@@ -65,8 +69,8 @@ class PipelineConfig:
     """Root of the run: OUTPUT/<stage name>/ per stage, OUTPUT/summary.json and summary.md."""
     stages: list[dict] = field(default_factory=list)
     """The stages in order: {name, stage (a `pixiu train` stage; default: name), RunConfig sections...}."""
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    """The comparison after the last stage."""
+    eval: CompareConfig = field(default_factory=CompareConfig)
+    """The comparison after the last stage (CompareConfig)."""
 
     def __post_init__(self):
         if not self.stages:
@@ -75,32 +79,13 @@ class PipelineConfig:
             )
 
 
-@dataclass(frozen=True)
-class Role:
-    """What a stage kind makes, and whether it reads the latest reward model (every stage reads the policy)."""
-
-    makes: str  # "policy" or "reward_model"
-    reads_reward_model: bool = False
-
-
-ROLES = {
-    "sft": Role("policy"),
-    "pt": Role("policy"),
-    "rm": Role("reward_model"),
-    "dpo": Role("policy"),
-    "kto": Role("policy"),
-    "rrhf": Role("policy"),
-    "ppo": Role("policy", reads_reward_model=True),
-    "grpo": Role("policy"),
-    "rloo": Role("policy"),
-}
 DONE = "done.json"
 
 
 @dataclass
 class Stage:
     name: str  # its directory under output_dir
-    kind: str  # a key of cli.STAGES and ROLES
+    kind: str  # a key of train/stages.py STAGES
     sections: dict  # the RunConfig sections this stage changes
 
 
@@ -162,8 +147,8 @@ def _stage(spec: dict, i: int) -> Stage:
     sections = dict(spec)
     name = str(sections.pop("name"))
     kind = str(sections.pop("stage", name))
-    if kind not in ROLES:
-        raise ConfigError(f"pipeline.stages[{i}] ({name}): unknown stage {kind!r}; valid: {sorted(ROLES)}")
+    if kind not in STAGES:
+        raise ConfigError(f"pipeline.stages[{i}] ({name}): unknown stage {kind!r}; valid: {sorted(STAGES)}")
     return Stage(name, kind, sections)
 
 
@@ -174,7 +159,7 @@ def stage_config(stage: Stage, shared: dict, state: State, out: Path) -> RunConf
     if "name_or_path" not in own.get("model", {}):
         wired["model"] = {"name_or_path": state.policy}
     if (
-        ROLES[stage.kind].reads_reward_model
+        STAGES[stage.kind].role.reads_reward_model
         and state.reward_model
         and "reward_model" not in own.get("ppo", {})
     ):
@@ -200,7 +185,7 @@ def run(pipe: PipelineConfig, shared: dict, stages: list[Stage]) -> dict:
         state.stages.append(
             dict(name=stage.name, kind=stage.kind, output=output, seconds=seconds, skipped=skipped)
         )
-        if ROLES[stage.kind].makes == "policy":
+        if STAGES[stage.kind].role.makes == "policy":
             state.start_policy, state.policy, state.final_cfg = cfg.model.name_or_path, output, cfg
         else:
             state.reward_model = output
@@ -223,9 +208,8 @@ def run_stage(stage: Stage, cfg: RunConfig, out: Path) -> tuple[str, float, bool
         _same_config(stage, started, resolved, "started", run_dir)
         print("interrupted earlier: resuming from its last checkpoint")
         cfg.train.resume = True
-    module = importlib.import_module(_stage_module(stage.kind))
     t0 = time.perf_counter()
-    final = Path(module.run(cfg, stage.kind))
+    final = STAGES[stage.kind].run(cfg)
     seconds = round(time.perf_counter() - t0, 1)
     gc.collect()  # each stage loads its own models; drop them before the next one loads
     # A policy saved merged as well is the next stage's base: adapters then stack on a full model.
@@ -241,12 +225,6 @@ def run_stage(stage: Stage, cfg: RunConfig, out: Path) -> tuple[str, float, bool
     tmp.rename(run_dir / DONE)
     print(f"stage {stage.name} done in {seconds:.0f} s -> {output}")
     return str(output), seconds, False
-
-
-def _stage_module(kind: str) -> str:
-    from pixiu.cli import STAGES
-
-    return STAGES[kind]
 
 
 def _read_done(run_dir: Path) -> dict | None:

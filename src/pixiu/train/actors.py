@@ -131,7 +131,7 @@ def build(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
 
 def _shared(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
     loaded = io.load(cfg.model)  # compute dtype, frozen below: only adapters train
-    merged = _fold(loaded)
+    merged = fold(loaded)
     loaded.model.requires_grad_(False)
     lm = io.add_lora(loaded.model, cfg.lora)  # the policy adapter, named "default"
     loaded.model = lm
@@ -165,10 +165,10 @@ def _shared(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
 def _separate(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
     full = LoraConfig(r=0)
     loaded = io.load(cfg.model, full, for_training=True)  # fp32 master weights
-    merged = _fold(loaded)
+    merged = fold(loaded)
     loaded.model.requires_grad_(True)
     ref = io.load(cfg.model)
-    _fold(ref)
+    fold(ref)
     ref.model.requires_grad_(False)
     rm_path = cfg.ppo.reward_model
     reward, template = _separate_rm(cfg, loaded.tokenizer) if rm_path else (None, None)
@@ -193,7 +193,7 @@ def _separate_rm(cfg: RunConfig, tokenizer) -> tuple[heads.ScalarLM, Template]:
     return reward, rm_loaded.template
 
 
-def _fold(loaded: io.Loaded) -> bool:
+def fold(loaded: io.Loaded) -> bool:
     """Merge an adapter checkpoint into its base in place; True when there was one."""
     if not hasattr(loaded.model, "merge_and_unload"):
         return False

@@ -7,7 +7,8 @@ policy-gradient steps over the reply tokens, with an optional k3 KL penalty to t
 reference is the same weights with the adapters off, so there is one copy of the model. A group's K replies share
 one forward of their prompt (`PrefixLM`), so a forward is one group and train.batch_size is not used here.
 
-The lr schedule, metrics.jsonl, checkpoints and resume are the training loop's (train/loop.py). A step's prompts
+The step runs on the training loop (train/loop.py): optimizer, lr schedule, clipping, metrics.jsonl, evaluation
+timing, checkpoints and resume are the loop's. A step's prompts
 are a pure function of (seed, step) and the checkpoint carries the torch RNG that sampling draws from, so a
 resumed run samples the same replies as an uninterrupted one.
 """
@@ -15,8 +16,6 @@ resumed run samples the same replies as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -24,18 +23,23 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from pixiu import config as config_mod
 from pixiu import losses
+from pixiu.chat.templates import Rendered
 from pixiu.config import LoraConfig, RunConfig
 from pixiu.data import load_data
+from pixiu.data.collate import GroupBatch, collate_groups
 from pixiu.data.records import Prompt
 from pixiu.data.tasks import Example, Task, resolve
 from pixiu.engine import Sampling, sample
 from pixiu.model import io
 from pixiu.model.forward import autocast, base_lm, token_logps
 from pixiu.train import loop
+from pixiu.train.actors import fold
+from pixiu.train.loop import Hooks, Optimizer
+from pixiu.train.rollout import reuse_reason
+from pixiu.train.stages import begin, finish
 
 
 @dataclass
@@ -49,16 +53,7 @@ class Rollouts:
     advantages: torch.Tensor  # (R,) A_i, shared by every token of reply i
     lengths: torch.Tensor  # (R,) reply tokens
     finished: torch.Tensor  # (R,) 1 = a stop token ended the reply
-
-
-@dataclass
-class GroupBatch:
-    """One prompt and its K replies, the unit of a forward pass."""
-
-    prompt: torch.Tensor  # (1, P) prompt ids
-    replies: torch.Tensor  # (K, L) reply ids, right-padded
-    mask: torch.Tensor  # (K, L) 1 = a real reply token a_t
-    advantages: torch.Tensor  # (N,) the advantage at each real reply token, row-major; N = mask.sum()
+    logps: list[list[float]] | None = None  # (R,) the sampler's log-prob of each reply token (engine.Sample)
 
 
 class PrefixLM(nn.Module):
@@ -73,24 +68,38 @@ class PrefixLM(nn.Module):
         self.lm = lm
 
     def forward(self, g: GroupBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (N, V) logits at the positions predicting each real reply token, (N,) those tokens."""
+        """g: ONE group, K rows of the same prompt + a reply (`group_batches`). -> (N, V) logits at the positions
+        predicting each real reply token, (N,) those tokens, row-major."""
         base = base_lm(self.lm)
         decoder = base.get_decoder()
-        k, width = g.replies.shape
-        out = decoder(input_ids=g.prompt, use_cache=True)
+        prompt, replies, mask = split_prompt(g)
+        k, width = replies.shape
+        out = decoder(input_ids=prompt, use_cache=True)
         first = out.last_hidden_state[:, -1:].expand(k, 1, -1)  # (K, 1, H): predicts each reply's first token
         hidden = first
         if width > 1:
             out.cache.batch_repeat_interleave(k)
-            start = g.prompt.shape[1]
-            positions = torch.arange(start, start + width - 1, device=g.prompt.device).expand(k, -1)
+            start = prompt.shape[1]
+            positions = torch.arange(start, start + width - 1, device=prompt.device).expand(k, -1)
             # right padding sits after every real token, so the causal mask alone keeps it out of sight
-            rest = decoder(
-                input_ids=g.replies[:, :-1], position_ids=positions, cache=out.cache, use_cache=True
-            )
+            rest = decoder(input_ids=replies[:, :-1], position_ids=positions, cache=out.cache, use_cache=True)
             hidden = torch.cat([first, rest.last_hidden_state], 1)  # (K, L, H)
-        keep = g.mask.bool()
-        return base.get_output_embeddings()(hidden[keep]), g.replies[keep]
+        keep = mask.bool()
+        return base.get_output_embeddings()(hidden[keep]), replies[keep]
+
+
+def split_prompt(g: GroupBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A group's rows -> (1, P) the prompt they share, (K, L) the replies right-padded, (K, L) 1 = a reply token.
+    The loss mask starts at the first reply token, the same column P in every row."""
+    t = g.tokens
+    start = int(t.loss_mask[0].argmax())
+    return t.input_ids[:1, :start], t.input_ids[:, start:], t.loss_mask[:, start:]
+
+
+def token_advantages(g: GroupBatch) -> torch.Tensor:
+    """(N,) each reply's advantage at each of its tokens, row-major like `PrefixLM`'s output."""
+    _, _, mask = split_prompt(g)
+    return g.extra["advantages"][:, None].expand(mask.shape)[mask.bool()]
 
 
 def advantages(rewards: torch.Tensor, estimator: str, scale: bool) -> torch.Tensor:
@@ -124,9 +133,7 @@ def rollout(loaded: io.Loaded, task: Task, batch: list[Example], cfg: RunConfig,
         samples = sample(
             loaded.model, loaded.tokenizer, loaded.template, [e.prompt for e in batch], sampling, k
         )
-    convs = [e.conversation for e in batch for _ in range(k)]
-    rewards = torch.tensor([task.reward(c, s.text) for c, s in zip(convs, samples)]).view(-1, k).float()
-    correct = torch.tensor([task.evaluate(c, s.text) for c, s in zip(convs, samples)]).view(-1, k).float()
+    rewards, correct = score(task, batch, samples, k)
     return Rollouts(
         [samples[i].prompt_ids for i in range(0, len(samples), k)],
         [s.reply_ids for s in samples],
@@ -135,22 +142,29 @@ def rollout(loaded: io.Loaded, task: Task, batch: list[Example], cfg: RunConfig,
         advantages(rewards, estimator, cfg.grpo.scale_rewards).flatten(),
         torch.tensor([len(s.reply_ids) for s in samples]),
         torch.tensor([float(s.finished) for s in samples]),
+        [s.logps for s in samples],
     )
 
 
+def score(task: Task, batch: list[Example], samples, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's rewards, all in this one place: (G, K) the task's reward of each reply, and (G, K) its
+    evaluate() (1 = right answer), for K replies to each of the G prompts of `batch`."""
+    convs = [e.conversation for e in batch for _ in range(k)]
+    rewards = torch.tensor([task.reward(c, s.text) for c, s in zip(convs, samples)]).view(-1, k).float()
+    correct = torch.tensor([task.evaluate(c, s.text) for c, s in zip(convs, samples)]).view(-1, k).float()
+    return rewards, correct
+
+
 def group_batches(ro: Rollouts, pad_id: int, device) -> list[GroupBatch]:
-    """One GroupBatch per prompt."""
+    """One GroupBatch per prompt: its K prompt + reply rows, each reply's advantage as extra["advantages"]."""
     k = len(ro.replies) // len(ro.prompts)
     out = []
     for g, prompt in enumerate(ro.prompts):
-        replies = ro.replies[g * k : (g + 1) * k]
-        width = max(map(len, replies))
-        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in replies])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in replies])
-        adv = ro.advantages[g * k : (g + 1) * k, None].expand(k, width)[mask.bool()]
-        out.append(
-            GroupBatch(torch.tensor([prompt]).to(device), ids.to(device), mask.to(device), adv.to(device))
-        )
+        rows = [
+            Rendered(prompt + r, [0] * len(prompt) + [1] * len(r)) for r in ro.replies[g * k : (g + 1) * k]
+        ]
+        adv = {"advantages": [ro.advantages[g * k : (g + 1) * k].tolist()]}
+        out.append(collate_groups([rows], pad_id, adv).to(device))
     return out
 
 
@@ -172,37 +186,35 @@ def logps_of(policy, groups: list[GroupBatch], temperature: float, ctx) -> list[
 # ---------------------------------------------------------------- the step
 
 
-def update(policy, opt, groups, old, ref, cfg: RunConfig, accelerator, params, dtype) -> dict:
+def update(policy, opt: Optimizer, groups, old, ref, cfg: RunConfig, accelerator, dtype) -> dict:
     """grpo.epochs optimizer steps over the step's groups (one forward each); the loss is normalised by the reply
     tokens of the whole step (all processes), so splitting into groups and processes does not change the update."""
     world, g = accelerator.num_processes, cfg.grpo
-    n_local = sum(len(b.advantages) for b in groups)
+    n_local = sum(b.tokens.n_targets for b in groups)
     n_step = int(accelerator.reduce(torch.tensor(n_local), "sum").item())
     temperature = cfg.gen.temperature
     sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
     for _ in range(g.epochs):
         for i, batch in enumerate(groups):
             sync = i == len(groups) - 1
-            adv = batch.advantages
+            adv = token_advantages(batch)
             with contextlib.nullcontext() if sync else accelerator.no_sync(policy):
                 with autocast(dtype, adv.device, policy):
                     logits, targets = policy(batch)
                 logps = token_logps(logits / temperature, targets)
                 old_i = old[i] if old else logps.detach()
                 ref_i = ref[i] if ref else None
-                loss = losses.grpo(logps, old_i, adv, ref_i, g.clip, g.beta)
+                loss = losses.grpo(logps, old_i, adv, ref_i, g.clip, g.kl_coef)
                 accelerator.backward(loss * (world / max(n_step, 1)))
             sums["loss"] += loss.item()
             if ref_i is not None:
                 sums["kl"] += losses.kl_estimate(logps.detach(), ref_i, "k3").sum().item()
             sums["clip_frac"] += ((logps.detach() - old_i).exp().sub(1).abs() > g.clip).sum().item()
-        grad_norm = loop._clip(accelerator, params, cfg.train.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        grad_norm = opt.update()
     total = accelerator.reduce(torch.tensor(list(sums.values())), "sum") / max(n_step * g.epochs, 1)
     stats = {**dict(zip(sums, total.tolist())), "grad_norm": grad_norm}
     if ref is None:
-        del stats["kl"]  # no reference to measure against (full fine-tuning with beta = 0)
+        del stats["kl"]  # no reference to measure against (full fine-tuning with kl_coef = 0)
     return stats
 
 
@@ -262,26 +274,19 @@ def build(cfg: RunConfig) -> tuple[io.Loaded, torch.nn.Module | None, bool]:
     (an SFT LoRA) is merged into its base first, so the reference is the SFT model, not the bare base."""
     if cfg.lora.r > 0:
         loaded = io.load(cfg.model)
-        folded = _fold(loaded)
+        folded = fold(loaded)
         loaded.model.requires_grad_(False)
         loaded.model = io.add_lora(loaded.model, cfg.lora)
         return loaded, None, folded
     loaded = io.load(cfg.model, LoraConfig(r=0), for_training=True)  # fp32 master weights
-    folded = _fold(loaded)
+    folded = fold(loaded)
     loaded.model.requires_grad_(True)
     ref = None
-    if cfg.grpo.beta > 0:
+    if cfg.grpo.kl_coef > 0:
         ref_loaded = io.load(cfg.model)
-        _fold(ref_loaded)
+        fold(ref_loaded)
         ref = ref_loaded.model.requires_grad_(False).eval()
     return loaded, ref, folded
-
-
-def _fold(loaded: io.Loaded) -> bool:
-    if not hasattr(loaded.model, "merge_and_unload"):
-        return False
-    loaded.model = loaded.model.merge_and_unload()
-    return True
 
 
 def prompts(cfg: RunConfig, task: Task, loaded: io.Loaded) -> tuple[list[Example], list[Example], dict]:
@@ -305,7 +310,7 @@ def prompts(cfg: RunConfig, task: Task, loaded: io.Loaded) -> tuple[list[Example
 
 
 def one_step(
-    loaded, policy, ref_logps, opt, params, task, batch, cfg: RunConfig, estimator, accelerator
+    loaded, policy, ref_logps, opt: Optimizer, task, batch, cfg: RunConfig, estimator, accelerator
 ) -> dict:
     """Rollouts for this process's prompts, then grpo.epochs updates -> the step's metrics."""
     t0 = time.perf_counter()
@@ -314,13 +319,25 @@ def one_step(
     groups = group_batches(ro, loaded.tokenizer.pad_token_id, accelerator.device)
     temperature = cfg.gen.temperature
     ref = ref_logps(groups) if ref_logps else None
-    if cfg.grpo.epochs > 1:
+    if cfg.grpo.epochs > 1 and old_reason(cfg, loaded.dtype) is None:  # the sampler's: no forward
+        k = cfg.grpo.group_size
+        old = [
+            torch.tensor(sum(ro.logps[i : i + k], []), device=accelerator.device)
+            for i in range(0, len(ro.logps), k)
+        ]
+    elif cfg.grpo.epochs > 1:
         old = logps_of(policy, groups, temperature, lambda: autocast(loaded.dtype, accelerator.device))
     else:
         old = None  # one update per rollout: π_old is π itself, taken detached in `update`
-    stats = update(policy, opt, groups, old, ref, cfg, accelerator, params, loaded.dtype)
+    stats = update(policy, opt, groups, old, ref, cfg, accelerator, loaded.dtype)
     return {**step_metrics(ro, accelerator), **stats, "gen_s": round(t1 - t0, 2),
             "train_s": round(time.perf_counter() - t1, 2)}  # fmt: skip
+
+
+def old_reason(cfg: RunConfig, dtype: torch.dtype) -> str | None:
+    """Why the sampler's log-probs cannot be π_old for grpo.epochs > 1 (None: they can; see rollout.py)."""
+    gen = cfg.gen
+    return reuse_reason(Sampling(1, gen.temperature, gen.top_p, gen.top_k), gen.temperature, dtype)
 
 
 # ---------------------------------------------------------------- the stage
@@ -328,77 +345,50 @@ def one_step(
 
 def run(cfg: RunConfig, stage: str = "grpo") -> Path:
     """Train and save `output_dir/final`; returns that path. stage 'rloo' forces the RLOO estimator."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     estimator = "rloo" if stage == "rloo" else cfg.grpo.estimator
     if cfg.gen.temperature <= 0:
         raise config_mod.ConfigError("GRPO samples a group per prompt: gen.temperature must be > 0")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    set_seed(cfg.train.seed)
-    out = Path(cfg.train.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        config_mod.save(cfg, out / "config.yaml")
-    t_start = time.perf_counter()
-    task = resolve(cfg.grpo.task, **cfg.grpo.task_args)
+    job = begin(cfg, stage)
+    accelerator, g = job.accelerator, cfg.grpo
+    task = resolve(g.task, **g.task_args)
     loaded, ref_model, folded = build(cfg)
     if cfg.train.gradient_checkpointing:
         io.enable_gradient_checkpointing(loaded.model)
     train_set, held, report = prompts(cfg, task, loaded)
-    if accelerator.is_main_process:
-        print(f"grpo ({estimator}): task {cfg.grpo.task}, prompts {report}")
+    if job.main:
+        print(f"grpo ({estimator}): task {g.task}, prompts {report}")
+        if g.epochs > 1:
+            why = old_reason(cfg, loaded.dtype)
+            print(f"grpo: log π_old {'from the sampler' if why is None else 'from a policy forward: ' + why}")
     policy = accelerator.prepare(PrefixLM(loaded.model))
     reference = PrefixLM(ref_model).to(accelerator.device) if ref_model is not None else None
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    g, tc = cfg.grpo, cfg.train
-    total = tc.max_steps or max(
-        1, math.ceil(tc.epochs * len(train_set) / g.prompts_per_step / accelerator.num_processes)
-    )
-    ckpts = out / "checkpoints"
-    start = loop._resume(ckpts, policy, opt) if tc.resume else 0
-    log = loop.MetricsLog(out, start, enabled=accelerator.is_main_process)
+    ref_logps = _reference(policy, reference, cfg, loaded.dtype, accelerator.device)
+    world, rank = accelerator.num_processes, accelerator.process_index
     greedy = Sampling(cfg.gen.max_new_tokens, temperature=0.0)
+
+    def step(step: int, opt: Optimizer) -> dict:
+        idx = step_prompts(len(train_set), g.prompts_per_step * world, cfg.train.seed, step)[rank::world]
+        batch = [train_set[i] for i in idx]
+        return one_step(loaded, policy, ref_logps, opt, task, batch, cfg, estimator, accelerator)
 
     def evaluate() -> dict:
         ev = evaluate_task(loaded, task, g.eval_size, greedy, held if cfg.data.specs() else None)
         return {f"eval_{k}": v for k, v in ev.items()}
 
-    if start == 0 and g.eval_size:
-        log.write({"step": 0, **evaluate()})
-    bar = tqdm(
-        total=total, initial=start, desc=estimator, unit="step", disable=not accelerator.is_main_process
-    )
-    ref_logps = _reference(policy, reference, cfg, loaded.dtype, accelerator.device)
-    for step in range(start, total):
-        for group in opt.param_groups:
-            group["lr"] = loop.lr_at(step, total, tc)
-        world, rank = accelerator.num_processes, accelerator.process_index
-        idx = step_prompts(len(train_set), g.prompts_per_step * world, tc.seed, step)[rank::world]
-        row = {"step": step + 1, **one_step(loaded, policy, ref_logps, opt, params, task, [train_set[i] for i in idx],
-                                             cfg, estimator, accelerator)}  # fmt: skip
-        row["lr"] = opt.param_groups[0]["lr"]
-        bar.update(1)
-        bar.set_postfix(
-            reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}", kl=f"{row.get('kl', 0):.4f}"
-        )
-        done = step + 1
-        evaluated = g.eval_size and ((tc.eval_every and done % tc.eval_every == 0) or done == total)
-        if evaluated:
-            row.update(evaluate())
-        if evaluated or done % tc.log_every == 0 or done == total:
-            log.write(row)
-        if tc.save_every and done % tc.save_every == 0 and done < total:
-            loop._checkpoint(ckpts, done, policy, opt, tc.keep_last, accelerator)
-    bar.close()
-    return _save(out, loaded, cfg, folded, report, log.rows, t_start, stage, accelerator)
+    per_epoch = len(train_set) / g.prompts_per_step / world
+    hooks = Hooks(step, per_epoch, evaluate if g.eval_size else None, name=estimator, show=SHOW)
+    rows = loop.fit(policy, hooks, cfg.train, accelerator, job.out)
+    # a folded start's base exists only in memory, so the result is saved merged (full weights)
+    return finish(job, loaded, rows, folded=folded, prompts=report)
+
+
+SHOW = ("reward", "accuracy", "kl")  # on the progress bar
 
 
 def _reference(policy, reference, cfg: RunConfig, dtype, device):
     """groups -> (N,) reference log-probs per group: the policy with adapters off (LoRA) or a separate model.
-    None when beta = 0, which skips that forward (a third of a step's compute on a CPU) and leaves KL unlogged."""
-    if cfg.grpo.beta == 0:
+    None when kl_coef = 0, which skips that forward (a third of a step's compute on a CPU) and leaves KL unlogged."""
+    if cfg.grpo.kl_coef == 0:
         return None
     lm = io.unwrap(policy).lm
 
@@ -409,23 +399,3 @@ def _reference(policy, reference, cfg: RunConfig, dtype, device):
             yield
 
     return lambda groups: logps_of(reference or policy, groups, cfg.gen.temperature, ctx)
-
-
-def _save(out, loaded, cfg, folded, report, rows, t_start, stage, accelerator) -> Path:
-    final = out / "final"
-    if accelerator.is_main_process:
-        # a folded start's base exists only in memory, so the result is saved merged (full weights)
-        io.save(final, loaded, merge=folded)
-        if cfg.train.merge_lora and cfg.lora.r > 0 and not folded:
-            io.save(out / "merged", loaded, merge=True)
-        evals = [r for r in rows if "eval_accuracy" in r]
-        summary = {
-            "stage": stage,
-            "seconds": round(time.perf_counter() - t_start, 1),
-            "prompts": report,
-            "first": evals[0] if evals else {},
-            "last": rows[-1] if rows else {},
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    accelerator.wait_for_everyone()
-    return final

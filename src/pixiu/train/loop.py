@@ -1,11 +1,13 @@
-"""THE training loop: accumulation, clipping, schedule, logging, eval, atomic checkpoints, exact resume.
+"""THE training loop: schedule, clipping, logging, evaluation, atomic checkpoints and exact resume, for every stage.
 
-A stage hands in rows of samples and a `loss_fn(model, batch) -> summed loss`; the loop does the rest. The
-batch order is a pure function of (seed, epoch) (see data/collate.py), so a resumed run replays the same
-micro-batches; trainable weights, optimizer moments and the torch RNG are restored bit for bit from
-safetensors + JSON (no pickle). Loss is normalised by the target tokens of the whole optimizer step across
-micro-batches and processes, so `accelerate launch` with N processes matches one process with the same global
-batch.
+A stage plugs in `Hooks`: its step (the forward and backward passes of one training step, calling `opt.update()`
+once per optimizer update) and, if it has them, evaluation and extra checkpoint state. The loop owns the rest:
+the AdamW optimizer and its clipping, the learning-rate schedule, metrics.jsonl and the progress bar, when to
+evaluate and save, and resuming (checkpoint.py). Supervised stages (SFT, RM, the DPO family) hand `train` rows of
+samples and a `loss_fn(model, batch) -> summed loss`; `supervised` turns them into hooks whose batch order is a
+pure function of (seed, epoch) (data/collate.py), so a resumed run replays the same micro-batches. Their loss is
+normalised by the target tokens of the whole optimizer step across micro-batches and processes, so
+`accelerate launch` with N processes matches one process with the same global batch.
 """
 
 from __future__ import annotations
@@ -13,48 +15,141 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from pixiu.chat.templates import Rendered
 from pixiu.config import TrainConfig
 from pixiu.data.collate import GroupBatch, TokenBatch, collate, collate_groups, collate_shared, plan
 from pixiu.model.forward import autocast
-from pixiu.model.io import unwrap
+from pixiu.train import checkpoint
 
 LossFn = Callable[[torch.nn.Module, TokenBatch], torch.Tensor]  # -> summed loss over the batch's targets
-# The loop takes any dataset with the methods of `Rows`: epoch(epoch, world) -> global micro-batches of
-# indices, batch(indices) -> a batch with .n_tokens, n_targets(indices) -> the units the loss is summed over.
+
+
+class Optimizer:
+    """AdamW over the trained parameters with the loop's gradient clipping: what a stage's step updates with."""
+
+    def __init__(self, params: list[torch.nn.Parameter], cfg: TrainConfig, accelerator):
+        self.params, self.max_norm, self.accelerator = params, cfg.max_grad_norm, accelerator
+        self.torch = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    @property
+    def lr(self) -> float:
+        return self.torch.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for g in self.torch.param_groups:
+            g["lr"] = value
+
+    def update(self) -> float:
+        """Clip the accumulated gradients to train.max_grad_norm (0 = no clipping), take one AdamW step and clear
+        them -> the gradient norm before clipping."""
+        if self.max_norm > 0:
+            norm = float(self.accelerator.clip_grad_norm_(self.params, self.max_norm))
+        else:
+            norms = [p.grad.detach().norm() for p in self.params if p.grad is not None]
+            norm = float(torch.stack(norms).norm()) if norms else 0.0
+        self.torch.step()
+        self.torch.zero_grad(set_to_none=True)
+        return norm
+
+
+@dataclass
+class Hooks:
+    """What a stage plugs into `fit`."""
+
+    step: Callable[[int, Optimizer], dict]
+    """(step index from 0, optimizer) -> the step's metrics. It runs the forward and backward passes and calls
+    `opt.update()` once per optimizer update (once for SFT; per minibatch for PPO, per epoch for GRPO)."""
+    steps_per_epoch: float
+    """Steps in one pass over the data: the run has ceil(train.epochs x this) steps unless train.max_steps."""
+    evaluate: Callable[[], dict] | None = None
+    """Held-out metrics, logged at step 0, every train.eval_every steps and after the last step."""
+    state: Callable[[], dict] | None = None
+    """The stage's own JSON state, saved in each checkpoint (PPO: its KL coefficient and reward moments)."""
+    load_state: Callable[[dict], None] | None = None
+    """Restores that state when the run resumes from a checkpoint."""
+    name: str = "train"
+    """The progress bar's label."""
+    show: tuple[str, ...] = ("loss",)
+    """Metrics shown on the progress bar (it shows the step rate and the time left itself)."""
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine / linear decay to 0, or constant."""
+    warm = int(cfg.warmup_ratio * total)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - warm) / max(1, total - warm)
+    scale = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+    return cfg.lr * scale
+
+
+def fit(
+    model, hooks: Hooks, cfg: TrainConfig, accelerator, out: Path, params: list | None = None
+) -> list[dict]:
+    """Run the stage's steps with the loop's schedule, logging, evaluation and checkpoints -> the metrics rows it
+    logged. `model` holds what trains (its trainable weights go into checkpoints); `params`, the parameters the
+    optimizer updates, defaults to those of `model` that require grad."""
+    main = accelerator.is_main_process
+    opt = Optimizer(params or [p for p in model.parameters() if p.requires_grad], cfg, accelerator)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * hooks.steps_per_epoch))
+    ckpts = out / "checkpoints"
+    start, extra = checkpoint.restore(ckpts, model, opt.torch) if cfg.resume else (0, {})
+    if start and hooks.load_state:
+        hooks.load_state(extra)
+    log = MetricsLog(out, start, enabled=main)
+    if start == 0 and hooks.evaluate:
+        log.write({"step": 0, **hooks.evaluate()})
+    bar = tqdm(total=total, initial=start, desc=hooks.name, unit="step", disable=not main)
+    for step in range(start, total):
+        done = step + 1
+        opt.lr = lr_at(step, total, cfg)
+        row = {"step": done, **hooks.step(step, opt), "lr": opt.lr}
+        bar.update(1)
+        bar.set_postfix({k: f"{row[k]:.4g}" for k in hooks.show if k in row})
+        evaluated = hooks.evaluate and ((cfg.eval_every and done % cfg.eval_every == 0) or done == total)
+        if evaluated:
+            row.update(hooks.evaluate())
+        if evaluated or done % cfg.log_every == 0 or done == total:
+            log.write(row)
+        if cfg.save_every and done % cfg.save_every == 0 and done < total:
+            state = hooks.state() if hooks.state else None
+            checkpoint.save(ckpts, done, model, opt.torch, cfg.keep_last, accelerator, state)
+    bar.close()
+    return log.rows
+
+
+# ---------------------------------------------------------------- supervised stages: rows and a loss
 
 
 @dataclass
 class Rows:
-    """Training rows (one sample each, or several packed ones) and how to batch them."""
+    """Training rows (one sample each, or several packed ones) and how to batch them. `fit` takes any dataset
+    with these methods: epoch(epoch, world) -> global micro-batches of indices, batch(indices) -> a batch with
+    .n_tokens, n_targets(indices) -> the units the loss is summed over."""
 
     rows: list[list[Rendered]]
     pad_id: int
     batch_size: int  # rows per micro-batch per process
     seed: int = 0
     group_by_length: bool = True
-    tokens_per_batch: int = 0  # > 0: micro-batches are cut by padded tokens per process, not batch_size
 
     def lengths(self) -> list[int]:
         return [sum(len(s.input_ids) for s in r) for r in self.rows]
 
     def epoch(self, epoch: int, world: int) -> list[list[int]]:
-        """Global micro-batches of one epoch: each holds batch_size * world row indices, or rows up to
-        tokens_per_batch padded tokens per process."""
-        lengths, size = self.lengths(), self.batch_size * world
-        return plan(lengths, size, self.seed, epoch, self.group_by_length, self.tokens_per_batch, world)
-
+        """Global micro-batches of one epoch: each holds batch_size * world row indices."""
+        return plan(self.lengths(), self.batch_size * world, self.seed, epoch, self.group_by_length)
 
     def batch(self, idx: list[int]) -> TokenBatch:
         return collate([self.rows[i] for i in idx], self.pad_id)
@@ -93,50 +188,23 @@ class Groups:
         return len(idx)
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine / linear decay to 0, or constant."""
-    warm = int(cfg.warmup_ratio * total)
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    if cfg.schedule == "constant":
-        return cfg.lr
-    progress = (step - warm) / max(1, total - warm)
-    scale = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
-    return cfg.lr * scale
-
-
-def train(
-    model,
-    data: Rows,
-    loss_fn: LossFn,
-    cfg: TrainConfig,
-    accelerator,
-    out: Path,
-    evaluate: Callable[[], dict] | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> list[dict]:
-    """Run the loop; returns the metrics rows it logged. `model` is prepared by the caller's accelerator."""
+def supervised(
+    model, data: Rows, loss_fn: LossFn, cfg: TrainConfig, accelerator, dtype, evaluate=None
+) -> Hooks:
+    """Hooks for a stage that is rows and a loss: each step accumulates train.grad_accum micro-batches (each
+    process its share) into one update. Puts the model in training mode: from_pretrained returns eval mode, and
+    dropout (LoRA's included) must be on while training."""
     world, rank = accelerator.num_processes, accelerator.process_index
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = math.ceil(len(data.epoch(0, world)) / cfg.grad_accum)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    ckpts = out / "checkpoints"
-    start = _resume(ckpts, model, opt) if cfg.resume else 0
-    log = MetricsLog(out, start, enabled=accelerator.is_main_process)
-    if start == 0 and evaluate:
-        log.write({"step": 0, **evaluate()})
-    model.train()  # from_pretrained returns eval mode: dropout (LoRA's included) must be on while training
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not accelerator.is_main_process)
-    epoch_plan, plan_epoch = None, -1
-    for step in range(start, total):
+    plans: dict[int, list[list[int]]] = {}  # the current epoch's micro-batches
+
+    def step(step: int, opt: Optimizer) -> dict:
         epoch, within = divmod(step, per_epoch)
-        if epoch != plan_epoch:
-            epoch_plan, plan_epoch = data.epoch(epoch, world), epoch
-        micro = epoch_plan[within * cfg.grad_accum : (within + 1) * cfg.grad_accum]
+        if epoch not in plans:
+            plans.clear()
+            plans[epoch] = data.epoch(epoch, world)
+        micro = plans[epoch][within * cfg.grad_accum : (within + 1) * cfg.grad_accum]
         t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, cfg)
         shards = [idx[rank::world] for idx in micro]
         n_step = sum(data.n_targets(idx) for idx in micro)  # targets of the whole step, all processes
         loss_sum, tokens = 0.0, 0
@@ -149,39 +217,35 @@ def train(
                 accelerator.backward(loss * (world / max(n_step, 1)))
             loss_sum += loss.item()
             tokens += batch.n_tokens
-        grad_norm = _clip(accelerator, params, cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        grad_norm = opt.update()
         elapsed = time.perf_counter() - t0
         loss_sum = accelerator.reduce(torch.tensor(loss_sum), "sum").item()
         tokens = int(accelerator.reduce(torch.tensor(tokens), "sum").item())
-        done = step + 1
-        row = {
-            "step": done,
-            "epoch": round(done / per_epoch, 4),
+        return {
+            "epoch": round((step + 1) / per_epoch, 4),
             "loss": loss_sum / max(n_step, 1),
-            "lr": opt.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "tokens_per_s": round(tokens / elapsed, 1),
         }
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        evaluated = evaluate and ((cfg.eval_every and done % cfg.eval_every == 0) or done == total)
-        if evaluated:
-            row.update(evaluate())
-        if evaluated or done % cfg.log_every == 0 or done == total:
-            log.write(row)
-        if cfg.save_every and done % cfg.save_every == 0 and done < total:
-            _checkpoint(ckpts, done, model, opt, cfg.keep_last, accelerator)
-    bar.close()
-    return log.rows
+
+    model.train()
+    return Hooks(step, per_epoch, evaluate, show=("loss", "tokens_per_s"))
 
 
-def _clip(accelerator, params, max_norm: float) -> float:
-    if max_norm > 0:
-        return float(accelerator.clip_grad_norm_(params, max_norm))
-    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
+def train(
+    model,
+    data: Rows,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    accelerator,
+    out: Path,
+    evaluate: Callable[[], dict] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[dict]:
+    """`fit` with `supervised` hooks; returns the metrics rows. `model` is prepared by the caller's accelerator."""
+    return fit(
+        model, supervised(model, data, loss_fn, cfg, accelerator, dtype, evaluate), cfg, accelerator, out
+    )
 
 
 class MetricsLog:
@@ -211,81 +275,3 @@ class MetricsLog:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, row["step"])
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def _checkpoint(root: Path, step: int, model, opt, keep: int, accelerator, extra: dict | None = None) -> None:
-    """Write step-N atomically (temp dir, then rename) and keep the newest `keep`. `extra`: a stage's own
-    JSON state (PPO's KL coefficient and reward statistics), read back with `checkpoint_state`."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tmp, final = root / f".step-{step}.tmp", root / f"step-{step}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        trainable = {
-            n: p.detach().contiguous() for n, p in unwrap(model).named_parameters() if p.requires_grad
-        }
-        save_file(trainable, tmp / "trainable.safetensors")
-        tensors, meta = _optimizer_state(opt)
-        save_file(tensors, tmp / "optimizer.safetensors")
-        save_file({"cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
-        state = {"step": step, "optimizer": meta, "python_rng": _py_rng_to_json(random.getstate())}
-        state["extra"] = extra or {}
-        (tmp / "state.json").write_text(json.dumps(state))
-        tmp.rename(final)
-        for old in sorted(_steps(root))[:-keep] if keep > 0 else []:
-            shutil.rmtree(root / f"step-{old}")
-    accelerator.wait_for_everyone()
-
-
-def _resume(root: Path, model, opt) -> int:
-    steps = sorted(_steps(root))
-    if not steps:
-        print(f"resume: no checkpoint under {root}, starting at step 0")
-        return 0
-    ck = root / f"step-{steps[-1]}"
-    state = json.loads((ck / "state.json").read_text())
-    weights = load_file(ck / "trainable.safetensors")
-    named = dict(unwrap(model).named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            named[name].copy_(value)
-    _load_optimizer_state(opt, load_file(ck / "optimizer.safetensors"), state["optimizer"])
-    torch.set_rng_state(load_file(ck / "rng.safetensors")["cpu"])
-    random.setstate(_py_rng_from_json(state["python_rng"]))
-    print(f"resume: continuing from {ck} (step {state['step']})")
-    return state["step"]
-
-
-def checkpoint_state(root: Path) -> dict:
-    """state.json of the newest checkpoint under root ({} when there is none): what `_resume` continues from."""
-    steps = sorted(_steps(root))
-    return json.loads((root / f"step-{steps[-1]}" / "state.json").read_text()) if steps else {}
-
-
-def _steps(root: Path) -> list[int]:
-    return [int(p.name[5:]) for p in root.glob("step-*") if p.is_dir()] if root.exists() else []
-
-
-def _optimizer_state(opt) -> tuple[dict, dict]:
-    sd = opt.state_dict()
-    tensors = {f"{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items()}
-    return tensors, {"param_groups": sd["param_groups"]}
-
-
-def _load_optimizer_state(opt, tensors: dict, meta: dict) -> None:
-    state: dict = {}
-    for key, value in tensors.items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _py_rng_to_json(s):
-    return [s[0], list(s[1]), s[2]]
-
-
-def _py_rng_from_json(s):
-    return (s[0], tuple(s[1]), s[2])

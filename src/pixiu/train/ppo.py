@@ -13,7 +13,6 @@ and the KL coefficient and reward statistics travel in the checkpoint, so a resu
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import time
@@ -21,9 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from pixiu import config as config_mod
 from pixiu import losses
 from pixiu.chat.messages import Conversation
 from pixiu.config import ConfigError, RunConfig
@@ -36,7 +33,7 @@ from pixiu.model import io
 from pixiu.model.forward import autocast, token_logps
 from pixiu.train import loop
 from pixiu.train.actors import CRITIC, REWARD, Actors, build
-from pixiu.train.loop import MetricsLog, Rows, checkpoint_state, lr_at
+from pixiu.train.loop import Hooks, Optimizer, Rows
 from pixiu.train.rollout import (
     Rollout,
     RunningMoments,
@@ -44,34 +41,28 @@ from pixiu.train.rollout import (
     experience,
     gae,
     reply_rows,
+    reuse_reason,
     scaled,
     to_device,
     token_rewards,
     whiten,
 )
+from pixiu.train.stages import begin, finish, save_model
 
 
 def run(cfg: RunConfig, stage: str = "ppo") -> Path:
     """Train the policy and save `output_dir/final` (adapter or full weights); returns that path."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    if accelerator.num_processes > 1:
-        raise ConfigError("PPO runs in one process for now; start it without `accelerate launch`/torchrun")
     if not (cfg.ppo.reward_model or cfg.ppo.reward_fn):
         raise ConfigError(
             "PPO needs a reward: set ppo.reward_model (a `pixiu train rm` output), ppo.reward_fn, or both"
         )
-    set_seed(cfg.train.seed)
-    out = Path(cfg.train.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config_mod.save(cfg, out / "config.yaml")
-    t0 = time.perf_counter()
+    job = begin(cfg, stage)
+    if job.accelerator.num_processes > 1:
+        raise ConfigError("PPO runs in one process for now; start it without `accelerate launch`/torchrun")
     data = load_data(cfg.data, want=Prompt)  # bad data fails before the models load
     fn = reward_fn(cfg.ppo.reward_fn) if cfg.ppo.reward_fn else None
     actors, loaded, merged = build(cfg)
-    actors.to(accelerator.device).eval()
+    actors.to(job.accelerator.device).eval()
     prompts, report = fit_prompts(data.train, loaded.template, cfg.data.max_len, cfg.gen.max_new_tokens)
     report["skipped_rows"] = data.skipped
     ptx = ptx_rows(cfg, loaded) if cfg.ppo.ptx_coef > 0 else None
@@ -81,20 +72,10 @@ def run(cfg: RunConfig, stage: str = "ppo") -> Path:
         f"ppo: {report['prompts']} prompts ({report['too_long']} skipped: longer than data.max_len minus "
         f"gen.max_new_tokens); {models}"
     )
-    trainer = Trainer(actors, loaded, cfg, fn, ptx, accelerator)
-    history = trainer.fit(prompts, out)
-    final = save_policy(out, actors, loaded, merged, cfg)
-    summary = {
-        "stage": stage,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "models": models,
-        "data": report,
-        "first": history[0] if history else {},
-        "last": history[-1] if history else {},
-        "time": trainer.seconds,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    return final
+    trainer = Trainer(actors, loaded, cfg, fn, ptx, job.accelerator)
+    history = trainer.fit(prompts, job.out)
+    policy = policy_only(actors, loaded)
+    return finish(job, policy, history, folded=merged, models=models, data=report, time=trainer.seconds)
 
 
 def fit_prompts(records: list[Prompt], template, max_len: int, max_new: int) -> tuple[list, dict]:
@@ -121,6 +102,14 @@ def ptx_rows(cfg: RunConfig, loaded: io.Loaded) -> Rows:
     return Rows([[s] for s in samples], loaded.tokenizer.pad_token_id, cfg.train.batch_size, cfg.data.seed)
 
 
+STEP_TIMES = (
+    "gen_s",
+    "score_s",
+    "exp_s",
+    "train_s",
+)  # a step's phases: sampling, scoring, experience, updates
+
+
 class Trainer:
     """The PPO loop: rollouts, updates, metrics, checkpoints. Holds what the steps share, nothing more."""
 
@@ -129,41 +118,44 @@ class Trainer:
         self.accelerator = accelerator
         self.pad = loaded.tokenizer.pad_token_id
         self.temperature = cfg.gen.temperature if cfg.gen.temperature > 0 else 1.0
-        self.params = actors.trained_parameters()
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        gen = cfg.gen
+        self.reuse = reuse_reason(
+            Sampling(1, gen.temperature, gen.top_p, gen.top_k), self.temperature, loaded.dtype
+        )
+        print(
+            f"ppo: log π_old {'from the sampler' if self.reuse is None else 'from a policy forward: ' + self.reuse}"
+        )
         self.kl_coef = cfg.ppo.kl_coef
         self.moments = RunningMoments()
-        self.seconds = dict.fromkeys(("gen_s", "score_s", "exp_s", "train_s"), 0.0)  # this process's totals
+        self.seconds = dict.fromkeys(STEP_TIMES, 0.0)  # this process's totals
 
     def fit(self, prompts: list[Conversation], out: Path) -> list[dict]:
+        """The PPO steps on the training loop (loop.py) -> the metrics rows. A step's prompts are a pure function
+        of (seed, step); the KL coefficient and reward moments travel in the checkpoints."""
         cfg = self.cfg
         per_epoch = math.ceil(len(prompts) / cfg.ppo.rollout_prompts)
-        total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
-        ckpts = out / "checkpoints"
-        start = loop._resume(ckpts, self.actors, self.opt) if cfg.train.resume else 0
-        if start:
-            extra = checkpoint_state(ckpts)["extra"]
-            self.kl_coef, self.moments = extra["kl_coef"], RunningMoments(**extra["moments"])
-        log = MetricsLog(out, start, enabled=True)
-        bar = tqdm(total=total, initial=start, desc="ppo", unit="step")
-        for step in range(start, total):
+
+        def step(step: int, opt: Optimizer) -> dict:
             epoch, within = divmod(step, per_epoch)
             idx = plan([0] * len(prompts), cfg.ppo.rollout_prompts, cfg.data.seed, epoch, False)[within]
-            row = self.step(step, total, [prompts[i] for i in idx])
+            row = self.step(step, [prompts[i] for i in idx], opt)
             self.seconds = {k: round(v + row[k], 3) for k, v in self.seconds.items()}
-            if (step + 1) % cfg.train.log_every == 0 or step + 1 == total:
-                log.write(row)
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.2f}")
-            if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0 and step + 1 < total:
-                extra = {"kl_coef": self.kl_coef, "moments": dataclasses.asdict(self.moments)}
-                loop._checkpoint(
-                    ckpts, step + 1, self.actors, self.opt, cfg.train.keep_last, self.accelerator, extra
-                )
-        bar.close()
-        return log.rows
+            return row
 
-    def step(self, step: int, total: int, convs: list[Conversation]) -> dict:
+        hooks = Hooks(
+            step, per_epoch, state=self.state, load_state=self.load_state, name="ppo", show=("reward", "kl")
+        )
+        return loop.fit(
+            self.actors, hooks, cfg.train, self.accelerator, out, self.actors.trained_parameters()
+        )
+
+    def state(self) -> dict:
+        return {"kl_coef": self.kl_coef, "moments": dataclasses.asdict(self.moments)}
+
+    def load_state(self, state: dict) -> None:
+        self.kl_coef, self.moments = state["kl_coef"], RunningMoments(**state["moments"])
+
+    def step(self, step: int, convs: list[Conversation], opt: Optimizer) -> dict:
         """One PPO step: rollouts, scores, experience, updates -> the metrics row."""
         cfg, t = self.cfg, [time.perf_counter()]
         gen = cfg.gen
@@ -177,13 +169,10 @@ class Trainer:
         t.append(time.perf_counter())
         ro = self.rollout(samples, scores)
         t.append(time.perf_counter())
-        for g in self.opt.param_groups:
-            g["lr"] = lr_at(step, total, cfg.train)
-        stats = self.update(ro, random.Random(cfg.train.seed * 1_000_003 + step), step)
+        stats = self.update(ro, random.Random(cfg.train.seed * 1_000_003 + step), step, opt)
         t.append(time.perf_counter())
         kl = float(((ro.logps - ro.ref_logps) * ro.mask).sum(1).mean())  # nats per reply
         row = {
-            "step": step + 1,
             "reward": float(scores.mean()),
             "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
             **parts,
@@ -193,15 +182,15 @@ class Trainer:
             "response_length": float(ro.lengths.float().mean()),
             "finished": sum(s.finished for s in samples) / len(samples),
             "empty_replies": sum(not s.text for s in samples),
-            "lr": self.opt.param_groups[0]["lr"],
-            **{k: round(b - a, 3) for k, a, b in zip(("gen_s", "score_s", "exp_s", "train_s"), t, t[1:])},
+            **{k: round(b - a, 3) for k, a, b in zip(STEP_TIMES, t, t[1:])},
         }
         if cfg.ppo.adaptive_kl:
             self.kl_coef = adapt_kl(self.kl_coef, kl, cfg.ppo.target_kl)
         return row
 
     def score(self, convs: list[Conversation], samples) -> tuple[torch.Tensor, dict]:
-        """(B,) raw reward: reward-model score + reward-function value; and their means when both are set."""
+        """A step's rewards, all in this one place: (B,) raw reward = reward-model score + reward-function value;
+        and their means when both are set."""
         cfg, answered = self.cfg, [c.add("assistant", s.text) for c, s in zip(convs, samples)]
         parts, total = {}, torch.zeros(len(samples))
         if self.actors.reward is not None:
@@ -215,8 +204,9 @@ class Trainer:
     def rollout(self, samples, scores: torch.Tensor) -> Rollout:
         cfg = self.cfg.ppo
         rows = reply_rows(samples)
+        old = [s.logps for s in samples] if self.reuse is None else None  # the sampler's: no policy forward
         logps, ref_logps, values = experience(
-            self.actors, rows, self.pad, self.cfg.train.batch_size, self.temperature, self.loaded.dtype
+            self.actors, rows, self.pad, self.cfg.train.batch_size, self.temperature, self.loaded.dtype, old
         )
         mask = torch.nn.utils.rnn.pad_sequence(
             [torch.ones(len(s.reply_ids)) for s in samples], batch_first=True
@@ -231,7 +221,7 @@ class Trainer:
             rows, mask, logps, ref_logps, values, scores, rewards, whiten(advantages, mask), returns
         )
 
-    def update(self, ro: Rollout, rng: random.Random, step: int) -> dict:
+    def update(self, ro: Rollout, rng: random.Random, step: int, opt: Optimizer) -> dict:
         """ppo_epochs passes of minibatch updates; -> token-averaged losses, entropy, clip fraction."""
         cfg, mb = self.cfg, self.cfg.ppo.minibatch
         sums, n_updates, norms = defaultdict(float), 0, []
@@ -244,9 +234,7 @@ class Trainer:
                     self.micro_step(ro, idx[i : i + cfg.train.batch_size], n_tok, sums)
                 if self.ptx is not None:
                     sums["ptx_loss"] += self.ptx_step(step, n_updates)
-                norms.append(loop._clip(self.accelerator, self.params, cfg.train.max_grad_norm))
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
+                norms.append(opt.update())
                 n_updates += 1
         tokens = sums.pop("tokens")
         out = {k: v / tokens for k, v in sums.items() if k != "ptx_loss"}
@@ -308,17 +296,19 @@ class Trainer:
         return loss.item()
 
 
-def save_policy(out: Path, actors: Actors, loaded: io.Loaded, merged: bool, cfg: RunConfig) -> Path:
-    """The policy alone, like sft.py: its adapter over the base (other adapters dropped first), or full weights.
-    A policy whose start was an adapter folded in memory is saved merged: that base exists nowhere on disk."""
+def policy_only(actors: Actors, loaded: io.Loaded) -> io.Loaded:
+    """The policy alone, to save like sft.py: its adapter over the base (the critic and reward adapters are
+    dropped first), or its full weights."""
     lm = actors.lm
     if actors.shared:
         lm.set_adapter("default")
         for name in (CRITIC, REWARD):
             if name in lm.peft_config:
                 lm.delete_adapter(name)
-    policy = dataclasses.replace(loaded, model=lm)
-    final = io.save(out / "final", policy, merge=merged)
-    if cfg.train.merge_lora and actors.shared and not merged:
-        io.save(out / "merged", policy, merge=True)
-    return final
+    return dataclasses.replace(loaded, model=lm)
+
+
+def save_policy(out: Path, actors: Actors, loaded: io.Loaded, merged: bool, cfg: RunConfig) -> Path:
+    """out/final (and out/merged when asked) of the policy alone; merged when its start was an adapter folded in
+    memory, since that base exists nowhere on disk."""
+    return save_model(out, policy_only(actors, loaded), cfg, folded=merged)

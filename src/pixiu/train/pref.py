@@ -11,7 +11,7 @@ into a method's loss, and reports held-out reward accuracy, rewards and margins.
 from __future__ import annotations
 
 import contextlib
-import json
+import inspect
 import random
 import time
 from collections.abc import Callable
@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from pixiu import config as config_mod
 from pixiu import losses
 from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Rendered, Template
@@ -33,9 +32,9 @@ from pixiu.data.records import Labelled, PreferencePair, Ranking
 from pixiu.model import TargetLM, io
 from pixiu.model.forward import autocast, sequence_logps
 from pixiu.train.loop import Groups, train
+from pixiu.train.stages import Job, begin, finish, print_report
 
 WANT = {"dpo": PreferencePair, "kto": (Labelled, PreferencePair), "rrhf": (Ranking, PreferencePair)}
-REFERENCED = ("sigmoid", "ipo")  # DPO losses measured against the reference; SimPO and ORPO need none
 
 
 @dataclass
@@ -62,22 +61,31 @@ class Method:
 
 # ---------------------------------------------------------------- methods
 
-PAIR_LOSSES: dict[str, Callable[..., losses.PairLoss]] = {  # (logps (B,2), counts (B,2), ref (B,2), cfg)
-    "sigmoid": lambda lp, n, ref, c: losses.dpo(
-        lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], c.beta, c.label_smoothing
-    ),
-    "ipo": lambda lp, n, ref, c: losses.ipo(
-        lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], n[:, 0], n[:, 1], c.beta
-    ),
-    "simpo": lambda lp, n, ref, c: losses.simpo(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], c.beta, c.simpo_gamma),
-    "orpo": lambda lp, n, ref, c: losses.orpo(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], c.orpo_lambda),
-}
+
+def pair_loss(name: str, logps: torch.Tensor, counts: torch.Tensor, ref, cfg: PrefConfig) -> losses.PairLoss:
+    """The pair loss `name` from the one registry (losses.LOSSES: dpo, ipo, simpo, orpo). logps, counts, ref:
+    (B, 2), chosen first. The losses take different inputs (a reference or none, token counts or none), so each
+    is called with the arguments its signature names, out of everything a pair provides."""
+    fn = losses.get_loss(name)
+    given = {
+        "chosen_logps": logps[:, 0], "rejected_logps": logps[:, 1],
+        "chosen_counts": counts[:, 0], "rejected_counts": counts[:, 1],
+        "beta": cfg.beta, "label_smoothing": cfg.label_smoothing, "gamma": cfg.simpo_gamma, "lam": cfg.orpo_lambda,
+    }  # fmt: skip
+    if ref is not None:
+        given |= {"ref_chosen_logps": ref[:, 0], "ref_rejected_logps": ref[:, 1]}
+    return fn(**{arg: given[arg] for arg in inspect.signature(fn).parameters})
+
+
+def referenced(name: str) -> bool:
+    """Whether the pair loss `name` is measured against the reference model (DPO, IPO; not SimPO, ORPO)."""
+    return "ref_chosen_logps" in inspect.signature(losses.get_loss(name)).parameters
 
 
 def judge_pairs(cfg: PrefConfig) -> Judge:
     def judge(logps, counts, extra, sizes):
         ref = extra["ref_logps"].to(logps).view(-1, 2) if "ref_logps" in extra else None
-        out = PAIR_LOSSES[cfg.loss](logps.view(-1, 2), counts.view(-1, 2), ref, cfg)
+        out = pair_loss(cfg.loss, logps.view(-1, 2), counts.view(-1, 2), ref, cfg)
         return Judged(out.loss, out.chosen_rewards, out.rejected_rewards)
 
     return judge
@@ -134,7 +142,7 @@ def take(tokens: TokenBatch, rows: slice) -> TokenBatch:
 
 
 METHODS: dict[str, Callable[[PrefConfig, Callable], Method]] = {
-    "dpo": lambda cfg, sync: Method(judge_pairs(cfg), cfg.loss in REFERENCED),
+    "dpo": lambda cfg, sync: Method(judge_pairs(cfg), referenced(cfg.loss)),
     "kto": lambda cfg, sync: Method(judge_kto(cfg, sync), True, forward_kto),
     "rrhf": lambda cfg, sync: Method(judge_rrhf(cfg), False),
 }
@@ -293,22 +301,43 @@ def evaluate(model, data: Groups, method: Method, accelerator, dtype) -> dict:
 # ---------------------------------------------------------------- the stage
 
 
+REPORT_LINE = (
+    "{records} records -> {groups} groups, {tokens} tokens; truncated {truncated}; dropped: too long {skipped}, "
+    "no target left {no_targets}, replies identical after truncation {identical}"
+)
+
+
 def run(cfg: RunConfig, stage: str = "dpo") -> Path:
     """Train and save `output_dir/final`; returns that path."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    set_seed(cfg.train.seed)
-    out = Path(cfg.train.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        config_mod.save(cfg, out / "config.yaml")
-    t0 = time.perf_counter()
+    job = begin(cfg, stage)
+    accelerator = job.accelerator
     data = load_data(kto_data(cfg.data) if stage == "kto" else cfg.data, want=WANT[stage])
     loaded = io.load(cfg.model, cfg.lora, for_training=True)
     if cfg.train.gradient_checkpointing:
         io.enable_gradient_checkpointing(loaded.model)
+    sets, report = datasets(stage, data, loaded, cfg)
+    print_report(job, report, data.counts, REPORT_LINE)
+    model = accelerator.prepare(TargetLM(loaded.model))
+    dtype = loaded.dtype
+    method = METHODS[stage](cfg.pref, lambda t: accelerator.reduce(t, "mean"))
+    t_ref = time.perf_counter()
+    if method.needs_ref:
+        cache_reference(model, sets, cfg, job, dtype)
+    t_ref = time.perf_counter() - t_ref
+
+    def loss_fn(model, batch):
+        logps, counts = method.forward(model, batch.tokens)
+        return method.judge(logps, counts, batch.extra, batch.sizes).loss.sum()
+
+    ev = sets["eval"]
+    hook = (lambda: evaluate(model, ev, method, accelerator, dtype)) if ev.groups else None
+    history = train(model, sets["train"], loss_fn, cfg.train, accelerator, job.out, hook, dtype)
+    loss = cfg.pref.loss if stage == "dpo" else stage
+    return finish(job, loaded, history, loss=loss, reference_seconds=round(t_ref, 1), data=report)
+
+
+def datasets(stage: str, data, loaded: io.Loaded, cfg: RunConfig) -> tuple[dict[str, Groups], dict]:
+    """Loaded records -> {"train", "eval"} groups of rendered replies, and the report of what was dropped."""
     pad, bs = loaded.tokenizer.pad_token_id, cfg.train.batch_size
     sets, report = {}, {"skipped_rows": data.skipped}
     shared = cfg.shared_prefix and stage != "kto"  # KTO splits its rows: see forward_kto
@@ -319,57 +348,16 @@ def run(cfg: RunConfig, stage: str = "dpo") -> Path:
         sets[name] = Groups(kept, pad, bs, cfg.data.seed, cfg.data.group_by_length, extra, shared)
     if not sets["train"].groups:
         raise ValueError(f"no training groups left after filtering: {report['train']}")
-    _print_report(report, data.counts, accelerator.is_main_process)
-    model = accelerator.prepare(TargetLM(loaded.model))
-    dtype = loaded.dtype
-    method = METHODS[stage](cfg.pref, lambda t: accelerator.reduce(t, "mean"))
-    t_ref = time.perf_counter()
-    if method.needs_ref:
-        fresh_adapter = cfg.lora.r > 0 and not io.read_meta(io.resolve(cfg.model.name_or_path)).get("adapter")
-        cached = {}
-        for name, s in sets.items():
-            cached[name] = reference_logps(model, s, accelerator, dtype, fresh_adapter)
-            s.extra["ref_logps"] = nest(cached[name], s.groups)
-        if accelerator.is_main_process:
-            save_file(cached, out / "reference_logps.safetensors")  # for inspection; a resumed run recomputes
-    t_ref = time.perf_counter() - t_ref
-
-    def loss_fn(model, batch):
-        logps, counts = method.forward(model, batch.tokens)
-        return method.judge(logps, counts, batch.extra, batch.sizes).loss.sum()
-
-    ev = sets["eval"]
-    hook = (lambda: evaluate(model, ev, method, accelerator, dtype)) if ev.groups else None
-    history = train(model, sets["train"], loss_fn, cfg.train, accelerator, out, hook, dtype)
-    final = out / "final"
-    if accelerator.is_main_process:
-        io.save(final, loaded)
-        if cfg.train.merge_lora and cfg.lora.r > 0:
-            io.save(out / "merged", loaded, merge=True)
-        summary = {
-            "stage": stage,
-            "loss": cfg.pref.loss if stage == "dpo" else stage,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "reference_seconds": round(t_ref, 1),
-            "data": report,
-            "first": history[0] if history else {},
-            "last": history[-1] if history else {},
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    accelerator.wait_for_everyone()
-    return final
+    return sets, report
 
 
-def _print_report(report: dict, counts: dict, main: bool) -> None:
-    if not main:
-        return
-    print(f"data: {counts}")
-    for name in ("train", "eval"):
-        r = report[name]
-        print(
-            f"  {name}: {r['records']} records -> {r['groups']} groups, {r['tokens']} tokens; truncated "
-            f"{r['truncated']}; dropped: too long {r['skipped']}, no target left {r['no_targets']}, "
-            f"replies identical after truncation {r['identical']}"
-        )
-    for line in report["skipped_rows"]:
-        print(f"  skipped bad row: {line}")
+def cache_reference(model, sets: dict[str, Groups], cfg: RunConfig, job: Job, dtype: torch.dtype) -> None:
+    """Every reply's reference log-prob as extra["ref_logps"], once before training; also written to
+    reference_logps.safetensors for inspection (a resumed run recomputes them)."""
+    fresh_adapter = cfg.lora.r > 0 and not io.read_meta(io.resolve(cfg.model.name_or_path)).get("adapter")
+    cached = {}
+    for name, s in sets.items():
+        cached[name] = reference_logps(model, s, job.accelerator, dtype, fresh_adapter)
+        s.extra["ref_logps"] = nest(cached[name], s.groups)
+    if job.main:
+        save_file(cached, job.out / "reference_logps.safetensors")

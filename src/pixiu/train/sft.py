@@ -6,14 +6,11 @@ token of raw text, split into max_len pieces and always packed. Both are the sha
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 
 import torch
 
-from pixiu import config as config_mod
 from pixiu import losses
 from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Rendered
@@ -22,41 +19,35 @@ from pixiu.data import load_data
 from pixiu.data.collate import collate, fit, pack
 from pixiu.data.records import Text
 from pixiu.model import TargetLM, io
-from pixiu.model.forward import autocast, compile_layers
+from pixiu.model.forward import autocast
 from pixiu.train.loop import Rows, train
+from pixiu.train.stages import begin, finish, print_report
+
+REPORT_LINE = (
+    "{records} records -> {samples} samples, {tokens} tokens; truncated {truncated}, skipped as too long "
+    "{skipped}, no target left {no_targets}"
+)
 
 
 def sft_loss(model, batch) -> torch.Tensor:
-    return model(batch, nll=True)[0]  # losses.sft of the targets' log-probs, the head chunked or fused
+    return losses.sft(model(batch, logps=True)[0])
 
 
 def run(cfg: RunConfig, stage: str = "sft") -> Path:
     """Train and save `output_dir/final`; returns that path."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    # cpu=True without CUDA lets `torchrun` / `accelerate launch --multi_gpu` start CPU data parallel (gloo)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    set_seed(cfg.train.seed)
-    out = Path(cfg.train.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        config_mod.save(cfg, out / "config.yaml")
-    t0 = time.perf_counter()
+    job = begin(cfg, stage)
+    accelerator = job.accelerator
     data = load_data(
         cfg.data, want=Text if stage == "pt" else Conversation
     )  # bad data fails before the model loads
     loaded = io.load(cfg.model, cfg.lora, for_training=True)
     if cfg.train.gradient_checkpointing:
         io.enable_gradient_checkpointing(loaded.model)
-    if cfg.train.compile:
-        compile_layers(loaded.model)
     train_rows, eval_rows, report = prepare(stage, data.train, data.eval, loaded, cfg)
     report["skipped_rows"] = data.skipped
-    _print_report(report, data.counts, accelerator.is_main_process)
+    print_report(job, report, data.counts, REPORT_LINE)
     pad = loaded.tokenizer.pad_token_id
-    batching = (cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length, cfg.train.tokens_per_batch)
-    rows = Rows(train_rows, pad, *batching)
+    rows = Rows(train_rows, pad, cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length)
     model = accelerator.prepare(TargetLM(loaded.model))
     dtype = loaded.dtype
     evaluate = (
@@ -64,22 +55,8 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
         if eval_rows
         else None
     )
-    history = train(model, rows, sft_loss, cfg.train, accelerator, out, evaluate, dtype)
-    final = out / "final"
-    if accelerator.is_main_process:
-        io.save(final, loaded)
-        if cfg.train.merge_lora and cfg.lora.r > 0:
-            io.save(out / "merged", loaded, merge=True)
-        summary = {
-            "stage": stage,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "data": report,
-            "first": history[0] if history else {},
-            "last": history[-1] if history else {},
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    accelerator.wait_for_everyone()
-    return final
+    history = train(model, rows, sft_loss, cfg.train, accelerator, job.out, evaluate, dtype)
+    return finish(job, loaded, history, data=report)
 
 
 def prepare(stage: str, train_records: list, eval_records: list, loaded: io.Loaded, cfg: RunConfig):
@@ -143,17 +120,3 @@ def eval_loss(model, rows: list, pad_id: int, batch_size: int, accelerator, dtyp
     total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
     loss = (total / count.clamp(min=1)).item()
     return {"eval_loss": round(loss, 5), "eval_ppl": round(math.exp(min(loss, 50)), 3)}
-
-
-def _print_report(report: dict, counts: dict, main: bool) -> None:
-    if not main:
-        return
-    print(f"data: {counts}")
-    for name in ("train", "eval"):
-        r = report[name]
-        print(
-            f"  {name}: {r['records']} records -> {r['samples']} samples, {r['tokens']} tokens; "
-            f"truncated {r['truncated']}, skipped as too long {r['skipped']}, no target left {r['no_targets']}"
-        )
-    for line in report["skipped_rows"]:
-        print(f"  skipped bad row: {line}")
