@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
+import warnings
 
 from pixiu import config
 
@@ -14,7 +16,12 @@ def train(argv: list[str]) -> None:
     from pixiu.train.stages import STAGES
 
     usage = f"usage: pixiu train {{{','.join(STAGES)}}} [--config recipe.yaml] [--section.field=value ...] [--help]"
-    if not argv or argv[0] not in STAGES:
+    if not argv or argv[0] in HELP:
+        print(f"{usage}\n\nstages:")
+        print("\n".join(f"  {name:6s} {STAGE_HELP.get(name, '')}" for name in STAGES))
+        print("\n`pixiu train STAGE --help` lists every config field with its default and meaning.")
+        return
+    if argv[0] not in STAGES:
         sys.exit(usage)
     stage, rest = argv[0], argv[1:]
     if "-h" in rest or "--help" in rest:
@@ -24,6 +31,7 @@ def train(argv: list[str]) -> None:
         return
     path, rest = config_path(rest)
     cfg = config.load(path, rest)
+    log_warnings_to(cfg.train.output_dir)
     final = STAGES[stage].run(cfg)
     print(f"saved {final}")
 
@@ -53,6 +61,11 @@ def pipeline(argv: list[str]) -> None:
     """pixiu pipeline recipe.yaml: SFT -> RM -> PPO / DPO / GRPO -> evaluation, resumable per stage."""
     from pixiu import pipeline as pipe
 
+    if argv and not argv[0].startswith("-"):
+        try:  # the run's warnings.log; a recipe that does not load fails with its message in pipe.cli below
+            log_warnings_to(pipe.load(argv[0], argv[1:])[0].output_dir)
+        except Exception:  # noqa: BLE001
+            pass
     pipe.cli(argv)
 
 
@@ -87,6 +100,9 @@ def generate(argv: list[str]) -> None:
 
 def data(argv: list[str]) -> None:
     """pixiu data inspect FILE: format, counts, token lengths and one rendered sample with trained tokens marked."""
+    if not argv or argv[0] in HELP:
+        print("usage: pixiu data COMMAND ...\n\ncommands:\n  inspect  " + data.__doc__.split(": ", 1)[1])
+        return
     p = argparse.ArgumentParser(prog="pixiu data inspect", description=data.__doc__)
     p.add_argument("action", choices=["inspect"])
     p.add_argument("file")
@@ -186,10 +202,18 @@ def report(argv: list[str]) -> None:
 
 
 def templates(argv: list[str]) -> None:
-    """pixiu templates: the named chat templates."""
-    from pixiu.chat.templates import list_templates
+    """pixiu templates [NAME ...]: the named chat templates, each with its model family and an example render."""
+    from pixiu.chat.templates import describe_templates
 
-    print("\n".join(list_templates()))
+    if argv and argv[0] in HELP:
+        print(templates.__doc__)
+        return
+    for name, family, example in describe_templates():
+        if argv and name not in argv:
+            continue
+        print(f"{name:10s} {family}")
+        if example:
+            print("\n".join(f"    {line}" for line in example.split("\n")).rstrip())
 
 
 def export(argv: list[str]) -> None:
@@ -215,11 +239,79 @@ COMMANDS = {
 }
 
 
+HELP = ("-h", "--help", "help")
+STAGE_HELP = {  # `pixiu train` lists the stages with these lines
+    "sft": "supervised fine-tuning on chats (instruction data, LoRA or full)",
+    "pt": "continued pre-training on plain text",
+    "rm": "reward model from preference pairs or rankings",
+    "dpo": "direct preference optimisation (also ipo, simpo, orpo via pref.loss)",
+    "kto": "KTO from thumbs-up / thumbs-down replies",
+    "rrhf": "RRHF from ranked replies",
+    "ppo": "PPO against a reward model and/or a reward function (InstructGPT's third stage)",
+    "grpo": "GRPO against a task's checkable reward (group baseline, no critic)",
+    "rloo": "RLOO: GRPO with the leave-one-out baseline",
+}
+
+
+def usage() -> str:
+    lines = "\n".join(f"  {name:10s} {fn.__doc__.splitlines()[0]}" for name, fn in COMMANDS.items())
+    return (
+        f"usage: pixiu COMMAND ...\n\ncommands:\n{lines}\n\n`pixiu COMMAND --help` for one command's options."
+    )
+
+
+# Third-party deprecation notices say nothing a user can act on ("is_gradient_checkpointing is deprecated"):
+# kept out of the terminal, kept in RUN_DIR/warnings.log where a run has a directory.
+NOISY = ("transformers", "peft", "accelerate", "torch", "trl", "huggingface_hub", "datasets")
+NOISY_PATH = tuple(f"/{m}/" for m in NOISY)
+
+
+def _not_noisy(record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    head = text.split(": ", 2)  # "PATH:LINE: Category: message" (warnings.formatwarning)
+    noisy_kind = len(head) > 1 and head[1].split(":")[0] in ("FutureWarning", "DeprecationWarning")
+    return not (noisy_kind and any(p in head[0] for p in NOISY_PATH))
+
+
+def quiet_warnings() -> None:
+    """Warnings go through logging ('py.warnings'): the terminal handler drops third-party Future- and
+    DeprecationWarnings, log_warnings_to() adds a file that keeps everything."""
+    log = logging.getLogger("py.warnings")
+    if getattr(log, "_pixiu", False):
+        return
+    for module in NOISY:  # Python hides DeprecationWarnings outside __main__: let them reach the log file
+        warnings.filterwarnings("default", category=DeprecationWarning, module=module)
+    logging.captureWarnings(True)
+    screen = logging.StreamHandler(sys.stderr)
+    screen.addFilter(_not_noisy)
+    log.addHandler(screen)
+    log.propagate, log._pixiu = False, True
+
+
+def log_warnings_to(run_dir: str) -> None:
+    """Every captured warning, third-party ones included, also goes to RUN_DIR/warnings.log."""
+    from pathlib import Path
+
+    path = Path(run_dir) / "warnings.log"
+    log = logging.getLogger("py.warnings")
+    if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in log.handlers):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        lines = "\n".join(f"  {name:10s} {fn.__doc__.splitlines()[0]}" for name, fn in COMMANDS.items())
-        sys.exit(f"usage: pixiu COMMAND ...\n\ncommands:\n{lines}")
+    quiet_warnings()
+    if not argv or argv[0] in HELP:  # help is asked for: stdout, exit 0 (`pixiu --help | less` shows it)
+        if len(argv) > 1 and argv[1] in COMMANDS:  # pixiu help train
+            return COMMANDS[argv[1]](["--help"])
+        print(usage())
+        return
+    if argv[0] not in COMMANDS:
+        sys.exit(f"pixiu: unknown command {argv[0]!r}\n\n{usage()}")
     from pixiu.chat.templates import TemplateError
     from pixiu.config import ConfigError
     from pixiu.data import DataError

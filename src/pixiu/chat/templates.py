@@ -188,6 +188,33 @@ def list_templates() -> list[str]:
     return ["default", *sorted(TEMPLATES)]
 
 
+FAMILIES = {  # template -> the models it is for (the comments above each block of the registry, below)
+    "default": "any model that ships a chat template (its tokenizer's own Jinja)",
+    "alpaca": "Stanford Alpaca, alpaca-lora (LLaMA)", "baichuan2": "Baichuan2-Chat (7B, 13B)",
+    "belle": "BELLE (BELLE-LLaMA-EXT)", "chatglm2": "ChatGLM2-6B", "chatglm3": "ChatGLM3-6B",
+    "chatml": "ChatML: Qwen, SmolLM, Yi-chat, OpenHermes", "deepseek": "DeepSeek LLM chat, DeepSeek-V2 chat",
+    "gemma": "Gemma, Gemma 2, Gemma 3", "internlm2": "InternLM2, InternLM2.5", "llama2": "Llama 2 chat, CodeLlama",
+    "llama3": "Llama 3, 3.1, 3.2, 3.3", "mistral": "Mistral-7B-Instruct, Mixtral", "moss": "MOSS (moss-moon-003-sft)",
+    "openchat": "OpenChat 3.5, Starling-LM", "phi3": "Phi-3, Phi-3.5", "qwen": "Qwen1.5, Qwen2, Qwen2.5",
+    "smollm": "SmolLM, SmolLM2", "vicuna": "Vicuna v1.1-v1.5, LLaVA-1.5", "yi": "Yi-chat (6B, 34B, 1.5)",
+    "zephyr": "Zephyr, TinyLlama-Chat", "ziya": "Ziya-LLaMA (IDEA-CCNL)",
+}  # fmt: skip
+
+
+def describe_templates() -> list[tuple[str, str, str]]:
+    """(name, family, example render) per template, for `pixiu templates`: one exchange with a system prompt,
+    rendered as text ('default' depends on the model, so it has no example)."""
+    from pixiu.chat.messages import Message
+
+    conv = Conversation(
+        [Message("system", "Be brief."), Message("user", "Hi!"), Message("assistant", "Hello.")]
+    )
+    out = [("default", FAMILIES["default"], "")]
+    for name in sorted(TEMPLATES):
+        out.append((name, FAMILIES.get(name, ""), TEMPLATES[name].text(conv, False)[0]))
+    return out
+
+
 def get_template(name: str, tokenizer, jinja: str = "") -> Template:
     """'default' -> the tokenizer's own Jinja template (or `jinja` when given); else a registered format."""
     if name == "default":
