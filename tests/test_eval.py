@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixiu.config import ModelConfig
+from pixiu.config import EvalConfig, ModelConfig
 from pixiu.engine import Completion
 from pixiu.eval import choice, run
 from pixiu.eval.run import EvalContext, EvalError
@@ -56,8 +56,7 @@ def tiny(tiny_model_dir):
 
 
 def context(tmp_path, model=None, **opts) -> EvalContext:
-    a = run.parser().parse_args([*([str(model)] if model else []), "--tasks", "x"])
-    return EvalContext(model and str(model), tmp_path / "out", {**vars(a), **opts}, opts.get("limit"))
+    return EvalContext(EvalConfig(model=str(model) if model else "", tasks="x", **opts), tmp_path / "out")
 
 
 # ---------------------------------------------------------------- scoring and prompts
@@ -400,3 +399,133 @@ def test_smollm2_mmlu_golden(tmp_path, monkeypatch):
     argv = ["smollm2-135m", "--tasks", "mmlu", "--subjects", "marketing", "--limit", "20", "--out", str(out)]
     res = run.cli([*argv, "--dtype", "fp32"])
     assert res["tasks"]["mmlu"]["metrics"]["accuracy_micro"] == pytest.approx(6 / 20)
+
+
+# ---------------------------------------------------------------- gsm8k in lm-eval's format
+
+
+class TextEngine:
+    """Records each raw prompt and the stop strings it came with; replies from a function of the prompt."""
+
+    def __init__(self, reply):
+        self.reply, self.calls = reply, []
+
+    def generate(self, prompts, sampling, n=1, stop=()):
+        self.calls += [(p, tuple(stop)) for p in prompts]
+        return [Completion(self.reply(p), "stop", 1, 3) for p in prompts]
+
+    def close(self):
+        pass
+
+
+def gsm8k_files(root: Path, train: int, test: int) -> Path:
+    rows = lambda name, n: "".join(  # noqa: E731
+        json.dumps({"question": f"{name}{i}?", "answer": f"{name} work {i}\n#### {i}"}) + "\n"
+        for i in range(n)
+    )
+    (root / "train.jsonl").write_text(rows("Q", train))
+    (root / "test.jsonl").write_text(rows("T", test))
+    return root
+
+
+def test_lm_eval_gsm8k_prompt_is_byte_exact(tmp_path, monkeypatch):
+    """lm-eval's gsm8k.yaml: "Question: {{question}}\\nAnswer:" after the shots, each shot "Question: q\\nAnswer: a"
+    followed by "\\n\\n"; shots from train by random.Random(1234).sample(train, k), one draw per test problem in
+    order: [3, 0] then [0, 3] of a 4-problem train split. Raw text, "Question:" as a stop."""
+    from pixiu.eval import scores
+
+    gsm8k_files(tmp_path, train=4, test=2)
+    engine = TextEngine(lambda p: " T work\n#### 1" if p.endswith("T1?\nAnswer:") else " so 7")
+    monkeypatch.setattr(EvalContext, "engine", lambda self, model=None: engine)
+    res = scores.gsm8k(context(tmp_path, "m", data=str(tmp_path), gsm8k_prompt="lm-eval", shots=2))
+    assert [p for p, _ in engine.calls] == [
+        "Question: Q3?\nAnswer: Q work 3\n#### 3\n\nQuestion: Q0?\nAnswer: Q work 0\n#### 0\n\nQuestion: T0?\nAnswer:",
+        "Question: Q0?\nAnswer: Q work 0\n#### 0\n\nQuestion: Q3?\nAnswer: Q work 3\n#### 3\n\nQuestion: T1?\nAnswer:",
+    ]
+    assert engine.calls[0][1] == ("Question:", "</s>", "<|im_end|>")
+    assert res["metrics"]["exact_match"] == 0.5 and res["metrics"]["strict_match"] == 0.5
+    assert res["rows"][0]["prompt"] == "lm-eval"
+
+
+def test_lm_eval_gsm8k_defaults_to_five_shots_and_zero_shot_is_the_bare_question(tmp_path):
+    from pixiu.config import EvalConfig
+    from pixiu.eval import scores
+
+    gsm8k_files(tmp_path, train=6, test=1)
+    _, prompts, _ = scores.gsm8k_prompts(EvalConfig(gsm8k_prompt="lm-eval"), tmp_path, None)
+    assert prompts[0].count("Question: ") == 6 and prompts[0].endswith("\n\nQuestion: T0?\nAnswer:")
+    _, prompts, stop = scores.gsm8k_prompts(EvalConfig(gsm8k_prompt="lm-eval", shots=0), tmp_path, None)
+    assert prompts == ["Question: T0?\nAnswer:"] and "Question:" in stop
+    _, prompts, stop = scores.gsm8k_prompts(EvalConfig(), tmp_path, None)  # pixiu's: a chat turn
+    assert prompts[0].messages[-1].content.startswith("T0?\nSolve it step by step") and stop == ()
+
+
+@pytest.mark.parametrize(
+    "reply, solution, right",
+    [
+        ("so #### 1,200.", "work\n#### 1200", True),
+        ("#### -3.", "#### -3", True),
+        ("#### $5", "#### 5", False),  # the regex wants the digits right after the marks
+        ("the answer is 5", "#### 5", False),  # no '####': strict-match finds nothing
+        ("#### 4 then #### 5", "#### 5", False),  # the first one counts
+    ],
+)
+def test_strict_match_is_lm_evals_filter(reply, solution, right):
+    from pixiu.eval import scores
+
+    assert scores.strict_match(reply, solution) is right
+
+
+# ---------------------------------------------------------------- typed options
+
+
+def test_eval_help_lists_every_field_with_its_doc(capsys):
+    from pixiu import cli, config
+    from pixiu.config import EvalConfig
+
+    cli.main(["eval", "--help"])  # returns: exit status 0
+    out = capsys.readouterr().out
+    rows = config.describe(EvalConfig, "eval.")
+    assert len(rows) >= 28 and all(doc for _, _, doc in rows)
+    for name, default, doc in rows:
+        assert f"--{name}={default}\n      {doc}" in out
+    assert "--eval.gsm8k_prompt='pixiu'" in out
+
+
+def test_recipe_eval_section_then_command_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {dtype: fp32}\neval: {model: runs/x, tasks: gsm8k, limit: 5, gsm8k_prompt: lm-eval}\n"
+    )
+    cfg = run.parse(["--config", str(recipe), "--eval.limit=7", "--max-new-tokens", "32", "--force"])
+    assert (cfg.model, cfg.tasks, cfg.limit, cfg.gsm8k_prompt) == ("runs/x", "gsm8k", 7, "lm-eval")
+    assert cfg.max_new_tokens == 32 and cfg.force is True
+    cfg = run.parse(["other", "--config", str(recipe), "--judge", "http://h:1/v1", "--tie-eps", "1e-2"])
+    assert (cfg.model, cfg.judge, cfg.tie_eps) == ("other", "http://h:1/v1", 0.01)
+    assert run.parse(["m", "--eval.against=001"]).against == "001"  # text stays text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["m", "--bogus=1"], "unknown field(s) ['bogus'] in eval; valid: ['against', 'bootstrap'"),
+        (["m", "--eval.limit=many"], "eval.limit must be int"),
+        (
+            ["m", "--gsm8k-prompt", "harness"],
+            "eval.gsm8k_prompt='harness' is not one of ['pixiu', 'lm-eval']",
+        ),
+        (["m", "--tasks"], "--tasks needs a value"),
+        (["a", "b"], "unexpected argument 'b'"),
+    ],
+)
+def test_bad_eval_options_are_named(argv, message):
+    with pytest.raises(SystemExit) as e:
+        run.cli([*argv])
+    assert message in str(e.value)
+
+
+def test_recipe_without_an_eval_section_is_an_error(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("pipeline: {stages: [{name: sft}]}\n")
+    with pytest.raises(SystemExit, match="reads the recipe's `eval:` section; it has none"):
+        run.cli(["--config", str(recipe)])

@@ -15,6 +15,7 @@ from fake_engine import FakeEngine
 from live_server import serving
 
 from pixiu.chat.messages import Conversation
+from pixiu.config import EvalConfig
 from pixiu.data import read_rows
 from pixiu.eval import endpoint, judge, mtbench
 from pixiu.eval.run import EvalContext, EvalError
@@ -70,7 +71,7 @@ def judge_url(judges):
 
 
 def context(tmp_path, model="fake-a", **opts) -> EvalContext:
-    return EvalContext(model, tmp_path / "out", opts)
+    return EvalContext(EvalConfig(model=model or "", **opts), tmp_path / "out")
 
 
 @pytest.fixture
@@ -450,13 +451,13 @@ def test_elo_from_store_equals_ratings(tmp_path):
 
 def test_judge_settings_reach_the_client_from_the_command_line(tmp_path):
     """Every judge setting the code reads is a flag; transport settings stay out of the resume fingerprint."""
-    from pixiu.eval.run import context, fingerprint, parser
+    from pixiu.eval.run import context, fingerprint, parse
 
     argv = ["m", "--tasks", "winrate", "--out", str(tmp_path), "--judge", "http://127.0.0.1:9/v1", "--judge-model",
             "j", "--judge-timeout", "0.5", "--judge-retries", "0", "--judge-backoff", "0.25", "--judge-max-tokens",
             "7", "--judge-parallel", "3", "--parse-retries", "1"]  # fmt: skip
-    ctx = context(parser().parse_args(argv))
+    ctx = context(parse(argv))
     client = judge.client_from(ctx)
     assert (client.timeout, client.retries, client.backoff, client.max_tokens) == (0.5, 0, 0.25, 7)
-    assert judge.ask_settings(ctx.opts) == (1, 3)
-    assert "judge_timeout" not in fingerprint("m", ctx.opts) and "parse_retries" in fingerprint("m", ctx.opts)
+    assert judge.ask_settings(ctx.cfg) == (1, 3)
+    assert "judge_timeout" not in fingerprint(ctx.cfg) and "parse_retries" in fingerprint(ctx.cfg)

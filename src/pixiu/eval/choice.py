@@ -131,14 +131,14 @@ def load(layout: Layout, ctx: EvalContext) -> tuple[dict[str, list[Item]], dict[
             f"{layout.name}: --data must be a folder with one CSV per subject, laid out as ROOT/{example} "
             f"(columns {', '.join(layout.columns)}); {root} has no such files"
         )
-    wanted = [s.strip() for s in (ctx.opts.get("subjects") or "").split(",") if s.strip()] or found
+    wanted = [s.strip() for s in ctx.cfg.subjects.split(",") if s.strip()] or found
     unknown = sorted(set(wanted) - set(found))
     if unknown:
         raise EvalError(
             f"{layout.name}: no {layout.eval_split} file for subject(s) {unknown} under {root}; "
             f"found: {', '.join(found) or 'none (expected ' + layout.pattern + ')'}"
         )
-    shots = ctx.opts.get("shots") or 0
+    shots = max(ctx.cfg.shots, 0)
     skipped: dict[str, int] = {}
     evals, dev = {}, {}
     for s in wanted:
@@ -290,7 +290,7 @@ def score_generate(layout: Layout, ctx: EvalContext, todo: list[tuple[str, Item,
     from pixiu.engine import Sampling
 
     log, engine = ctx.items(layout.name), ctx.engine()
-    sampling = Sampling(ctx.opts.get("max_new_tokens") or 16, 0.0, seed=ctx.seed)
+    sampling = Sampling(ctx.cfg.max_new_tokens or 16, 0.0, seed=ctx.seed)
     chunk = 16
     bar = tqdm(total=len(todo), desc=f"{layout.name} generate", unit="q")
     for i in range(0, len(todo), chunk):
@@ -317,7 +317,7 @@ def averages(correct: dict[str, list[bool]]) -> tuple[list[dict], dict[str, floa
 
 def evaluate(layout: Layout, ctx: EvalContext) -> dict:
     evals, dev, skipped = load(layout, ctx)
-    mode = ctx.opts.get("mode") or "loglik"
+    mode = ctx.cfg.mode
     log = ctx.items(layout.name)
     todo = [
         (f"{s}:{j}", item, prompt(layout, item, dev.get(s, [])))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixiu.chat.messages import Conversation, Message
+from pixiu.config import EvalConfig
 from pixiu.engine import ContextError, Sampling
 from pixiu.eval.endpoint import JudgeClient, JudgeRejected, JudgeUnavailable
 from pixiu.eval.run import EvalContext, EvalError, register
@@ -62,19 +63,17 @@ PAIR_TEMPLATE = (
 
 def client_from(ctx: EvalContext) -> JudgeClient:
     """The judge of --judge / --judge-model / --judge-key; with one model served, --judge-model may be left out."""
-    o = ctx.opts
-    key = o.get("judge_key") or os.environ.get("PIXIU_JUDGE_KEY")
-    settings = {k: o[f"judge_{k}"] for k in ("timeout", "retries", "backoff", "max_tokens") if o.get(f"judge_{k}") is not None}  # fmt: skip
-    client = JudgeClient(o["judge"], o.get("judge_model") or "", key, **settings)
+    c = ctx.cfg
+    key = c.judge_key or os.environ.get("PIXIU_JUDGE_KEY")
+    client = JudgeClient(c.judge, c.judge_model, key, c.judge_timeout, c.judge_retries, c.judge_backoff,
+                         c.judge_max_tokens or None)  # fmt: skip
     if not client.model:
         try:
             served = client.models()
         except Exception as e:
-            raise EvalError(
-                f"cannot list the models of judge {o['judge']} ({e}); give --judge-model"
-            ) from None
+            raise EvalError(f"cannot list the models of judge {c.judge} ({e}); give --judge-model") from None
         if len(served) != 1:
-            raise EvalError(f"judge {o['judge']} serves {served}; pick one with --judge-model")
+            raise EvalError(f"judge {c.judge} serves {served}; pick one with --judge-model")
         client.model = served[0]
     return client
 
@@ -240,20 +239,19 @@ class RewardJudge:
         return rows
 
 
-def ask_settings(opts: dict) -> tuple[int, int]:
-    """(parse_retries, judge requests in flight): 2 retries as default; 16 in flight fill a `pixiu serve` batch."""
-    retries = opts.get("parse_retries")
-    return 2 if retries is None else int(retries), int(opts.get("judge_parallel") or 16)
+def ask_settings(cfg: EvalConfig) -> tuple[int, int]:
+    """(parse_retries, judge requests in flight); the default 16 in flight fill a `pixiu serve` batch."""
+    return cfg.parse_retries, cfg.judge_parallel
 
 
 def make_judge(ctx: EvalContext):
-    o = ctx.opts
-    if o.get("reward_model") and o.get("judge"):
+    c = ctx.cfg
+    if c.reward_model and c.judge:
         raise EvalError("give one judge: --reward-model PATH or --judge URL, not both")
-    if o.get("reward_model"):
-        return RewardJudge(o["reward_model"], ctx.dtype, float(o.get("tie_eps") or 1e-3))
-    if o.get("judge"):
-        return LLMJudge(client_from(ctx), *ask_settings(o), letters=bool(o.get("judge_logprobs")))
+    if c.reward_model:
+        return RewardJudge(c.reward_model, ctx.dtype, c.tie_eps)
+    if c.judge:
+        return LLMJudge(client_from(ctx), *ask_settings(c), letters=c.judge_logprobs)
     raise EvalError("winrate needs a judge: --reward-model PATH or --judge URL [--judge-model NAME]")
 
 
@@ -347,20 +345,20 @@ def winrate(ctx: EvalContext) -> dict:
     """MODEL against --against (a model, or a file of reference replies) on --data prompts, by one judge."""
     from tqdm.auto import tqdm
 
-    against = ctx.opts.get("against")
+    against = ctx.cfg.against
     if not against:
         raise EvalError(
             "winrate needs --against: a second model, or a JSONL file of {instruction, output} replies"
         )
     judge = make_judge(ctx)
     if is_reference_file(against):
-        if ctx.opts.get("data"):
+        if ctx.cfg.data:
             raise EvalError(f"--against {against} brings its own prompts; leave out --data")
         convs, refs = load_references(against)
     else:
-        convs, refs = load_prompts(ctx.opts.get("data") or DEFAULT_PROMPTS), None
+        convs, refs = load_prompts(ctx.cfg.data or DEFAULT_PROMPTS), None
     convs = ctx.take(convs)
-    sampling = Sampling(ctx.opts.get("max_new_tokens") or 256, temperature=0.0, seed=ctx.seed)
+    sampling = Sampling(ctx.cfg.max_new_tokens or 256, temperature=0.0, seed=ctx.seed)
     log, keys = ctx.items("winrate"), [item_key(i, c) for i, c in enumerate(convs)]
     # judge failures of this run: reported, not logged, so a re-run asks again
     fresh: dict[str, dict] = {}
@@ -401,7 +399,7 @@ def elo(ctx: EvalContext) -> dict:
     """Elo and Bradley-Terry ratings (95% bootstrap interval) of the arena votes in the feedback store --db."""
     from pixiu.feedback import open_store, ratings
 
-    db = ctx.opts.get("db")
+    db = ctx.cfg.db
     if not db:
         raise EvalError("elo needs --db: the feedback store with the arena votes (pixiu serve --db)")
     if "://" not in str(db) and not Path(db).is_file():
@@ -411,8 +409,7 @@ def elo(ctx: EvalContext) -> dict:
     if not votes:
         raise EvalError(f"{db} holds no arena votes")
     games = [ratings.Game(v.model_a, v.model_b, v.winner) for v in votes]
-    bootstrap = ctx.opts.get("bootstrap")
-    rows = ratings.elo_table(games, bootstrap=100 if bootstrap is None else int(bootstrap), seed=ctx.seed)
+    rows = ratings.elo_table(games, bootstrap=ctx.cfg.bootstrap, seed=ctx.seed)
     metrics = {"votes": float(len(votes))}
     for r in rows:
         metrics[f"elo/{r['model']}"] = float(r["elo"])

@@ -184,14 +184,14 @@ def mtbench(ctx: EvalContext) -> dict:
     """MODEL answers MT-bench's two-turn questions; the --judge endpoint grades each turn 1-10."""
     from tqdm.auto import tqdm
 
-    if not ctx.opts.get("judge"):
+    if not ctx.cfg.judge:
         raise EvalError(
             "mtbench needs a judge: --judge URL [--judge-model NAME] (any OpenAI-compatible server)"
         )
-    bench = load_bench(ctx.data(SHARED / "mt_bench", "MT-bench data"), ctx.opts.get("ref_model") or "gpt-4")
+    bench = load_bench(ctx.data(SHARED / "mt_bench", "MT-bench data"), ctx.cfg.ref_model)
     client = client_from(ctx)
-    retries, workers = ask_settings(ctx.opts)
-    sampling = {"max_new_tokens": ctx.opts.get("max_new_tokens") or 1024, "seed": ctx.seed}
+    retries, workers = ask_settings(ctx.cfg)
+    sampling = {"max_new_tokens": ctx.cfg.max_new_tokens or 1024, "seed": ctx.seed}
     questions, log = ctx.take(bench.questions), ctx.items("mtbench")
     # questions whose judge failed in this run: reported, not logged, so a re-run asks again
     fresh: dict[str, dict] = {}

@@ -92,14 +92,14 @@ def reward(ctx: EvalContext) -> dict:
     from pixiu.engine import Sampling
     from pixiu.model.reward import score_replies
 
-    rm_path = ctx.opts.get("reward_model")
+    rm_path = ctx.cfg.reward_model
     if not rm_path:
         raise EvalError("task reward needs --reward-model PATH (a reward model from `pixiu train rm`)")
     records, skipped = records_of(ctx, PAIRS, (Prompt, PreferencePair, Ranking, Labelled), "reward")
     prompts = [r.prompt for r in records]
     log = ctx.items("reward")
     todo = [i for i in range(len(prompts)) if log.get(i) is None]
-    sampling = Sampling(ctx.opts.get("max_new_tokens") or 128, 0.0, seed=ctx.seed)
+    sampling = Sampling(ctx.cfg.max_new_tokens or 128, 0.0, seed=ctx.seed)
     engine = ctx.engine() if todo else None
     loaded, scalar = scorer(ctx, rm_path) if todo else (None, None)
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="reward", unit="prompt")

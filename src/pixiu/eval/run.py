@@ -12,15 +12,21 @@ item in flight.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import yaml
+
+from pixiu import config
+from pixiu.config import ConfigError, EvalConfig
 
 if TYPE_CHECKING:
     from pixiu.engine import Engine
@@ -132,19 +138,35 @@ def _loads(line: str):
 
 @dataclass
 class EvalContext:
-    model: str | None  # the MODEL positional; None for tasks that need none (e.g. ratings from a feedback db)
+    cfg: EvalConfig  # every option of the run, typed and documented (config.EvalConfig)
     out: Path  # the run dir: results.json, results.md and the per-task item logs
-    opts: dict  # every CLI option by its argparse name (max_new_tokens, reward_model...); None when not given
-    limit: int | None = None  # --limit N: the first N items of each task (a fixed, deterministic subset)
-    seed: int = 0
     _engines: dict = field(default_factory=dict, repr=False)
     _loaded: dict = field(default_factory=dict, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
     _logs: dict = field(default_factory=dict, repr=False)
 
     @property
+    def model(self) -> str | None:
+        """MODEL; None for tasks that need none (e.g. ratings from a feedback db)."""
+        return self.cfg.model or None
+
+    @property
+    def limit(self) -> int | None:
+        """--limit N: the first N items of each task (a fixed, deterministic subset); None = all."""
+        return self.cfg.limit or None
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    @property
     def dtype(self) -> str:
-        return self.opts.get("dtype") or "auto"
+        return self.cfg.dtype
+
+    @property
+    def opts(self) -> dict:
+        """The options as a plain dict, for tasks written before EvalConfig; read `ctx.cfg` in new code."""
+        return dataclasses.asdict(self.cfg)
 
     def engine(self, model: str | None = None) -> Engine:
         """A generation engine over `model` (default MODEL), loaded once per run."""
@@ -169,12 +191,12 @@ class EvalContext:
     def items(self, task: str) -> ItemLog:
         """The task's resume log; it restarts when the model or a fingerprinted option changed."""
         if task not in self._logs:
-            self._logs[task] = ItemLog(self.out / f"{task}.items.jsonl", fingerprint(self.model, self.opts))
+            self._logs[task] = ItemLog(self.out / f"{task}.items.jsonl", fingerprint(self.cfg))
         return self._logs[task]
 
     def data(self, default: str | Path, what: str = "data") -> Path:
         """--data when given, else the task's default path; a clear error when it does not exist."""
-        path = Path(self.opts.get("data") or default)
+        path = Path(self.cfg.data or default)
         if not path.exists():
             raise EvalError(f"{what} not found: {path} (give it with --data PATH)")
         return path
@@ -203,8 +225,9 @@ class EvalContext:
             engine.close()
 
 
-def fingerprint(model: str | None, opts: dict) -> dict:
-    return {"model": model, **{k: v for k, v in sorted(opts.items()) if k not in NOT_FINGERPRINTED}}
+def fingerprint(cfg: EvalConfig) -> dict:
+    """The options that change a task's numbers (the model included): a finished task re-runs when they change."""
+    return {k: v for k, v in sorted(dataclasses.asdict(cfg).items()) if k not in NOT_FINGERPRINTED}
 
 
 # ---------------------------------------------------------------- results
@@ -218,7 +241,7 @@ def run_tasks(ctx: EvalContext, tasks: list[str], force: bool = False) -> dict:
     path = ctx.out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {"model": ctx.model, "tasks": {}}
     results["model"] = ctx.model
-    inputs = {**fingerprint(ctx.model, ctx.opts), "limit": ctx.limit, "seed": ctx.seed}
+    inputs = {**fingerprint(ctx.cfg), "limit": ctx.limit, "seed": ctx.seed}
     for name in tasks:
         old = results["tasks"].get(name)
         if old and old.get("inputs") == inputs and not force:
@@ -285,66 +308,90 @@ def markdown(results: dict, tasks: list[str] | None = None) -> str:
 # ---------------------------------------------------------------- CLI
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pixiu eval", description="Benchmarks and scores of a model.")
-    p.add_argument("model", nargs="?", help="checkpoint dir, HF dir, .gguf file or smollm2-135m")
-    p.add_argument("--tasks", required=True, help="comma-separated task names")
-    p.add_argument("--out", help="run dir (default runs/eval/<model name>)")
-    p.add_argument("--limit", type=int, help="only the first N items of each task")
-    p.add_argument("--seed", type=int, help="sampling seed (default 0)")
-    p.add_argument("--force", action="store_true", help="re-run tasks already finished in OUT/results.json")
-    p.add_argument("--data", help="task data file or dir (default: the task's folder under ../shared/data)")
-    p.add_argument(
-        "--shots", type=int, help="few-shot examples per prompt (multiple choice: from the dev split)"
-    )
-    p.add_argument("--mode", choices=["loglik", "generate"], help="multiple choice scoring (default loglik)")
-    p.add_argument("--subjects", help="comma-separated subjects of mmlu / cmmlu / ceval (default all)")
-    p.add_argument("--max-new-tokens", type=int, help="generation budget per reply")
-    p.add_argument("--reward-model", help="reward model that scores replies (task reward)")
-    p.add_argument("--against", help="baseline model or replies file to compare with")
-    p.add_argument("--judge", help="judge endpoint URL (OpenAI-compatible)")
-    p.add_argument("--judge-model", help="judge model name")
-    p.add_argument("--judge-key", help="judge API key (never written to disk)")
-    j = p.add_argument_group("judge settings (winrate, mtbench)")
-    j.add_argument("--judge-timeout", type=float, help="seconds per judge request (default 600)")
-    j.add_argument("--judge-retries", type=int, help="retries after a timeout, 429 or 5xx (default 3)")
-    j.add_argument(
-        "--judge-backoff", type=float, help="seconds before the first retry, doubled after (default 2)"
-    )
-    j.add_argument("--judge-max-tokens", type=int, help="the judge's reply budget (default: the endpoint's)")
-    j.add_argument("--judge-parallel", type=int, help="judge requests in flight (default 16)")
-    j.add_argument(
-        "--judge-logprobs",
-        action="store_true",
-        help="winrate: one-letter verdicts read from the judge's top_logprobs (for judges too small to write [[A]])",
-    )
-    j.add_argument("--parse-retries", type=int, help="re-asks after an unparsable verdict (default 2)")
-    j.add_argument("--tie-eps", type=float, help="reward judge: scores this close tie (default 1e-3)")
-    j.add_argument("--ref-model", help="mtbench: reference answers of this model (default gpt-4)")
-    p.add_argument("--bootstrap", type=int, help="elo: bootstrap rounds of the 95%% interval (default 100)")
-    p.add_argument("--db", help="feedback store database")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="compute dtype (default auto)")
-    return p
+USAGE = "usage: pixiu eval [MODEL] [--config recipe.yaml] [--eval.FIELD=VALUE ...] [--help]"
 
 
-def context(a: argparse.Namespace) -> EvalContext:
+def help_text() -> str:
+    return (
+        f"{USAGE}\n\nBenchmarks and scores of a model. Options are the fields of a recipe's `eval:` section;\n"
+        "`--FIELD VALUE`, `--FIELD=VALUE` and `--FIELD-WITH-DASHES VALUE` are the same as `--eval.FIELD=VALUE`.\n\n"
+        f"fields:\n{config.help_text(EvalConfig, 'eval.')}"
+    )
+
+
+def parse(argv: list[str]) -> EvalConfig:
+    """[MODEL] [--config recipe.yaml] [--eval.field=value | --field value ...] -> EvalConfig: the recipe's
+    `eval:` section, then the command line over it. Unknown fields are rejected with the valid names."""
+    path, rest = _config_path(argv)
+    values = {}
+    if path:
+        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(recipe, dict) or not isinstance(recipe.get("eval"), dict):
+            raise ConfigError(
+                f"{path}: `pixiu eval --config` reads the recipe's `eval:` section; it has none"
+            )
+        values = recipe["eval"]
+    return config.from_dict(config.merge(values, _overrides(rest)), EvalConfig, "eval")
+
+
+def _config_path(argv: list[str]) -> tuple[str | None, list[str]]:
+    path, rest, it = None, [], iter(argv)
+    for a in it:
+        if a == "--config":
+            path = next(it, None)
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return path, rest
+
+
+def _overrides(args: list[str]) -> dict:
+    """The command line's fields: the positional MODEL; a bool field alone is true; a value follows `=` or comes
+    as the next argument. Text fields keep the text as given; the others are read as YAML (2, 1e-3, false)."""
+    hints = typing.get_type_hints(EvalConfig)
+    out, i = {}, 0
+    while i < len(args):
+        arg, i = args[i], i + 1
+        if not arg.startswith("--"):
+            if "model" in out:
+                raise ConfigError(f"unexpected argument {arg!r}; {USAGE}")
+            out["model"] = arg
+            continue
+        key, eq, raw = arg[2:].partition("=")
+        key = key.removeprefix("eval.").replace("-", "_")
+        if key not in hints:
+            raise ConfigError(f"unknown field(s) [{key!r}] in eval; valid: {sorted(hints)}")
+        if not eq and hints.get(key) is bool:
+            raw = "true"
+        elif not eq:
+            if i == len(args) or args[i].startswith("--"):
+                raise ConfigError(f"--{key} needs a value: --eval.{key}=VALUE")
+            raw, i = args[i], i + 1
+        out[key] = raw if hints.get(key) is str else yaml.safe_load(raw)
+    return out
+
+
+def context(cfg: EvalConfig) -> EvalContext:
     from pixiu.engine import model_name
 
-    opts = vars(a).copy()
-    out = Path(a.out or Path("runs/eval") / (model_name(a.model) if a.model else "no-model"))
-    return EvalContext(a.model, out, opts, a.limit, a.seed or 0)
+    out = Path(cfg.out or Path("runs/eval") / (model_name(cfg.model) if cfg.model else "no-model"))
+    return EvalContext(cfg, out)
 
 
 def cli(argv: list[str]) -> dict:
-    a = parser().parse_args(argv)
-    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
-    ctx = context(a)
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        return {}
     try:
-        if a.limit is not None and a.limit < 1:
-            raise EvalError(f"--limit must be >= 1, got {a.limit}")
-        if not tasks:
-            raise EvalError(f"--tasks names no task: {a.tasks!r}")
-        return run_tasks(ctx, tasks, a.force)
+        cfg = parse(argv)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    ctx = context(cfg)
+    try:
+        if not cfg.task_names():
+            raise EvalError(f"--tasks names no task: {cfg.tasks!r}")
+        return run_tasks(ctx, cfg.task_names(), cfg.force)
     except EvalError as e:
         raise SystemExit(f"error: {e}") from None
     finally:
