@@ -360,6 +360,88 @@ class RunConfig:
         return self.data.shared_prefix and self.model.attn_implementation in ("sdpa", "eager")
 
 
+@dataclass
+class EvalConfig:
+    """`pixiu eval`: the model, the tasks, and each task's options (a recipe's `eval:` section, or
+    `--eval.field=value`; `--field value` is the same). 0 or '' means the task's default where it says so."""
+
+    model: str = ""
+    """The model to evaluate: checkpoint dir, HF dir, .gguf file or smollm2-135m ('' for tasks that need none,
+    such as elo); the positional MODEL sets it."""
+    tasks: str = ""
+    """Comma-separated task names: mmlu, cmmlu, ceval, gsm8k, perplexity, rm-accuracy, reward, winrate, mtbench,
+    elo, ... (an unknown name lists the valid ones)."""
+    out: str = ""
+    """Run dir: results.json, results.md and per-task item logs ('' = runs/eval/<model name>)."""
+    limit: int = 0
+    """Only the first N items of each task, a fixed subset (0 = all)."""
+    seed: int = 0
+    """Sampling seed."""
+    force: bool = False
+    """Re-run tasks already finished in OUT/results.json under the same options."""
+    data: str = ""
+    """Task data file or dir ('' = the task's folder under ../shared/data)."""
+    dtype: str = "auto"
+    """Compute dtype: 'auto', 'bf16' or 'fp32'."""
+    max_new_tokens: int = 0
+    """Generation budget per reply (0 = the task's default: gsm8k 256, reward 128, winrate 256, mtbench 1024,
+    multiple choice in generate mode 16)."""
+    shots: int = -1
+    """Few-shot examples per prompt (-1 = the task's default: 0, or 5 for gsm8k with gsm8k_prompt=lm-eval).
+    Multiple choice takes them from the dev split, gsm8k from the train split."""
+    mode: str = "loglik"
+    """Multiple choice scoring: 'loglik' (the likeliest answer letter) or 'generate' (the letter a reply gives)."""
+    subjects: str = ""
+    """Comma-separated subjects of mmlu / cmmlu / ceval ('' = all)."""
+    gsm8k_prompt: str = "pixiu"
+    """gsm8k's prompt: 'pixiu' (a user turn through the chat template, asking for '#### <number>'; shots are earlier
+    turns) or 'lm-eval' (lm-evaluation-harness's gsm8k task byte for byte: raw text 'Question: ...\\nAnswer:',
+    shots drawn from the train split by random.Random(1234), stop at 'Question:'), so the number compares with
+    lm-eval's."""
+    reward_model: str = ""
+    """Reward model that scores replies (task reward; the judge of winrate when no judge URL is given)."""
+    against: str = ""
+    """winrate: the baseline model, or a file of reference replies, that MODEL is compared with."""
+    judge: str = ""
+    """Judge endpoint URL (OpenAI-compatible, e.g. a `pixiu serve`) for winrate and mtbench."""
+    judge_model: str = ""
+    """The judge's model name at that endpoint."""
+    judge_key: str = ""
+    """Judge API key (never written to disk)."""
+    judge_timeout: float = 600.0
+    """Seconds per judge request."""
+    judge_retries: int = 3
+    """Retries of a judge request after a timeout, 429 or 5xx."""
+    judge_backoff: float = 2.0
+    """Seconds before the first retry, doubled after each."""
+    judge_max_tokens: int = 0
+    """The judge's reply budget (0 = the endpoint's default)."""
+    judge_parallel: int = 16
+    """Judge requests in flight."""
+    judge_logprobs: bool = False
+    """winrate: one-letter verdicts read from the judge's top_logprobs (for judges too small to write [[A]])."""
+    parse_retries: int = 2
+    """Re-asks after an unparsable verdict."""
+    tie_eps: float = 1e-3
+    """Reward-model judge: scores this close are a tie."""
+    ref_model: str = "gpt-4"
+    """mtbench: whose reference answers grade the math and reasoning questions."""
+    bootstrap: int = 100
+    """elo: bootstrap rounds of the 95% interval."""
+    db: str = ""
+    """elo: the feedback store with the arena votes (a SQLite file or postgresql://...)."""
+
+    def __post_init__(self):
+        _choice("eval.dtype", self.dtype, ("auto", "bf16", "fp32"))
+        _choice("eval.mode", self.mode, ("loglik", "generate"))
+        _choice("eval.gsm8k_prompt", self.gsm8k_prompt, ("pixiu", "lm-eval"))
+        if self.limit < 0 or self.max_new_tokens < 0 or self.shots < -1:
+            raise ConfigError("eval.limit and eval.max_new_tokens must be >= 0, eval.shots >= -1")
+
+    def task_names(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
+
+
 # ---------------------------------------------------------------- building from dicts
 
 

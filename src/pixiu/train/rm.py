@@ -9,15 +9,12 @@ share of pairs i < j scored r_i > r_j) and the mean margin r_i - r_j.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from pixiu import config as config_mod
 from pixiu import losses
 from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Rendered, Template
@@ -28,6 +25,7 @@ from pixiu.model import heads, io
 from pixiu.model.forward import autocast
 from pixiu.model.reward import ranking_stats, replies
 from pixiu.train.loop import Groups, train
+from pixiu.train.stages import begin, finish, print_report
 
 
 def render_group(template: Template, prompt: Conversation, texts: list[str]) -> list[Rendered]:
@@ -70,6 +68,12 @@ def prepare(records: list, template: Template, max_len: int, overflow: str):
     return groups, report
 
 
+REPORT_LINE = (
+    "{records} records -> {groups} groups, {replies} replies, {tokens} tokens; truncated {truncated}, skipped "
+    "as too long {skipped}, tied after cut {tied}"
+)
+
+
 def rm_loss(margin: float):
     """loss_fn for the loop: scores every reply of the batch in one forward, then the k-wise ranking loss."""
 
@@ -81,16 +85,8 @@ def rm_loss(margin: float):
 
 def run(cfg: RunConfig, stage: str = "rm") -> Path:
     """Train and save `output_dir/final` (body or LoRA adapter + score head); returns that path."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    set_seed(cfg.train.seed)
-    out = Path(cfg.train.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        config_mod.save(cfg, out / "config.yaml")
-    t0 = time.perf_counter()
+    job = begin(cfg, stage)
+    accelerator = job.accelerator
     data = load_data(cfg.data, want=(PreferencePair, Ranking))  # bad data fails before the model loads
     loaded, scalar = heads.load_scalar(cfg.model, cfg.lora, for_training=True)
     if cfg.train.gradient_checkpointing:
@@ -100,7 +96,7 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
     if not train_groups:
         raise DataError(f"no training groups left after the length limit: {vars(train_report)}")
     report = {"train": vars(train_report), "eval": vars(eval_report), "skipped_rows": data.skipped}
-    _print_report(report, data.counts, accelerator.is_main_process)
+    print_report(job, report, data.counts, REPORT_LINE)
     pad = loaded.tokenizer.pad_token_id
     batched = partial(
         Groups, pad_id=pad, batch_size=cfg.train.batch_size, seed=cfg.data.seed,
@@ -114,22 +110,9 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
     def evaluate() -> dict:
         return evaluate_groups(model, held, accelerator, dtype, margin)
 
-    history = train(
-        model, groups, rm_loss(margin), cfg.train, accelerator, out, evaluate if eval_groups else None, dtype
-    )
-    final = out / "final"
-    if accelerator.is_main_process:
-        io.save(final, loaded, head=scalar.head)
-        summary = {
-            "stage": stage,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "data": report,
-            "first": history[0] if history else {},
-            "last": history[-1] if history else {},
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    accelerator.wait_for_everyone()
-    return final
+    hook = evaluate if eval_groups else None
+    history = train(model, groups, rm_loss(margin), cfg.train, accelerator, job.out, hook, dtype)
+    return finish(job, loaded, history, head=scalar.head, data=report)
 
 
 # ---------------------------------------------------------------- held-out evaluation
@@ -154,17 +137,3 @@ def evaluate_groups(model, data: Groups, accelerator, dtype, margin: float) -> d
         "eval_accuracy": round(total["correct"] / max(total["pairs"], 1), 5),
         "eval_margin": round(total["margin"] / max(total["pairs"], 1), 5),
     }
-
-
-def _print_report(report: dict, counts: dict, main: bool) -> None:
-    if not main:
-        return
-    print(f"data: {counts}")
-    for name in ("train", "eval"):
-        r = report[name]
-        print(
-            f"  {name}: {r['records']} records -> {r['groups']} groups, {r['replies']} replies, {r['tokens']} "
-            f"tokens; truncated {r['truncated']}, skipped as too long {r['skipped']}, tied after cut {r['tied']}"
-        )
-    for line in report["skipped_rows"]:
-        print(f"  skipped bad row: {line}")
