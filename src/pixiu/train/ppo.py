@@ -102,16 +102,12 @@ def ptx_rows(cfg: RunConfig, loaded: io.Loaded) -> Rows:
     return Rows([[s] for s in samples], loaded.tokenizer.pad_token_id, cfg.train.batch_size, cfg.data.seed)
 
 
-STEP_TIMES = (
-    "gen_s",
-    "score_s",
-    "exp_s",
-    "train_s",
-)  # a step's phases: sampling, scoring, experience, updates
+# a step's phases, timed: sampling, scoring, experience (log-probs, values, advantages), updates
+STEP_TIMES = ("gen_s", "score_s", "exp_s", "train_s")
 
 
 class Trainer:
-    """The PPO loop: rollouts, updates, metrics, checkpoints. Holds what the steps share, nothing more."""
+    """PPO's step on the training loop: rollouts, scores, experience, updates. Holds what the steps share."""
 
     def __init__(self, actors: Actors, loaded: io.Loaded, cfg: RunConfig, fn, ptx: Rows | None, accelerator):
         self.actors, self.loaded, self.cfg, self.fn, self.ptx = actors, loaded, cfg, fn, ptx
