@@ -7,13 +7,15 @@ import time
 
 
 @contextlib.contextmanager
-def serving(app):
-    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+def serving(app, **config):
+    """A real uvicorn server on a free loopback port, in a thread; yields its base URL. `config`: more
+    uvicorn.Config arguments (e.g. log_config=None, log_level="info" to see the access log)."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
+    config = {"log_level": "warning", "timeout_graceful_shutdown": 1, **config}
+    server = uvicorn.Server(uvicorn.Config(app, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     for _ in range(500):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx
@@ -15,8 +16,12 @@ from fake_engine import FakeEngine
 from fastapi.testclient import TestClient
 from live_server import serving
 
+from pixiu import config
+from pixiu.cli import main
+from pixiu.config import ConfigError, ServeConfig
+from pixiu.engine import quant
 from pixiu.engine.text import token_bytes
-from pixiu.serve import api
+from pixiu.serve import api, launch
 from pixiu.serve.moderation import Rule, RulesModeration
 from pixiu.serve.protocol import TextLogprobs
 
@@ -353,7 +358,7 @@ def test_arena_client_gone_cancels_generation(tmp_path):
 def test_load_engines_sets_the_weights_version(tiny_model_dir):
     from pixiu.serve.feedback import model_version
 
-    engines = api.load_engines([f"tiny={tiny_model_dir}"], backend="torch", dtype="fp32", max_batch=2)
+    engines = launch.load_engines([f"tiny={tiny_model_dir}"], backend="torch", dtype="fp32", max_batch=2)
     try:
         assert list(engines) == ["tiny"]
         assert engines["tiny"].version == model_version(str(tiny_model_dir))
@@ -457,26 +462,70 @@ def test_right_key_passes_by_header_cookie_or_query(keyed):
 def test_no_key_means_loopback_only(monkeypatch, tmp_path):
     monkeypatch.delenv("PIXIU_API_KEY", raising=False)
     with pytest.raises(SystemExit) as e:
-        api.cli(["smollm2-135m", "--host", "0.0.0.0"])
+        launch.cli(["smollm2-135m", "--host", "0.0.0.0"])
     assert "refusing to listen on 0.0.0.0 without an API key" in str(e.value) and "--insecure" in str(e.value)
     started = []
-    monkeypatch.setattr(api, "load_engines", lambda *a, **k: {"fake": FakeEngine()})
+    monkeypatch.setattr(launch, "load_engines", lambda *a, **k: {"fake": FakeEngine()})
     monkeypatch.setattr(
         "uvicorn.run", lambda app, host, port, **kw: started.append((host, app.state.api_key))
     )
     monkeypatch.chdir(tmp_path)  # the default feedback.db lands here
-    api.cli(["x", "--host", "0.0.0.0", "--insecure"])
-    api.cli(["x", "--host", "::1"])
+    launch.cli(["x", "--host", "0.0.0.0", "--insecure"])
+    launch.cli(["x", "--host", "::1"])
     monkeypatch.setenv("PIXIU_API_KEY", "envkey")
-    api.cli(["x", "--host", "0.0.0.0"])
+    launch.cli(["x", "--host", "0.0.0.0"])
     assert started == [("0.0.0.0", None), ("::1", None), ("0.0.0.0", "envkey")]
     assert (tmp_path / "feedback.db").exists()
 
 
+def test_serve_help_lists_every_field(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name, _, doc in config.describe(ServeConfig):
+        flag = "MODEL" if name == "models" else f"--{name.replace('_', '-')}"
+        assert flag in out and " ".join(doc.split()) in out, name
+        assert name == "models" or f"--serve.{name}" in out
+
+
+def test_serve_config_from_yaml_and_flags(tmp_path, monkeypatch):
+    path = tmp_path / "serve.yaml"
+    path.write_text("models: [a, b=dir]\nport: 9000\nmax_messages: 50\nmax_stop: 4\n")
+    cfg = launch.parse(["--config", str(path), "--max-messages", "60", "--serve.max_stop=2", "--insecure"])
+    got = (cfg.models, cfg.port, cfg.max_messages, cfg.max_stop, cfg.insecure)
+    assert got == (["a", "b=dir"], 9000, 60, 2, True)
+    again = launch.parse(["c", f"--config={path}", "--insecure=false"])
+    assert again.models == ["c"] and not again.insecure  # MODEL replaces the file's
+    for argv, why in [
+        (["x", "--max-messages", "0"], "serve.max_messages must be >= 1"),
+        (["x", "--dtype", "fp8"], "serve.dtype='fp8' is not one of"),
+        ([], "name at least one MODEL"),
+    ]:
+        with pytest.raises(SystemExit, match=why):
+            launch.parse(argv)
+    started = []
+    monkeypatch.setattr(launch, "load_engines", lambda *a, **k: {"fake": FakeEngine()})
+    monkeypatch.setattr("uvicorn.run", lambda app, host, port, **kw: started.append(app))
+    launch.cli(["x", "--max-messages", "1", "--db", str(tmp_path / "f.db")])
+    res = TestClient(started[0]).post("/v1/chat/completions", json={"model": "fake", "messages": USER * 2})
+    assert res.status_code == 400 and res.json()["error"]["code"] == "max_messages"
+
+
+def test_serve_config_is_validated():
+    for bad in [{"port": 0}, {"max_body_bytes": 0}, {"max_stop": -1}, {"backend": "onnx"}]:
+        with pytest.raises(ConfigError):
+            ServeConfig(**bad)
+    for q in quant.QUANTIZE:  # the config's choices are the engine's
+        assert ServeConfig(quantize=q).quantize == q
+    with pytest.raises(ConfigError, match=re.escape(str(list(quant.QUANTIZE)))):
+        ServeConfig(quantize="int3")
+
+
 def test_served_names():
-    assert api.parse_model("bot=runs/x/final") == ("bot", "runs/x/final")
-    assert api.parse_model("runs/a=b/final") == (None, "runs/a=b/final")
-    assert api.parse_model("smollm2-135m") == (None, "smollm2-135m")
+    assert launch.parse_model("bot=runs/x/final") == ("bot", "runs/x/final")
+    assert launch.parse_model("runs/a=b/final") == (None, "runs/a=b/final")
+    assert launch.parse_model("smollm2-135m") == (None, "smollm2-135m")
 
 
 # ---------------------------------------------------------------- the real engine

@@ -8,6 +8,7 @@ copied from pixiu's output: a format and its golden are two independent readings
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 
@@ -385,3 +386,59 @@ def test_tool_turns(name, tokenizer):
     for (s, e), m in zip(enc["offset_mapping"], rendered.loss_mask, strict=True):
         if s >= result_at and e <= result_at + len(RESULT):
             assert m == 0
+
+
+# ------------------------------------------------------------------ prompts for sampling
+
+
+def long_conversation(n: int) -> Conversation:
+    return Conversation([Message(("user", "assistant")[i % 2], f"message number {i}") for i in range(n)])
+
+
+@pytest.mark.parametrize("name", ["default", *sorted(TEMPLATES)])
+def test_prompt_ids_are_the_generation_prompt_render(name, tokenizer):
+    """The serving path renders the text alone; its ids are those of the full render with the prompt."""
+    template = get_template(name, tokenizer)
+    conv = Conversation(CONV.messages[:-1])
+    assert template.prompt_ids(conv) == template.render(conv, add_generation_prompt=True).input_ids
+
+
+def test_a_prompt_is_one_render_in_linear_time(tokenizer, monkeypatch):
+    """Issue 14: a prompt's render used to compute target spans too, two prefix renders per assistant turn, so
+    2,401 messages kept the server busy 27 s. Now: one Jinja render, whatever the length, and twice the
+    messages take about twice the time (a generous 3.5x bound; CPU time of this thread, as the machine is
+    shared)."""
+    calls = []
+    real = tokenizer.apply_chat_template
+    monkeypatch.setattr(tokenizer, "apply_chat_template", lambda *a, **k: calls.append(1) or real(*a, **k))
+    conv = long_conversation(2001)
+    ids = get_template("default", tokenizer).prompt_ids(conv)
+    assert len(calls) == 1
+    want = real(conv.to_openai(), add_generation_prompt=True, tokenize=True)["input_ids"]
+    assert ids == want
+
+    def seconds(n: int) -> float:
+        conv = long_conversation(n)
+        best = float("inf")
+        for _ in range(5):  # a fresh template each time: nothing remembered
+            t0 = time.thread_time()
+            get_template("default", tokenizer).prompt_ids(conv)
+            best = min(best, time.thread_time() - t0)
+        return best
+
+    assert seconds(4001) < 3.5 * seconds(2001)
+
+
+def test_recent_prompts_are_remembered_not_shared(tokenizer, monkeypatch):
+    template = get_template("default", tokenizer)
+    calls = []
+    real = tokenizer.apply_chat_template
+    monkeypatch.setattr(tokenizer, "apply_chat_template", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = template.prompt_ids(long_conversation(5))
+    first.append(-1)  # the caller's copy
+    again = template.prompt_ids(long_conversation(5))  # equal, not the same object: remembered
+    assert len(calls) == 1 and again == first[:-1]
+    for n in range(6, 12):
+        template.prompt_ids(long_conversation(n))
+    template.prompt_ids(long_conversation(5))  # pushed out by newer ones: rendered again
+    assert len(calls) == 8

@@ -16,6 +16,7 @@ Two kinds of format:
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, replace
 
 from pixiu.chat.messages import TARGET_ROLES, Conversation
@@ -105,25 +106,21 @@ class JinjaFormat:
     name: str = "default"
     stop: tuple[str, ...] = ()
 
+    def prompt(self, conv: Conversation, add_generation_prompt: bool = False, tokenizer=None) -> str:
+        """The text alone: one render, linear in the conversation's length (what serving needs)."""
+        return self._apply(tokenizer, conv, [_hf_message(m) for m in conv.messages], add_generation_prompt)
+
     def text(
         self, conv: Conversation, add_generation_prompt: bool = False, tokenizer=None
     ) -> tuple[str, Spans]:
         msgs = [_hf_message(m) for m in conv.messages]
-        tools = json.loads(conv.tools) if conv.tools else None  # HF templates take a list of JSON schemas
-        tools = [tools] if isinstance(tools, dict) else tools
-
-        def apply(ms, gen):
-            kwargs = {"tools": tools} if tools else {}
-            return tokenizer.apply_chat_template(
-                ms, chat_template=self.source, tokenize=False, add_generation_prompt=gen, **kwargs
-            )
-
-        text = apply(msgs, add_generation_prompt)
+        text = self._apply(tokenizer, conv, msgs, add_generation_prompt)
         spans = []
         for i, m in enumerate(conv.messages):
             if m.role not in TARGET_ROLES:
                 continue
-            before, upto = apply(msgs[:i], True), apply(msgs[: i + 1], False)
+            before = self._apply(tokenizer, conv, msgs[:i], True)
+            upto = self._apply(tokenizer, conv, msgs[: i + 1], False)
             if not (upto.startswith(before) and text.startswith(upto)):
                 raise TemplateError(
                     f"the {self.name!r} Jinja template rewrites earlier turns, so turn {i} cannot be masked "
@@ -132,9 +129,24 @@ class JinjaFormat:
             spans.append((len(before), len(upto)))
         return text, spans
 
+    def _apply(self, tokenizer, conv: Conversation, msgs: list[dict], add_generation_prompt: bool) -> str:
+        tools = json.loads(conv.tools) if conv.tools else None  # HF templates take a list of JSON schemas
+        kwargs = {"tools": [tools] if isinstance(tools, dict) else tools} if tools else {}
+        return tokenizer.apply_chat_template(
+            msgs,
+            chat_template=self.source,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            **kwargs,
+        )
+
 
 def _hf_message(m) -> dict:
     return {"role": "assistant" if m.role == "tool_call" else m.role, "content": m.content}
+
+
+RECENT_PROMPTS = 4  # prompt renders a Template remembers
+_RECENT_LOCK = threading.Lock()  # engines render from request threads
 
 
 class Template:
@@ -143,6 +155,7 @@ class Template:
     def __init__(self, fmt: SlotFormat | JinjaFormat, tokenizer):
         self.format, self.tokenizer = fmt, tokenizer
         self.name = fmt.name
+        self._recent: dict[tuple, list[int]] = {}  # (tools, messages) -> prompt ids, oldest first
 
     def text(self, conv: Conversation, add_generation_prompt: bool = False) -> tuple[str, Spans]:
         if isinstance(self.format, JinjaFormat):
@@ -160,8 +173,27 @@ class Template:
         return Rendered(list(enc["input_ids"]), mask)
 
     def prompt_ids(self, conv: Conversation) -> list[int]:
-        """Token ids that end with the assistant's generation prompt, for sampling a reply."""
-        return self.render(conv, add_generation_prompt=True).input_ids
+        """Token ids that end with the assistant's generation prompt, for sampling a reply.
+
+        One render and no target spans, so it is linear in the conversation's length (a server must not spend
+        quadratic time on a client's 10,000 messages). The last few prompts are remembered: the n choices of
+        one request, and a server's length check before them, render it once."""
+        key = (conv.tools, tuple(conv.messages))
+        with _RECENT_LOCK:
+            ids = self._recent.pop(key, None)
+            if ids is not None:
+                self._recent[key] = ids  # most recent last
+                return list(ids)
+        if isinstance(self.format, JinjaFormat):
+            text = self.format.prompt(conv, True, tokenizer=self.tokenizer)
+        else:
+            text = self.format.text(conv, True)[0]
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        with _RECENT_LOCK:
+            self._recent[key] = ids
+            while len(self._recent) > RECENT_PROMPTS:
+                del self._recent[next(iter(self._recent))]
+        return list(ids)
 
     @property
     def stop(self) -> list[str]:

@@ -8,11 +8,8 @@ framework's, leaves in OpenAI's shape {"error": {message, type, param, code}}, a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
-import os
-import sys
 from dataclasses import replace
 from functools import partial
 
@@ -22,13 +19,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from pixiu.engine import ContextError, EngineError, Sampling, quant
+from pixiu.config import ServeConfig
+from pixiu.engine import ContextError, EngineError, Sampling
 from pixiu.engine.text import token_bytes
 from pixiu.serve import protocol as p
-from pixiu.serve.auth import KeyCheck, check_bind, require_key
+from pixiu.serve.auth import KeyCheck, redact_logs, require_key
 from pixiu.serve.jobs import Job, Piece, pieces
+from pixiu.serve.limits import BodyLimit, check_prompt, check_request
+from pixiu.serve.protocol import APIError
 
-__all__ = ["cli", "create_app", "require_key"]
+__all__ = ["APIError", "create_app", "require_key"]
 
 ERROR_TYPES = {
     401: "authentication_error",
@@ -37,15 +37,9 @@ ERROR_TYPES = {
     429: "rate_limit_error",
 }
 ERROR_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed"}
-RESPONSES = {s: {"model": p.ErrorResponse} for s in (400, 401, 404)}
+RESPONSES = {s: {"model": p.ErrorResponse} for s in (400, 401, 404, 413)}
 STREAMED = {200: {"content": {"text/event-stream": {}}}}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
 
 
 def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -82,15 +76,18 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(
-    engines: dict, api_key: str | None = None, store=None, moderation=None, max_tokens: int = 512
+    engines: dict, api_key: str | None = None, store=None, moderation=None, config: ServeConfig | None = None
 ) -> FastAPI:
-    """The app serving `engines` (served name -> Engine). `max_tokens` caps a reply whose request sets no limit.
+    """The app serving `engines` (served name -> Engine) under `config`'s limits; its max_tokens caps a reply
+    whose request sets no limit.
 
     The web UI (pixiu.serve.ui) is mounted when a feedback `store` is given."""
+    config = config or ServeConfig()
     app = FastAPI(title="pixiu", summary="OpenAI-compatible API over pixiu engines")
     app.state.api_key = api_key or None
     add_error_handlers(app)
-    routes = Routes(engines, moderation, max_tokens)
+    redact_logs()
+    routes = Routes(engines, moderation, config)
     app.add_api_route("/health", routes.health, methods=["GET"])
     app.add_api_route("/v1/models", routes.models, methods=["GET"], response_model=p.ModelList)
     app.add_api_route(
@@ -111,7 +108,8 @@ def create_app(
         from pixiu.serve import ui
 
         app.include_router(ui.router(engines, store, moderation, require_key=require_key))
-    if app.state.api_key:
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    if app.state.api_key:  # added last, so it runs first: no key, no body read
         app.add_middleware(KeyCheck, key=app.state.api_key, open_paths=("/ui",))
     return app
 
@@ -119,10 +117,10 @@ def create_app(
 class Routes:
     """The OpenAI routes over `engines`; each submits one engine request per choice and shapes the replies."""
 
-    def __init__(self, engines: dict, moderation, max_tokens: int):
+    def __init__(self, engines: dict, moderation, config: ServeConfig):
         if not engines:
             raise ValueError("serve at least one model")
-        self.engines, self.moderation, self.max_tokens = engines, moderation, max_tokens
+        self.engines, self.moderation, self.config = engines, moderation, config
         self.cards = {name: p.ModelCard(id=name) for name in engines}
 
     async def health(self) -> dict:
@@ -145,9 +143,10 @@ class Routes:
 
     async def chat(self, body: p.ChatCompletionRequest, request: Request):
         engine = self.engine(body.model)
+        check_request(body, self.config)
         conv = body.conversation()
         await self.check_input([m.content for m in conv.messages if m.role == "user"], "messages")
-        job = self.start(engine, [conv], body, "messages")
+        job = await self.start(engine, [conv], body, "messages")
         out = Shape(job, body, engine.tokenizer, context=conv.to_openai())
         if body.stream:
             roles = [
@@ -164,9 +163,10 @@ class Routes:
 
     async def complete(self, body: p.CompletionRequest, request: Request):
         engine = self.engine(body.model)
+        check_request(body, self.config)
         prompts = body.prompts()
         await self.check_input(prompts, "prompt")
-        job = self.start(engine, prompts, body, "prompt")
+        job = await self.start(engine, prompts, body, "prompt")
         out = Shape(job, body, engine.tokenizer, context=None)
         echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else []
         if body.stream:
@@ -179,18 +179,16 @@ class Routes:
         ]  # fmt: skip
         return p.Completion(model=body.model, choices=choices, usage=out.usage())
 
-    def start(self, engine, prompts: list, body: p.SamplingParams, param: str) -> Job:
+    async def start(self, engine, prompts: list, body: p.SamplingParams, param: str) -> Job:
         """Submit n choices per prompt (choice index = prompt index * n + j); seed + j makes them differ.
 
-        What submission rejects is the client's input: a prompt beyond the context window, a conversation
-        the chat template cannot render (TemplateError is a ValueError; Jinja's own is not)."""
+        Rendering and tokenizing take time linear in the prompt, which can be megabytes: they run in a worker
+        thread, so the event loop keeps answering other clients. What submission rejects is the client's
+        input: a prompt beyond the context window or a limit, a conversation the chat template cannot render
+        (TemplateError is a ValueError; Jinja's own is not)."""
         job = Job()
         try:
-            for prompt in prompts:
-                base = sampling(body, body.limit() or self.default_limit(engine, prompt))
-                for j in range(body.n):
-                    seed = None if base.seed is None else (base.seed + j) % 2**63
-                    job.submit(engine, prompt, replace(base, seed=seed), body.stops())
+            await asyncio.to_thread(self.submit, job, engine, prompts, body, param)
         except ContextError as e:
             job.cancel_all()  # choices already submitted must not keep their slots
             raise APIError(400, str(e), param, "context_length_exceeded") from e
@@ -202,9 +200,17 @@ class Routes:
             raise
         return job
 
-    def default_limit(self, engine, prompt) -> int:
-        """No max_tokens given: up to `max_tokens`, within what the context window leaves after the prompt."""
-        return max(1, min(self.max_tokens, engine.context_len - len(engine.prompt_ids(prompt))))
+    def submit(self, job: Job, engine, prompts: list, body: p.SamplingParams, param: str) -> None:
+        """In a worker thread. Each prompt is rendered once: the engine's template remembers the render this
+        length check made, for the n submissions after it."""
+        for prompt in prompts:
+            tokens = len(engine.prompt_ids(prompt))
+            check_prompt(tokens, self.config, param)
+            limit = body.limit() or max(1, min(self.config.max_tokens, engine.context_len - tokens))
+            base = sampling(body, limit)
+            for j in range(body.n):
+                seed = None if base.seed is None else (base.seed + j) % 2**63
+                job.submit(engine, prompt, replace(base, seed=seed), body.stops())
 
     async def check_input(self, texts: list[str], param: str) -> None:
         if self.moderation is None:
@@ -342,85 +348,3 @@ def message(text: str, finish: str) -> p.AssistantMessage:
 
 def sse(events) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-
-
-# ---------------------------------------------------------------- command line
-
-
-def parse_model(spec: str) -> tuple[str | None, str]:
-    """'NAME=PATH' -> (NAME, PATH); a bare path or 'smollm2-135m' -> (None, it): the engine names itself."""
-    name, sep, path = spec.partition("=")
-    if sep and name and "/" not in name:
-        return name, path
-    return None, spec
-
-
-def load_engines(specs: list[str], **engine_opts) -> dict:
-    """Served name -> Engine; engine_opts go to `load_engine` (backend, dtype, template, max_batch, quantize).
-    Each engine carries `version` (NAME@HASH of its files, see feedback.model_version), so every stored vote
-    records which weights answered, not just the name."""
-    from pixiu.engine import load_engine
-    from pixiu.serve.feedback import model_version
-
-    engines: dict = {}
-    for spec in specs:
-        name, path = parse_model(spec)
-        engine = load_engine(path, name=name, **engine_opts)
-        engine.version = model_version(path)
-        if engine.name in engines:
-            sys.exit(f"two models are served as {engine.name!r}; name them apart with NAME=PATH")
-        engines[engine.name] = engine
-    return engines
-
-
-def cli(argv: list[str]) -> None:
-    """pixiu serve MODEL [MODEL ...]: the OpenAI-compatible API and the web UI."""
-    a = parser().parse_args(argv)
-    key = a.api_key or os.environ.get("PIXIU_API_KEY") or None
-    check_bind(a.host, key, a.insecure)  # before loading anything: refuse fast
-    from pixiu.serve.feedback import open_store
-
-    moderation = None
-    if a.moderation:
-        from pixiu.serve.moderation import load_moderation
-
-        moderation = load_moderation(a.moderation)
-    engines = load_engines(a.models, backend=a.backend, dtype=a.dtype, template=a.template,
-                           max_batch=a.max_batch, quantize=a.quantize)  # fmt: skip
-    store = open_store(a.db)
-    app = create_app(engines, api_key=key, store=store, moderation=moderation, max_tokens=a.max_tokens)
-    import uvicorn
-
-    where = f"http://{a.host}:{a.port}"
-    print(f"serving {sorted(engines)} at {where}/v1; web UI at {where}/ui; feedback in {a.db}")
-    try:
-        uvicorn.run(app, host=a.host, port=a.port, log_level="info", timeout_graceful_shutdown=5)
-    finally:
-        for engine in engines.values():
-            engine.close()
-        store.close()
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="pixiu serve", description=cli.__doc__)
-    ap.add_argument(
-        "models",
-        nargs="+",
-        metavar="MODEL",
-        help="[NAME=]PATH: checkpoint dir, HF dir, .gguf file or smollm2-135m; NAME is the served id",
-    )
-    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback unless you mean it)")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--api-key", default=None, help="required on every route (default: $PIXIU_API_KEY)")
-    ap.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
-    ap.add_argument("--db", default="feedback.db", help="feedback store: a SQLite file or postgresql://...")
-    ap.add_argument(
-        "--moderation", default=None, help="input/output filter spec (see pixiu.serve.moderation)"
-    )
-    ap.add_argument("--max-batch", type=int, default=16, help="sequences decoded together per model")
-    ap.add_argument("--max-tokens", type=int, default=512, help="reply cap when a request sets no max_tokens")
-    ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
-    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "llamacpp"])
-    ap.add_argument("--quantize", default="none", choices=quant.QUANTIZE, help=quant.HELP)
-    ap.add_argument("--template", default="default", help="chat template name (see `pixiu templates`)")
-    return ap

@@ -4,12 +4,15 @@ A client presents the key as `Authorization: Bearer KEY` (what the OpenAI client
 UI, as the `pixiu_key` cookie. `GET ...?key=KEY` is accepted too and sets that cookie (HttpOnly, SameSite
 Strict), so opening /ui?key=KEY once logs a browser in. The middleware guards every path, the docs and
 static files included; `require_key` is the same check as a FastAPI dependency for routers that want it.
+uvicorn's access log writes each request line, query string included: `redact_logs` masks the key there.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
+import re
 import sys
 
 from fastapi import HTTPException, Request
@@ -105,3 +108,33 @@ def check_bind(host: str, key: str | None, insecure: bool) -> None:
         "models and write to the feedback store. Set --api-key KEY (or PIXIU_API_KEY), or pass --insecure "
         "if this network is trusted."
     )
+
+
+# `key=...` in a query string and the credential after `Bearer`, wherever a log line carries them
+SECRETS = re.compile(r"(?i)((?:[?&;]|\b)(?:key|api_key)=|bearer\s+)[^\s&;\"']+")
+REDACTED = "***"
+LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
+class RedactKeys(logging.Filter):
+    """Masks API keys in a record's message and arguments before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact(text: str) -> str:
+    return SECRETS.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def redact_logs() -> None:
+    """Put the filter on uvicorn's loggers (once). Logger filters survive uvicorn's own logging setup, which
+    replaces handlers but keeps filters."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeys) for f in logger.filters):
+            logger.addFilter(RedactKeys())

@@ -33,12 +33,16 @@ class Job:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.reqs: list = []
         self.open: set[int] = set()
+        # cancel_all ran: a choice submitted after it (by a worker thread still rendering) stops at once
+        self.closed = False
 
     def submit(self, engine, prompt, sampling, stop: list[str]) -> None:
         """Start one choice; raises the engine's ContextError before anything is queued."""
         i = len(self.reqs)
         self.reqs.append(engine.submit(prompt, sampling, stop=stop, on_delta=lambda d: self._put(i, d)))
         self.open.add(i)
+        if self.closed:
+            self.cancel(i)
 
     def _put(self, i: int, delta) -> None:
         try:
@@ -52,6 +56,7 @@ class Job:
             self.reqs[i].cancel()
 
     def cancel_all(self) -> None:
+        self.closed = True
         for i in list(self.open):
             self.cancel(i)
 

@@ -10,6 +10,7 @@ Reference: https://platform.openai.com/docs/api-reference/chat
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pixiu.chat.messages import Conversation, Message
 
 MAX_N = 16  # replies per prompt; OpenAI allows 128, but on a CPU server one request should not queue hundreds
-MAX_STOP = 16  # stop strings per request (OpenAI: 4)
 MAX_CHOICES = 64  # prompts x n for one /v1/completions request
 
 
@@ -46,18 +46,52 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class APIError(Exception):
+    """A failure the server answers in the shape above: HTTP `status`, and the body's message, param, code."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
 # ---------------------------------------------------------------- requests
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*")
+    @classmethod
+    def _unicode(cls, v):
+        """JSON may spell a lone UTF-16 surrogate ("\\ud800"); no tokenizer or UTF-8 encoder takes one, so
+        it is the client's mistake (a 400 naming the field), not a failure deep in the engine."""
+        for s in [v] if isinstance(v, str) else v if isinstance(v, list) else []:
+            s = s.text if isinstance(s, TextPart) else s
+            if isinstance(s, str) and SURROGATE.search(s):
+                raise ValueError("the text holds a lone UTF-16 surrogate, which is not valid Unicode")
+        return v
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_int(cls, v, info):
+        """pydantic reads JSON true as 1 for an int field: `"max_tokens": true` is a client bug, so a 400."""
+        kinds = getattr(cls.model_fields[info.field_name].annotation, "__args__", None) or (
+            cls.model_fields[info.field_name].annotation,
+        )
+        if isinstance(v, bool) and int in kinds and bool not in kinds:
+            raise ValueError("must be an integer, not a boolean")
+        return v
 
 
 class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class TextPart(_Request):
+class TextPart(BaseModel):  # its text is checked as part of the message's content (one error, one field)
+    model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
     text: str
 
@@ -97,8 +131,6 @@ class SamplingParams(_Request):
     @classmethod
     def _stops(cls, v: str | list[str] | None) -> list[str]:
         stops = [v] if isinstance(v, str) else list(v or [])
-        if len(stops) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop strings")
         return [s for s in stops if s]  # an empty stop string would end every reply at once
 
     def stops(self) -> list[str]:
