@@ -114,7 +114,6 @@ def data(argv: list[str]) -> None:
     from pixiu.chat.messages import Conversation
     from pixiu.chat.templates import get_template
     from pixiu.data import DataError, detect, load_records, read_rows
-    from pixiu.data.records import Text
     from pixiu.data.sources import rows_or_errors
     from pixiu.model import io
 
@@ -135,21 +134,48 @@ def data(argv: list[str]) -> None:
         print(f"  skipped {line}")
     tokenizer = io.load_tokenizer(io.resolve(a.model))
     template = get_template(a.template, tokenizer)
-    convs = [r for r in records if isinstance(r, Conversation)]
-    texts = [r for r in records if isinstance(r, Text)]
-    lengths = [len(template.render(c).input_ids) for c in convs] or [
-        len(tokenizer(t.text, add_special_tokens=False)["input_ids"]) for t in texts
-    ]
-    if lengths:
-        # inclusive: the 5% cut points lie between the smallest and largest length, so p95 never tops the max
-        q = statistics.quantiles(lengths, n=20, method="inclusive") if len(lengths) > 1 else lengths * 19
-        print(
-            f"tokens ({a.model} tokenizer): mean {statistics.mean(lengths):.0f}, median {q[9]:.0f}, "
-            f"p95 {q[18]:.0f}, max {max(lengths)}"
-        )
-    if convs:
-        print(f"\nfirst sample, template {template.name!r}; trained tokens are shown inside [[ ]]:\n")
-        print(marked(template.render(convs[0]), tokenizer))
+    lengths: dict[str, list[int]] = {}  # row kind -> token count of each such row
+    for r in records:
+        for kind, rendered in rendered_rows(r, template, tokenizer):
+            lengths.setdefault(kind, []).append(len(rendered.input_ids))
+    for kind, n in lengths.items():
+        print(f"tokens per {kind} row ({a.model} tokenizer, {len(n)} rows): {token_stats(n)}")
+    if records:
+        print(f"\nfirst record, template {template.name!r}; trained tokens are shown inside [[ ]]:")
+        for kind, rendered in rendered_rows(records[0], template, tokenizer):
+            print(f"\n-- {kind}:\n{marked(rendered, tokenizer)}")
+
+
+def token_stats(lengths: list[int]) -> str:
+    # inclusive: the 5% cut points lie between the smallest and largest length, so p95 never tops the max
+    q = statistics.quantiles(lengths, n=20, method="inclusive") if len(lengths) > 1 else lengths * 19
+    return f"mean {statistics.mean(lengths):.0f}, median {q[9]:.0f}, p95 {q[18]:.0f}, max {max(lengths)}"
+
+
+def rendered_rows(record, template, tokenizer) -> list:
+    """(kind, Rendered) for each row a record becomes in training: a chat; the chosen and the rejected reply
+    after the prompt; each ranked reply; a labelled reply; a prompt up to the generation prompt (nothing is
+    trained there: the policy writes the reply); raw text, trained on every token."""
+    from pixiu.chat.messages import Conversation
+    from pixiu.chat.templates import Rendered
+    from pixiu.data.records import Labelled, PreferencePair, Prompt, Ranking, Text
+
+    if isinstance(record, Conversation):
+        return [("chat", template.render(record))]
+    if isinstance(record, PreferencePair):
+        return [(k, template.render(record.prompt.add("assistant", t))) for k, t in
+                (("chosen", record.chosen), ("rejected", record.rejected))]  # fmt: skip
+    if isinstance(record, Ranking):
+        return [("response", template.render(record.prompt.add("assistant", t))) for t in record.responses]
+    if isinstance(record, Labelled):
+        kind = "desirable" if record.desirable else "undesirable"
+        return [(kind, template.render(record.prompt.add("assistant", record.reply)))]
+    if isinstance(record, Prompt):
+        return [("prompt", template.render(record.prompt, add_generation_prompt=True))]
+    if isinstance(record, Text):
+        ids = tokenizer(record.text, add_special_tokens=False)["input_ids"]
+        return [("text", Rendered(list(ids), [1] * len(ids)))]
+    return []
 
 
 def marked(rendered, tokenizer) -> str:
@@ -223,6 +249,13 @@ def export(argv: list[str]) -> None:
     ex.cli(argv)
 
 
+def index(argv: list[str]) -> None:
+    """pixiu index build DOCS --out IDX | search IDX "query": retrieval over your documents (BM25 + embeddings)."""
+    from pixiu.rag import index as idx
+
+    idx.cli(argv)
+
+
 COMMANDS = {
     "train": train,
     "pipeline": pipeline,
@@ -236,6 +269,7 @@ COMMANDS = {
     "data": data,
     "templates": templates,
     "export": export,
+    "index": index,
 }
 
 
