@@ -295,3 +295,23 @@ def test_bench_docs_assembly(tmp_path, monkeypatch):
     new = text[text.index("## zz_new") :].splitlines()
     assert new[:4] == ["## zz_new", "", "Command: `python bench/zz_new.py`", "no title, no command: 42"]
     assert "Measured by hand with the command above." in text[text.index("## Route") : text.index("## pixiu")]
+
+
+def test_one_markdown_table_writer_escapes_and_aligns():
+    """results.md, summary.md and report.md share eval/table.py: model text cannot break a row or render as
+    HTML; number columns (nan, '12 (earlier run)' included) are right-aligned, the label column never is."""
+    from pixiu.eval.table import md_records, md_table
+
+    assert md_table(["stage", "seconds", "reply"], [["7", "12 (earlier run)", "<b>hi</b> | a\nb"], ["x", "nan", ""]]) == [
+        "| stage | seconds | reply |",
+        "|---|---:|---|",
+        "| 7 | 12 (earlier run) | &lt;b&gt;hi&lt;/b&gt; \\| a b |",
+        "| x | nan |  |",
+    ]  # fmt: skip
+    assert md_records([{"task": "gsm8k", "value": 0.25}, {"task": "mmlu", "n": 3.0}]) == [
+        "| task | value | n |",
+        "|---|---:|---:|",
+        "| gsm8k | 0.2500 |  |",
+        "| mmlu |  | 3 |",
+    ]
+    assert md_records([]) == []

@@ -26,6 +26,7 @@ from pathlib import Path
 from pixiu.degeneration import LABELS as DEGENERATION
 from pixiu.degeneration import flags
 from pixiu.eval.plots import Chart, Series, line_chart, value
+from pixiu.eval.table import NUMBER, md_table
 
 SKIP_KEYS = ("step", "epoch")  # the x axis, and a rescaled copy of it
 TIMING = "seconds per step"  # the chart that gathers the per-phase timings (gen_s, train_s, ...)
@@ -345,11 +346,11 @@ def _sides(run: Run) -> list[dict]:
 def markdown(run: Run) -> str:
     lines = [f"# pixiu report: {run.root}", ""]
     for t in tables(run):
-        lines += [f"## {t.title}", "", *_md_table(t.head, t.rows), ""] + ([t.note, ""] if t.note else [])
+        lines += [f"## {t.title}", "", *md_table(t.head, t.rows), ""] + ([t.note, ""] if t.note else [])
     for s in run.stages:
         lines += [f"## Training curves: {_stage_title(s)}", ""]
         rows = curve_rows(s)
-        lines += [*_md_table(CURVE_HEAD, rows), ""] if rows else ["No metrics logged.", ""]
+        lines += [*md_table(CURVE_HEAD, rows), ""] if rows else ["No metrics logged.", ""]
         lines += _md_notes(s)
     sides = _sides(run)
     if sides:
@@ -380,23 +381,6 @@ def _md_notes(s: StageRun) -> list[str]:
 
 def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {n}" for k, n in d.items())
-
-
-_NUM = re.compile(r"[-+]?[\d.,]+(e[-+]?\d+)?( \(earlier run\))?")  # right-aligned cells
-
-
-def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    def cell(x: str) -> str:  # cells can hold model text (pixiu eval rows): no markup gets through
-        return escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
-
-    align = [
-        "---:" if i and all(_NUM.fullmatch(r[i]) for r in rows if r[i]) else "---" for i in range(len(head))
-    ]
-    return [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(align) + "|",
-        *("| " + " | ".join(cell(x) for x in r) + " |" for r in rows),
-    ]
 
 
 def _fence(text: str) -> list[str]:
@@ -462,7 +446,7 @@ def _html_sides(run: Run) -> list[str]:
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
     def td(x: str) -> str:
-        num = _NUM.fullmatch(str(x))
+        num = NUMBER.fullmatch(str(x))
         return f'<td class="num">{escape(str(x))}</td>' if num else f"<td>{escape(str(x))}</td>"
 
     th = "".join(f"<th>{escape(h)}</th>" for h in head)

@@ -35,6 +35,7 @@ from pixiu.data import load_records, read_rows
 from pixiu.data.collate import collate
 from pixiu.data.records import PreferencePair, Prompt, Ranking
 from pixiu.engine import Sampling, sample
+from pixiu.eval.table import md_table
 from pixiu.model import heads, io
 from pixiu.model.forward import TargetLM, autocast, sequence_logps
 
@@ -263,18 +264,20 @@ def side_by_side(convs, replies: dict, rewards: dict, stats: dict, ev) -> list[d
 
 
 def markdown(summary: dict) -> str:
+    stages = [
+        [
+            s["name"],
+            s["kind"],
+            f"{s['seconds']:.0f}" + (" (earlier run)" if s["skipped"] else ""),
+            s["output"],
+        ]
+        for s in summary["stages"]
+    ]
+    stages += [[name, "", f"{summary[key]:.0f}", ""] for name, key in (("evaluation", "eval_seconds"), ("total", "total_seconds"))]  # fmt: skip
     lines = [
         f"# pixiu pipeline: {summary['output_dir']}",
         "",
-        "| stage | kind | seconds | output |",
-        "|---|---|---:|---|",
-    ]
-    for s in summary["stages"]:
-        note = " (earlier run)" if s["skipped"] else ""
-        lines.append(f"| {s['name']} | {s['kind']} | {s['seconds']:.0f}{note} | {s['output']} |")
-    lines += [
-        f"| evaluation | | {summary['eval_seconds']:.0f} | |",
-        f"| total | | {summary['total_seconds']:.0f} | |",
+        *md_table(["stage", "kind", "seconds", "output"], stages),
         "",
     ]
     rm = summary.get("reward_model")
@@ -293,21 +296,21 @@ def markdown(summary: dict) -> str:
             f"{sp['temperature']}, at most {sp['max_new_tokens']} new tokens):"
         )
         keys = [k for k in dg.LABELS if any(k in pol[n].get("degeneration", {}) for n in ("start", "final"))]
-        lines += [
-            "",
-            "| policy | path | mean reward | reward std | mean reply tokens | "
-            + "".join(f"{dg.LABELS[k]} | " for k in keys),
-            "|---|---|---:|---:|---:|" + "---:|" * len(keys),
+        head = [
+            "policy",
+            "path",
+            "mean reward",
+            "reward std",
+            "mean reply tokens",
+            *(dg.LABELS[k] for k in keys),
         ]
+        rows = []
         for name in ("start", "final"):
-            p = pol[name]
-            deg = p.get("degeneration", {})
-            lines.append(
-                f"| {name} | {p['path']} | {p.get('mean_reward', float('nan')):.3f} | "
-                f"{p.get('std_reward', float('nan')):.3f} | {p['mean_length']:.1f} | "
-                + "".join(f"{deg[k]:.3f} | " if k in deg else " | " for k in keys)
-            )
-        lines.append("")
+            p, deg = pol[name], pol[name].get("degeneration", {})
+            numbers = [f"{p.get(k, float('nan')):.3f}" for k in ("mean_reward", "std_reward")]
+            numbers += [f"{p['mean_length']:.1f}", *(f"{deg[k]:.3f}" if k in deg else "" for k in keys)]
+            rows.append([name, p["path"], *numbers])
+        lines += ["", *md_table(head, rows), ""]
         if keys:
             checked = pol["final"].get("degeneration", {}).get("checked")
             lines += [

@@ -27,6 +27,7 @@ import yaml
 
 from pixiu import config
 from pixiu.config import ConfigError, EvalConfig
+from pixiu.eval.table import md_records
 
 if TYPE_CHECKING:
     from pixiu.engine import Engine
@@ -268,25 +269,8 @@ def run_tasks(ctx: EvalContext, tasks: list[str], force: bool = False) -> dict:
     return results
 
 
-def table(rows: list[dict]) -> list[str]:
-    """Rows of dicts -> a markdown table over the union of their keys (first-seen order); floats as 4 digits."""
-    if not rows:
-        return []
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return lines
-
-
-def cell(v) -> str:
-    """A table cell: counts as integers, other floats with 4 decimals, text on one line with '|' escaped."""
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() and abs(v) >= 1 else f"{v:.4f}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
 def task_markdown(name: str, res: dict) -> str:
-    lines = [f"### {name}", ""] + table(res["rows"])
+    lines = [f"### {name}", ""] + md_records(res["rows"])
     if res["skipped"]:
         lines += ["", "skipped: " + ", ".join(f"{why}: {n}" for why, n in res["skipped"].items())]
     return "\n".join(lines) + "\n"
@@ -300,7 +284,7 @@ def markdown(results: dict, tasks: list[str] | None = None) -> str:
         for n in names
         for k, v in results["tasks"][n]["metrics"].items()
     ]
-    lines = [f"# pixiu eval: {results.get('model')}", ""] + table(rows) + [""]
+    lines = [f"# pixiu eval: {results.get('model')}", ""] + md_records(rows) + [""]
     lines += [task_markdown(n, results["tasks"][n]) for n in names if results["tasks"][n]["rows"]]
     return "\n".join(lines)
 
