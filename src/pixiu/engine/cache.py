@@ -46,6 +46,8 @@ class SlotLayer(CacheLayerMixin):
     def get_max_length(self) -> int:
         return -1
 
+    get_max_cache_shape = get_max_length  # its name (abstract) before transformers 5.2x; see pixiu/compat.py
+
     def grow(self, capacity: int) -> None:
         for name in ("keys", "values"):
             old = getattr(self, name)

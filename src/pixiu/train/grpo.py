@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pixiu import compat, losses
 from pixiu import config as config_mod
-from pixiu import losses
 from pixiu.chat.templates import Rendered
 from pixiu.config import LoraConfig, RunConfig
 from pixiu.data import load_data
@@ -78,11 +78,14 @@ class PrefixLM(nn.Module):
         first = out.last_hidden_state[:, -1:].expand(k, 1, -1)  # (K, 1, H): predicts each reply's first token
         hidden = first
         if width > 1:
-            out.cache.batch_repeat_interleave(k)
+            cache = compat.output_cache(out)
+            cache.batch_repeat_interleave(k)
             start = prompt.shape[1]
             positions = torch.arange(start, start + width - 1, device=prompt.device).expand(k, -1)
             # right padding sits after every real token, so the causal mask alone keeps it out of sight
-            rest = decoder(input_ids=replies[:, :-1], position_ids=positions, cache=out.cache, use_cache=True)
+            rest = decoder(
+                input_ids=replies[:, :-1], position_ids=positions, use_cache=True, **{compat.CACHE: cache}
+            )
             hidden = torch.cat([first, rest.last_hidden_state], 1)  # (K, L, H)
         keep = mask.bool()
         return base.get_output_embeddings()(hidden[keep]), replies[keep]
