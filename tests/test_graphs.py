@@ -3,10 +3,14 @@ the same greedy tokens as the eager engine, with mixed prompt lengths and a requ
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
+import torch
 
 from pixiu.chat.messages import Conversation, Message
 from pixiu.engine import Sampling, graphs, load_engine
@@ -88,3 +92,37 @@ def test_compiled_decode_equals_eager(lively_dir):
         shapes = eng.fast.shapes
     assert got == reference(lively_dir, lengths)
     assert {b for b, _ in shapes} == {4}
+
+
+def bench_gpu():
+    spec = importlib.util.spec_from_file_location("bench_gpu", Path(__file__).parents[1] / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_bench_without_cuda_says_so_and_exits_0(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_gpu().main([]) == 0
+    assert "no CUDA GPU here, nothing measured" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_gpu_bench_cpu_smoke(tmp_path):
+    """Every measurement of bench/gpu.py on the tiny shape on the CPU: the GPU run will not die of a typo."""
+    out = tmp_path / "gpu.md"
+    assert (
+        bench_gpu().main(["--cpu-smoke", "--skip-train", "--out", str(out), "--models", str(tmp_path)]) == 0
+    )
+    rows = json.loads(out.with_suffix(".json").read_text())
+    sides = {(r["case"], r["side"].split(" (")[0]) for r in rows if r.get("tok_s", 0) > 0}
+    assert sides == {
+        ("1 stream", "pixiu engine"),
+        ("32 streams", "pixiu engine"),
+        ("64 streams", "pixiu serve job layer"),
+        ("1 stream", "HF generate, static cache"),
+        ("1 stream", "HF generate, dynamic cache"),
+        ("32 streams", "HF batched generate, dynamic cache"),
+    }
+    assert next(r for r in rows if r["case"] == "64 streams")["completed"] == 64
+    assert "| 64 streams | pixiu serve job layer" in out.read_text()
