@@ -101,6 +101,25 @@ def test_seeds_make_rollouts_reproducible(loaded):
     assert [x.reply_ids for x in sample(*args, convs(), unseeded)] == [x.reply_ids for x in a]
 
 
+def test_n_replies_to_a_prompt_prefill_it_once(loaded):
+    """A group of n replies to one prompt (GRPO) runs its prompt through the model once, not n times; greedy,
+    the n replies are the same and equal HF's."""
+    shapes = []
+    hook = loaded.model.model.register_forward_hook(lambda m, args, kw, out: shapes.append(kw["input_ids"].shape),
+                                                    with_kwargs=True)  # fmt: skip
+    try:
+        got = sample(
+            loaded.model, loaded.tokenizer, loaded.template, convs()[:2], Sampling(max_new_tokens=6), n=3
+        )
+    finally:
+        hook.remove()
+    assert shapes[0][0] == 2 and all(
+        s[1] == 1 for s in shapes[1:]
+    )  # one prefill of 2 rows, then decode steps
+    assert got[0].reply_ids == got[1].reply_ids == got[2].reply_ids != got[3].reply_ids == got[5].reply_ids
+    assert [s.reply_ids for s in got[::3]] == hf_greedy(loaded, [s.prompt_ids for s in got[::3]], 6)
+
+
 def test_lora_model_samples_with_its_adapter_and_is_left_as_it_was(lively_dir):
     """A peft model being trained (train mode, eager attention): sampling uses the active adapter, unmerged,
     and leaves weights, adapters, mode and attention implementation as they were."""

@@ -93,28 +93,55 @@ def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.
 
 
 def draw(logits: torch.Tensor, choices: list[Choice]) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits: (B, V) -> (B,) tokens sampled after temperature, top-k and top-p, each row from its generator,
-    and (B,) their log-probabilities under that distribution (the kept tokens' softmax, renormalised)."""
+    """logits: (B, V) -> (B,) tokens sampled at each row's temperature, after its top-k and top-p, each row by
+    one uniform from its own generator; and (B,) their log-probabilities under that distribution (the kept
+    tokens' softmax, renormalised). Rows that cut nothing skip the (B, V) sort (most of a step's sampling time)."""
     temperature = torch.tensor([c.sampling.temperature for c in choices], device=logits.device)
-    scores, order = (logits / temperature[:, None]).sort(-1, descending=True)  # (B, V) best first
-    rank = torch.arange(scores.shape[-1], device=logits.device)
+    scores = logits / temperature[:, None]
+    u = torch.stack([torch.rand((), generator=c.generator, dtype=torch.float64) for c in choices])
+    u = u.to(logits.device)
     vocab = scores.shape[-1]
-    top_k = torch.tensor([min(c.sampling.top_k or vocab, vocab) for c in choices], device=logits.device)
+    cut = [0 < c.sampling.top_k < vocab or c.sampling.top_p < 1 for c in choices]
+    tokens = torch.empty(len(choices), dtype=torch.long, device=logits.device)
+    logps = torch.empty(len(choices), device=logits.device)
+    for flag, fn in ((False, whole), (True, truncated)):
+        idx = [i for i, c in enumerate(cut) if c == flag]
+        if idx:
+            rows = torch.tensor(idx, device=logits.device)
+            tokens[rows], logps[rows] = fn(scores[rows], u[rows], [choices[i] for i in idx])
+    return tokens, logps
+
+
+def whole(scores: torch.Tensor, u: torch.Tensor, choices: list[Choice]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-CDF sampling from softmax(scores) in vocabulary order. (B, V), (B,) -> tokens, log-probs."""
+    logz = scores.logsumexp(-1, keepdim=True)
+    cdf = (scores - logz).exp().cumsum(-1)
+    total = cdf[:, -1]
+    x = torch.minimum((u * total.double()).to(cdf.dtype), total.nextafter(torch.zeros_like(total)))
+    picked = torch.searchsorted(cdf, x[:, None], right=True)  # first cdf > x: a token with mass
+    return picked[:, 0], (scores.gather(1, picked) - logz)[:, 0]
+
+
+def truncated(
+    scores: torch.Tensor, u: torch.Tensor, choices: list[Choice]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k, then top-p over the sorted scores, then inverse-CDF sampling. (B, V), (B,) -> tokens, log-probs."""
+    scores, order = scores.sort(-1, descending=True)  # (B, V) best first
+    vocab = scores.shape[-1]
+    rank = torch.arange(vocab, device=scores.device)
+    top_k = torch.tensor([min(c.sampling.top_k or vocab, vocab) for c in choices], device=scores.device)
     kth = scores.gather(1, (top_k - 1)[:, None])  # ties with the k-th score stay in, as in HF
     scores = scores.masked_fill(scores < kth, float("-inf"))
     probs = scores.softmax(-1)
-    top_p = torch.tensor([c.sampling.top_p for c in choices], device=logits.device)
+    top_p = torch.tensor([c.sampling.top_p for c in choices], device=scores.device)
     # nucleus (Holtzman et al. 2020): keep the smallest prefix whose mass reaches top_p, at least one token
     drop = (probs.cumsum(-1) - probs > top_p[:, None]) & (rank > 0)
     probs = probs.masked_fill(drop, 0.0)
     cdf = probs.cumsum(-1)
-    u = torch.stack([torch.rand((), generator=c.generator, dtype=torch.float64) for c in choices])
-    u = (u.to(logits.device) * cdf[:, -1].double()).to(cdf.dtype)
-    picked = torch.searchsorted(cdf, u[:, None], right=True)
+    x = (u * cdf[:, -1].double()).to(cdf.dtype)
+    picked = torch.searchsorted(cdf, x[:, None], right=True)
     picked = torch.minimum(
         picked, (probs > 0).sum(-1, keepdim=True) - 1
-    )  # u at the very top stays in the kept set
-    # log p = log_softmax(kept scores) at the pick; at T = 1 with nothing cut this is exactly log_softmax(z)
-    kept = scores.masked_fill(drop, float("-inf"))
-    logp = kept.gather(1, picked)[:, 0] - kept.logsumexp(-1)
-    return order.gather(1, picked)[:, 0], logp
+    )  # u at the top stays in the kept set
+    kept = scores.masked_fill(drop, float("-inf"))  # log p = log_softmax(kept scores) at the pick
+    return order.gather(1, picked)[:, 0], kept.gather(1, picked)[:, 0] - kept.logsumexp(-1)

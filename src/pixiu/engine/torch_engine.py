@@ -179,12 +179,16 @@ class TorchEngine(Engine):
             self._prefill(batch)
 
     def _prefill(self, requests: list[Request]) -> None:
-        """One forward over the prompts, right-padded (B, T); each row's first T_i keys go to its own slot."""
+        """One forward over the distinct prompts, right-padded (U, T); each request copies its prompt's first T_i
+        keys into its own slot. n replies to one prompt (a GRPO group: 8 x 47 tokens) prefill it once."""
         from transformers import DynamicCache
 
-        lengths = [len(r.prompt_ids) for r in requests]
+        index: dict[tuple, int] = {}  # distinct prompt -> its row of the prefill, in order of arrival
+        rows = [index.setdefault(tuple(r.prompt_ids), len(index)) for r in requests]
+        prompts = list(index)
+        lengths = [len(p) for p in prompts]
         width, pad = max(lengths), self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([r.prompt_ids + [pad] * (width - n) for r, n in zip(requests, lengths)])
+        ids = torch.tensor([list(p) + [pad] * (width - n) for p, n in zip(prompts, lengths)])
         mask = (
             None if min(lengths) == width else (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
         )
@@ -195,10 +199,11 @@ class TorchEngine(Engine):
             use_cache=True,
             **{self._cache_kw: prefill},
         ).last_hidden_state
-        last = hidden[torch.arange(len(requests)), torch.tensor(lengths) - 1]  # (B, H) each prompt's end
-        logits = self.model.get_output_embeddings()(last)
+        last = hidden[torch.arange(len(prompts)), torch.tensor(lengths) - 1]  # (U, H) each prompt's end
+        logits = self.model.get_output_embeddings()(last)[torch.tensor(rows, device=self.device)]  # (B, V)
         seqs = []
-        for i, (request, n) in enumerate(zip(requests, lengths)):
+        for request, i in zip(requests, rows):
+            n = lengths[i]
             self.cache.put(len(self._running), prefill, n, source=i)
             choice = Choice.new(
                 request.sampling, request.prompt_ids, self.vocab, self.device, request.sampled_logps
