@@ -37,22 +37,32 @@ def terms(text: str) -> list[str]:
 
 
 class BM25:
+    """Okapi BM25. A document's weight for a term does not depend on the query, so the (D, V) weights are
+    computed once, sparse, and a query's scores are one sparse product with its multi-hot term vector."""
+
     def __init__(self, docs: list[list[str]], k1: float = 1.5, b: float = 0.75):
-        self.k1, self.b = k1, b
-        self.tf = [Counter(d) for d in docs]
-        self.len = [len(d) for d in docs]
-        self.avg = sum(self.len) / max(len(docs), 1)
-        df = Counter(t for tf in self.tf for t in tf)
+        tfs = [Counter(d) for d in docs]
+        avg = sum(map(len, docs)) / max(len(docs), 1)
+        df = Counter(t for tf in tfs for t in tf)
+        self.vocab = {t: i for i, t in enumerate(df)}
         n = len(docs)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        rows, cols, vals = [], [], []
+        for d, (tf, doc) in enumerate(zip(tfs, docs)):
+            norm = k1 * (1 - b + b * len(doc) / avg)
+            for t, f in tf.items():
+                rows.append(d)
+                cols.append(self.vocab[t])
+                vals.append(idf[t] * f * (k1 + 1) / (f + norm))
+        size = (n, len(self.vocab))
+        self.weights = torch.sparse_coo_tensor(
+            [rows, cols], vals, size, dtype=torch.float64, check_invariants=False
+        ).coalesce()
 
     def scores(self, query: list[str]) -> list[float]:
-        q = [t for t in set(query) if t in self.idf]
-        out = []
-        for tf, n in zip(self.tf, self.len):
-            norm = self.k1 * (1 - self.b + self.b * n / self.avg)
-            out.append(sum(self.idf[t] * tf[t] * (self.k1 + 1) / (tf[t] + norm) for t in q if t in tf))
-        return out
+        q = torch.zeros(len(self.vocab), 1, dtype=torch.float64)
+        q[[self.vocab[t] for t in set(query) if t in self.vocab]] = 1.0
+        return (self.weights @ q)[:, 0].tolist()
 
 
 class Embedder:
