@@ -88,3 +88,35 @@ def test_templates_show_family_and_an_example_render(capsys):
     assert capsys.readouterr().out.startswith(
         "gemma      Gemma, Gemma 2, Gemma 3\n    <bos><start_of_turn>user"
     )
+
+
+def test_data_inspect_shows_tokens_and_a_render_for_every_format(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    files = {
+        "pairs": {"prompt": "say hi", "chosen": "hello there", "rejected": "go away"},
+        "rankings": {"prompt": "say hi", "responses": ["hello there", "hi", "go away"]},
+        "prompts": {"prompt": "say hi"},
+    }
+    out = {}
+    for name, row in files.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(row) + "\n")
+        cli.main(["data", "inspect", str(path), "--model", str(tiny_model_dir)])
+        out[name] = capsys.readouterr().out
+    for name, kinds in {
+        "pairs": ["chosen", "rejected"],
+        "rankings": ["response"],
+        "prompts": ["prompt"],
+    }.items():
+        assert f"format: {name} (detected)" in out[name]
+        for kind in kinds:
+            stats = out[name].split(f"tokenizer), {kind} rows (")[1].split("\n")[0]
+            assert stats.startswith(("1): mean", "3): mean")) and "p95" in stats and "max" in stats
+            assert f"\n-- {kind}:\n" in out[name]
+    assert "[[hello there<|im_end|>\n]]" in out["pairs"] and "[[go away<|im_end|>\n]]" in out["pairs"]
+    assert out["rankings"].count("\n-- response:\n") == 3
+    render = out["prompts"].split("\n-- prompt:\n")[1]
+    assert (
+        render.endswith("say hi<|im_end|>\n<|im_start|>assistant\n\n") and "[[" not in render
+    )  # nothing trained

@@ -111,7 +111,6 @@ def data(argv: list[str]) -> None:
     p.add_argument("--template", default="default")
     p.add_argument("--skip_bad_rows", action="store_true")
     a = p.parse_args(argv)
-    from pixiu.chat.messages import Conversation
     from pixiu.chat.templates import get_template
     from pixiu.data import DataError, detect, load_records, read_rows
     from pixiu.data.sources import rows_or_errors
@@ -139,7 +138,7 @@ def data(argv: list[str]) -> None:
         for kind, rendered in rendered_rows(r, template, tokenizer):
             lengths.setdefault(kind, []).append(len(rendered.input_ids))
     for kind, n in lengths.items():
-        print(f"tokens per {kind} row ({a.model} tokenizer, {len(n)} rows): {token_stats(n)}")
+        print(f"tokens ({a.model} tokenizer), {kind} rows ({len(n)}): {token_stats(n)}")
     if records:
         print(f"\nfirst record, template {template.name!r}; trained tokens are shown inside [[ ]]:")
         for kind, rendered in rendered_rows(records[0], template, tokenizer):
