@@ -120,3 +120,24 @@ def test_data_inspect_shows_tokens_and_a_render_for_every_format(tmp_path, tiny_
     assert (
         render.endswith("say hi<|im_end|>\n<|im_start|>assistant\n\n") and "[[" not in render
     )  # nothing trained
+
+
+def test_feedback_store_defaults_to_a_data_directory_never_the_current_one(tmp_path, monkeypatch):
+    from pixiu.config import ServeConfig
+    from pixiu.feedback.store import default_path, open_store
+
+    cwd = tmp_path / "repo"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("PIXIU_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_path() == tmp_path / "data" / "pixiu" / "feedback.db"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_path() == tmp_path / "home" / ".local" / "share" / "pixiu" / "feedback.db"
+    monkeypatch.setenv("PIXIU_HOME", str(tmp_path / "px"))
+    assert default_path() == tmp_path / "px" / "feedback.db"
+    assert ServeConfig().db == ""  # `pixiu serve` without --db: open_store("") -> default_path()
+    with open_store(ServeConfig().db) as store:
+        assert store.where == str(tmp_path / "px" / "feedback.db")
+    assert (tmp_path / "px" / "feedback.db").is_file() and list(cwd.iterdir()) == []  # nothing in the cwd

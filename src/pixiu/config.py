@@ -460,8 +460,9 @@ class ServeConfig:
     """Environment variable holding the API key when api_key is empty."""
     insecure: bool = False
     """Allow a non-loopback host without an API key."""
-    db: str = "feedback.db"
-    """Feedback store: a SQLite file or postgresql://..."""
+    db: str = ""
+    """Feedback store: a SQLite file or postgresql://...; empty: $PIXIU_HOME/feedback.db, else
+    ~/.local/share/pixiu/feedback.db (feedback.store.default_path), never the current directory."""
     moderation: str = ""
     """Input/output filter spec (see pixiu.serve.moderation); empty: none."""
     max_batch: int = 16

@@ -232,8 +232,25 @@ class Store:
 # ---------------------------------------------------------------- opening
 
 
-def open_store(url: str | Path = "feedback.db") -> Store:
-    """A path or sqlite:///path -> SQLite; postgresql://user@host/db -> PostgreSQL (needs psycopg)."""
+def default_path() -> Path:
+    """Where votes go when no store is named: $PIXIU_HOME/feedback.db, else $XDG_DATA_HOME/pixiu/feedback.db
+    (~/.local/share/pixiu/feedback.db). Never the current directory: SQLite's feedback.db, -wal and -shm files
+    landed untracked in whatever repository `pixiu serve` was started from."""
+    import os
+
+    home = os.environ.get("PIXIU_HOME")
+    if home:
+        return Path(home).expanduser() / "feedback.db"
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data).expanduser() / "pixiu" / "feedback.db"
+
+
+def open_store(url: str | Path = "") -> Store:
+    """A path or sqlite:///path -> SQLite; postgresql://user@host/db -> PostgreSQL (needs psycopg);
+    '' -> default_path() (its folder is made)."""
+    if not str(url):
+        url = default_path()
+        url.parent.mkdir(parents=True, exist_ok=True)
     url = str(url)
     if url.startswith(("postgresql://", "postgres://")):
         return Store(_connect_postgres(url), "postgresql", url.split("@")[-1])

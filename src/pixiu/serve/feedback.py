@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pixiu.feedback import exports, ratings
-from pixiu.feedback.store import KINDS, RankingRow, Store, Vote, model_version, open_store
+from pixiu.feedback.store import KINDS, RankingRow, Store, Vote, default_path, model_version, open_store
 
 __all__ = ["RankingRow", "Store", "Vote", "cli", "model_version", "open_store"]
 
@@ -35,7 +35,9 @@ def cli(argv: list[str]) -> None:
     st.add_argument("--json", action="store_true", help="print the stats as JSON")
     st.add_argument("--bootstrap", type=int, default=100, help="resamples for the Bradley-Terry interval")
     for sp in (ex, st):
-        sp.add_argument("--db", default="feedback.db", help="SQLite file, sqlite:///PATH or postgresql://...")
+        sp.add_argument(
+            "--db", default=str(default_path()), help="SQLite file, sqlite:///PATH or postgresql://..."
+        )
     a = p.parse_args(argv)
     if "://" not in a.db and not Path(a.db).exists():
         sys.exit(f"error: no feedback store at {a.db}")

@@ -43,7 +43,7 @@ def cli(argv: list[str]) -> None:
     import uvicorn
 
     where = f"http://{cfg.host}:{cfg.port}"
-    print(f"serving {sorted(engines)} at {where}/v1; web UI at {where}/ui; feedback in {cfg.db}")
+    print(f"serving {sorted(engines)} at {where}/v1; web UI at {where}/ui; feedback in {store.where}")
     try:
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=5)
     finally:
