@@ -342,6 +342,28 @@ class GRPOConfig:
 
 
 @dataclass
+class GuardConfig:
+    """Guards against degeneration in PPO and GRPO (train/guards.py): RL optimises what the reward can see, and
+    a reward model rarely sees a reply looping ("雪雨雨雨…") or running into the token limit. Off by default."""
+
+    repeat_penalty: float = 0.0
+    """Subtracted from a reply's reward times its share of repeated 3-grams (words, Chinese characters, marks):
+    a reply that says one thing over and over loses up to this much (0 = off)."""
+    no_eos_penalty: float = 0.0
+    """Subtracted from the reward of a reply that hit gen.max_new_tokens without a stop token (0 = off)."""
+    probe_size: int = 0
+    """Training prompts (the last ones) answered greedily at step 0 and every train.eval_every steps; their
+    degeneration is logged as probe_* (0 = no probe, no early stop)."""
+    max_rise: float = 0.15
+    """Stop training (the remaining steps do nothing) once the probe's repeated 3-gram share, token-limit rate
+    or off-language rate rises more than this above its value at step 0."""
+
+    def __post_init__(self):
+        if min(self.repeat_penalty, self.no_eos_penalty, self.probe_size) < 0 or self.max_rise <= 0:
+            raise ConfigError("guard penalties and probe_size must be >= 0, guard.max_rise > 0")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -352,6 +374,7 @@ class RunConfig:
     pref: PrefConfig = field(default_factory=PrefConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     @property
     def shared_prefix(self) -> bool:

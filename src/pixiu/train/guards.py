@@ -1,0 +1,69 @@
+"""Guards against degeneration in PPO and GRPO (config.GuardConfig; off unless a recipe turns them on).
+
+RL optimises what the reward can see. A small reward model scores length, language and format, and rarely sees
+a reply that loops ("雪雨雨雨…", "。。。。") or runs into the token limit, so the policy drifts there (issue 15:
+the quickstart's PPO model answered a haiku request with "雪雨雨雨雨…" to the limit). Two guards:
+- penalty(): subtracted from each reply's reward, repeat_penalty x its share of repeated 3-grams plus
+  no_eos_penalty when it hit max_new_tokens without a stop token. It enters the reward before advantages, so
+  the policy learns to avoid what it costs.
+- Probe: a few fixed prompts answered greedily at step 0 and every train.eval_every steps (the loop's evaluate
+  hook); `risen()` names the metrics that rose more than max_rise above step 0, and the stage stops updating.
+The KL penalty to the start policy (ppo.kl_coef, grpo.kl_coef) is the third guard: it keeps the policy near
+replies the SFT model would write.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pixiu.degeneration import repeated_ngram_rate, reply_stats, summarize
+from pixiu.engine import Sampling, sample
+
+WATCHED = ("repeated_ngram", "token_limit", "off_language")  # probe metrics that stop training when they rise
+
+
+def penalty(texts: list[str], finished: list[bool], repeat: float, no_eos: float) -> torch.Tensor:
+    """(B,) reward change, <= 0: -(repeat x repeated 3-gram share + no_eos x [no stop token]).
+
+    "a b c a b c a b c" (9 units, 7 trigrams, 3 distinct: share 4/7), cut at the limit, with repeat = 1 and
+    no_eos = 0.5: -(4/7 + 0.5) = -1.0714."""
+    return torch.tensor(
+        [-(repeat * repeated_ngram_rate(t) + no_eos * (not f)) for t, f in zip(texts, finished)],
+        dtype=torch.float32,
+    )
+
+
+def risen(start: dict, now: dict, max_rise: float) -> list[str]:
+    """The watched probe metrics that rose more than max_rise above their value at step 0."""
+    return [
+        k
+        for k in WATCHED
+        if f"probe_{k}" in now and now[f"probe_{k}"] - start.get(f"probe_{k}", 0) > max_rise
+    ]
+
+
+class Probe:
+    """Fixed prompts answered greedily by the policy; their degeneration as probe_* metrics, and whether any
+    watched one has risen past max_rise since the first measure."""
+
+    def __init__(self, convs: list, max_new_tokens: int, max_rise: float):
+        self.convs, self.max_rise = convs, max_rise
+        self.sampling = Sampling(max_new_tokens, 0.0)
+        self.start: dict | None = None
+        self.stopped: list[str] = []  # the metrics that stopped training, once they have
+
+    def measure(self, model, tokenizer, template) -> dict:
+        """probe_* metrics of the policy's replies now; a rise past max_rise sets `stopped` (for good)."""
+        samples = sample(model, tokenizer, template, self.convs, self.sampling)
+        stats = [reply_stats(c.messages[-1].content, s.text, s.finished) for c, s in zip(self.convs, samples)]
+        now = {f"probe_{k}": v for k, v in summarize(stats).items() if k in WATCHED}
+        if self.start is None:
+            self.start = now
+        self.stopped = self.stopped or risen(self.start, now, self.max_rise)
+        return {**now, "guard_stopped": float(bool(self.stopped))}
+
+    def state(self) -> dict:
+        return {"start": self.start, "stopped": self.stopped}
+
+    def load_state(self, state: dict) -> None:
+        self.start, self.stopped = state.get("start"), state.get("stopped", [])
