@@ -8,15 +8,21 @@ checked: well-formed `data:` events, each a chat.completion.chunk of one id and 
 first, exactly one finish_reason (stop or length), a usage chunk, and [DONE] last with nothing after it; the
 reply text is non-empty unless the model stopped at once (finish_reason stop on its first token).
 
-Reported per phase (sequential first, then concurrent): requests completed and valid, time to first token
+Reported per phase (sequential first, then concurrent, then hostile): requests completed and valid, time to first token
 (request sent -> first chunk carrying text) and total latency p50 / p90 / p99, aggregate completion tokens/s
 (usage tokens over the phase's wall time), and the server's peak RSS (VmHWM from /proc/PID/status, read after
 each phase, before the server stops). Greedy decoding, so both phases do the same work and the concurrent
 replies can be compared with the sequential ones text for text.
 
+The hostile phase (issue 14) runs the concurrent streams again and, while they run, sends two requests that
+once stalled the whole server: 10,001 messages (375 KB) and 16 stop strings of 100 KB. It reports how each was
+answered (status, error code, seconds) and the /health latency polled meanwhile: every stream must still
+complete and be valid, the two must be refused at once, /health must answer in under a second.
+
 Run from the repository root; it writes bench/results/serve_load.md and serve_load.jsonl:
     python bench/serve_load.py                                   # 64 requests, 32 tokens, 1 thread
     python bench/serve_load.py --requests 4 --max-tokens 8 --results /tmp/sl   # smoke
+    python bench/serve_load.py --phases hostile                  # only the streams beside hostile requests
 """
 
 from __future__ import annotations
@@ -288,23 +294,74 @@ def summary(name: str, results: list[Result], wall: float, hwm_mib: float, cpu_s
     return out
 
 
+HOSTILE = {  # name -> the request body (issue 14): what each used to cost the server
+    "10,001 messages": lambda model: {
+        "model": model,
+        "messages": [
+            {"role": ("user", "assistant")[i % 2], "content": f"message {i}"} for i in range(10_001)
+        ],
+        "max_tokens": 3,
+    },
+    "16 stop strings of 100 KB": lambda model: {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 20,
+        "stop": ["x" * 100_000] * 16,
+    },
+}
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def hostile(url: str, model: str, prompts: list[str], args) -> tuple[list[Result], float, dict]:
+    """The concurrent streams, and beside them the HOSTILE requests with /health polled until they are
+    answered (then on, more slowly, until the streams end)."""
+    # encoded beforehand: the client's own JSON work must not show up as /health latency
+    bodies = {name: json.dumps(make(model)).encode() for name, make in HOSTILE.items()}
+    streams = asyncio.create_task(phase(url, model, prompts, args, concurrent=True))
+    await asyncio.sleep(1.0)  # the streams are in: prefilling and decoding
+    health: dict[str, list[float]] = {"during": [], "after": []}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout)) as http:
+
+        async def send(name: str, body: bytes) -> dict:
+            t0 = time.perf_counter()
+            res = await http.post(f"{url}/v1/chat/completions", content=body, headers=JSON)
+            code = res.json().get("error", {}).get("code") if res.status_code >= 400 else None
+            return {"request": name, "status": res.status_code, "code": code, "s": time.perf_counter() - t0}
+
+        sent = asyncio.gather(*(send(name, body) for name, body in bodies.items()))
+        while not (sent.done() and streams.done()):
+            t0 = time.perf_counter()
+            await http.get(f"{url}/health")
+            health["during" if not sent.done() else "after"].append(time.perf_counter() - t0)
+            await asyncio.sleep(0.05 if not sent.done() else 0.5)
+        answers = await sent
+    results, wall = await streams
+    return results, wall, {"answers": answers, "health_s": health}
+
+
 # ---------------------------------------------------------------- report
 
 
-def report(args, seq: dict, con: dict, extra: dict) -> str:
-    same = sum(a["text"] == b["text"] for a, b in zip(seq["per_request"], con["per_request"]))
-    rows = [
-        ("requests completed and valid", "completed_valid", "{:d}"),
-        ("completion tokens", "completion_tokens", "{:d}"),
-        ("wall s", "wall_s", "{:.1f}"),
-        ("aggregate completion tokens/s", "tok_s", "{:.2f}"),
-        ("requests/s", "req_s", "{:.3f}"),
-        ("server CPU s (user + sys, all threads)", "server_cpu_s", "{:.1f}"),
-        ("completion tokens per server CPU-second", "tok_per_cpu_s", "{:.2f}"),
-        *[(f"time to first token p{q} s", f"ttft_p{q}_s", "{:.2f}") for q in (50, 90, 99)],
-        *[(f"total latency p{q} s", f"total_p{q}_s", "{:.2f}") for q in (50, 90, 99)],
-        ("server peak RSS MiB (VmHWM after the phase)", "server_peak_rss_mib", "{:.0f}"),
-    ]
+ROWS = [
+    ("requests completed and valid", "completed_valid", "{:d}"),
+    ("completion tokens", "completion_tokens", "{:d}"),
+    ("wall s", "wall_s", "{:.1f}"),
+    ("aggregate completion tokens/s", "tok_s", "{:.2f}"),
+    ("requests/s", "req_s", "{:.3f}"),
+    ("server CPU s (user + sys, all threads)", "server_cpu_s", "{:.1f}"),
+    ("completion tokens per server CPU-second", "tok_per_cpu_s", "{:.2f}"),
+    *[(f"time to first token p{q} s", f"ttft_p{q}_s", "{:.2f}") for q in (50, 90, 99)],
+    *[(f"total latency p{q} s", f"total_p{q}_s", "{:.2f}") for q in (50, 90, 99)],
+    ("server peak RSS MiB (VmHWM after the phase)", "server_peak_rss_mib", "{:.0f}"),
+]
+TITLES = {"sequential": "one at a time", "concurrent": "concurrent", "hostile": "concurrent + hostile"}
+
+
+def report(args, runs: dict, extra: dict) -> str:
+    """The phases side by side; with both sequential and concurrent, their ratio and the batching summary."""
+    both = "sequential" in runs and "concurrent" in runs
     lines = [
         f"# pixiu serve under load: {args.requests} concurrent streams vs one at a time (CPU)",
         "",
@@ -320,33 +377,60 @@ def report(args, seq: dict, con: dict, extra: dict) -> str:
         "",
         f"Command: `{' '.join(['python bench/serve_load.py', *args.argv])}`",
         "",
-        "| | one at a time | concurrent | concurrent / one at a time |",
-        "|---|---:|---:|---:|",
+        "| | " + " | ".join(TITLES[n] for n in runs) + (" | concurrent / one at a time |" if both else " |"),
+        "|---|" + "---:|" * (len(runs) + both),
     ]
-    for label, key, fmt in rows:
-        a, b = seq[key], con[key]
-        ratio = f"{b / a:.2f}x" if isinstance(a, float) and a else ""
-        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
-    lines += [
-        f"| finish reasons stop / length | {seq['finish_reasons']['stop']} / {seq['finish_reasons']['length']} "
-        f"| {con['finish_reasons']['stop']} / {con['finish_reasons']['length']} | |",
-        "",
-        f"Continuous batching: {con['tok_s'] / seq['tok_s']:.2f}x the aggregate tokens/s of serving one request "
-        f"at a time, {con['tok_per_cpu_s'] / seq['tok_per_cpu_s']:.2f}x the tokens per server CPU-second (on a "
-        "shared machine wall-clock rates move with the other load; CPU-seconds much less). Concurrent replies "
-        f"equal to the sequential ones, text for text: {same}/{args.requests}. Every request arrives at once, "
-        "and the scheduler prefills each waiting prompt before the next decode step: the first tokens wait for "
-        "the prefills ahead of them, hence the concurrent time to first token.",
-    ]
-    bad = {**{f"sequential {k}": v for k, v in seq["problems"].items()}}
-    bad.update({f"concurrent {k}": v for k, v in con["problems"].items()})
+    for label, key, fmt in ROWS:
+        cells = [fmt.format(r[key]) for r in runs.values()]
+        if both:
+            a, b = runs["sequential"][key], runs["concurrent"][key]
+            cells.append(f"{b / a:.2f}x" if isinstance(a, float) and a else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    stops = [f"{r['finish_reasons']['stop']} / {r['finish_reasons']['length']}" for r in runs.values()]
+    lines.append("| finish reasons stop / length | " + " | ".join(stops) + (" | |" if both else " |"))
+    if both:
+        seq, con = runs["sequential"], runs["concurrent"]
+        same = sum(a["text"] == b["text"] for a, b in zip(seq["per_request"], con["per_request"]))
+        lines += [
+            "",
+            f"Continuous batching: {con['tok_s'] / seq['tok_s']:.2f}x the aggregate tokens/s of serving one "
+            f"request at a time, {con['tok_per_cpu_s'] / seq['tok_per_cpu_s']:.2f}x the tokens per server "
+            "CPU-second (on a shared machine wall-clock rates move with the other load; CPU-seconds much less). "
+            f"Concurrent replies equal to the sequential ones, text for text: {same}/{args.requests}. Every "
+            "request arrives at once, and the scheduler prefills each waiting prompt before the next decode "
+            "step: the first tokens wait for the prefills ahead of them, hence the concurrent time to first "
+            "token.",
+        ]
+    if "hostile" in runs:
+        lines += hostile_report(runs["hostile"])
+    bad = {f"{name} {k}": v for name, r in runs.items() for k, v in r["problems"].items()}
     if bad:
         lines += ["", "Invalid streams:", ""] + [f"- request {k}: {'; '.join(v)}" for k, v in bad.items()]
     lines += ["", "Raw results (per-request rows in serve_load.jsonl):", "", "```json"]
-    for s in (seq, con):
-        lines.append(json.dumps({k: v for k, v in s.items() if k != "per_request"}))
+    for r in runs.values():
+        lines.append(json.dumps({k: v for k, v in r.items() if k != "per_request"}))
     lines.append("```")
     return "\n".join(lines) + "\n"
+
+
+def hostile_report(run: dict) -> list[str]:
+    during, after = run["health_s"]["during"], run["health_s"]["after"]
+    lines = [
+        "",
+        f"Hostile requests sent 1 s into the concurrent streams ({run['completed_valid']}/{run['requests']} "
+        "streams completed and valid):",
+        "",
+        "| request | status | error code | answered in s |",
+        "|---|---:|---|---:|",
+    ]
+    lines += [f"| {a['request']} | {a['status']} | {a['code']} | {a['s']:.3f} |" for a in run["answers"]]
+    lines += [
+        "",
+        f"/health while they were answered: {len(during)} polls, max {max(during, default=float('nan')):.3f} s; "
+        f"afterwards, while the streams ran on: {len(after)} polls, median "
+        f"{statistics.median(after) if after else float('nan'):.3f} s, max {max(after, default=float('nan')):.3f} s.",
+    ]
+    return lines
 
 
 def main(argv: list[str]) -> int:
@@ -357,11 +441,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     p.add_argument("--dtype", default="fp32", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--phases", default="sequential,concurrent,hostile", help="which phases, in this order")
     p.add_argument("--timeout", type=float, default=900.0, help="per-request client timeout, seconds")
     p.add_argument("--startup-timeout", type=float, default=600.0)
     p.add_argument("--results", default=str(RESULTS), help="where serve_load.md and serve_load.jsonl go")
     args = p.parse_args(argv)
     args.argv = argv
+    names = [n for n in TITLES if n in args.phases.split(",")]
     prompts = questions(args.requests)
     extra = {"load_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
@@ -371,24 +457,35 @@ def main(argv: list[str]) -> int:
             extra["rss_loaded_mib"] = server.status_mib("VmRSS")
             model = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
             asyncio.run(phase(server.url, model, prompts[:1], args, concurrent=False))  # warm-up
-            runs = {}
-            for name, concurrent in (("sequential", False), ("concurrent", True)):
-                cpu0 = server.cpu_s()
-                results, wall = asyncio.run(phase(server.url, model, prompts, args, concurrent))
-                cpu = server.cpu_s() - cpu0
-                runs[name] = summary(name, results, wall, server.status_mib("VmHWM"), cpu)
-            seq, con = runs["sequential"], runs["concurrent"]
+            runs = {name: run_phase(server, name, model, prompts, args) for name in names}
         finally:
             server.stop()
     extra["load_end"] = os.getloadavg()[0]
-    text = report(args, seq, con, extra)
+    text = report(args, runs, extra)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_load.md").write_text(text)
     meta = {"phase": "setup", **extra, **{k: v for k, v in vars(args).items() if k != "argv"}}
-    (out / "serve_load.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (meta, seq, con)))
+    (out / "serve_load.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (meta, *runs.values())))
     print(text)
-    return 0 if seq["completed_valid"] == con["completed_valid"] == args.requests else 1
+    ok = all(r["completed_valid"] == args.requests for r in runs.values())
+    if "hostile" in runs:
+        h = runs["hostile"]
+        ok &= (
+            all(a["status"] in (400, 413) for a in h["answers"])
+            and max(h["health_s"]["during"], default=0) < 1
+        )
+    return 0 if ok else 1
+
+
+def run_phase(server: Server, name: str, model: str, prompts: list[str], args) -> dict:
+    cpu0 = server.cpu_s()
+    if name == "hostile":
+        results, wall, more = asyncio.run(hostile(server.url, model, prompts, args))
+    else:
+        (results, wall), more = asyncio.run(phase(server.url, model, prompts, args, name == "concurrent")), {}
+    out = summary(name, results, wall, server.status_mib("VmHWM"), server.cpu_s() - cpu0)
+    return {**out, **more}
 
 
 if __name__ == "__main__":

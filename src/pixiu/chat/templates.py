@@ -7,15 +7,19 @@ character range overlaps a target span. So the ids equal what the tokenizer make
 mask never depends on searching the text for markers.
 
 Two kinds of format:
-- `JinjaFormat`: a Jinja chat template (by default the tokenizer's own). Target spans come from rendering
-  growing prefixes of the conversation: turn i spans render(msgs[:i+1]) minus render(msgs[:i], generation
-  prompt). A template that rewrites earlier turns when later ones arrive fails loudly, never silently.
+- `JinjaFormat`: a Jinja chat template (by default the tokenizer's own). Turn i spans render(msgs[:i+1])
+  minus render(msgs[:i], generation prompt). Rendering those prefixes for every turn is quadratic in the
+  conversation's length, so beyond two target turns the spans are found in a constant number of renders (one
+  with marked contents, plus the first and last turns' prefixes as checks) when the template writes every
+  target turn alike; otherwise the prefixes are rendered. A template that rewrites earlier turns when later
+  ones arrive fails loudly, never silently. A prompt for sampling needs no spans: one render.
 - `SlotFormat`: a named family format from the registry below, one string per role.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, replace
 
@@ -98,6 +102,9 @@ class SlotFormat:
         return self.assistant.replace("{round}", str(max(rnd, 1))).partition("{content}")[0].rstrip(" ")
 
 
+MARK = re.compile("\ue000([0-9]+)\ue001")  # a content marker: private-use characters around its index
+
+
 @dataclass(frozen=True)
 class JinjaFormat:
     """A Jinja chat template, rendered by the tokenizer's `apply_chat_template`."""
@@ -115,19 +122,56 @@ class JinjaFormat:
     ) -> tuple[str, Spans]:
         msgs = [_hf_message(m) for m in conv.messages]
         text = self._apply(tokenizer, conv, msgs, add_generation_prompt)
+        targets = [i for i, m in enumerate(conv.messages) if m.role in TARGET_ROLES]
+        spans = None
+        if len(targets) > 2:  # with one or two, the prefix renders cost no more than the checks below
+            spans = self._spans_by_pattern(tokenizer, conv, msgs, text, targets, add_generation_prompt)
+        return text, spans or [self._span(tokenizer, conv, msgs, text, i) for i in targets]
+
+    def _span(self, tokenizer, conv: Conversation, msgs: list[dict], text: str, i: int) -> tuple[int, int]:
+        """Turn i's span, exactly: render(msgs[:i+1]) minus render(msgs[:i], generation prompt)."""
+        before = self._apply(tokenizer, conv, msgs[:i], True)
+        upto = self._apply(tokenizer, conv, msgs[: i + 1], False)
+        if not (upto.startswith(before) and text.startswith(upto)):
+            raise TemplateError(
+                f"the {self.name!r} Jinja template rewrites earlier turns, so turn {i} cannot be masked "
+                "reliably; pick a named template with --model.template"
+            )
+        return len(before), len(upto)
+
+    def _spans_by_pattern(
+        self, tokenizer, conv: Conversation, msgs: list[dict], text: str, targets: list[int], gen: bool
+    ) -> Spans | None:
+        """Every target span in a constant number of renders, where exact spans would take two prefix renders
+        per turn (O(n^2) for n messages). One render with each content replaced by a unique marker shows where
+        every content sits in `text` (and that the template copies contents verbatim); the text a target turn
+        writes around its content, after the generation prompt and up to its end of turn, is read off the
+        first target's exact span, must recur around every target, and the last target's exact span must
+        agree. None when any check fails: the caller renders the prefixes instead."""
+        marked = [{**m, "content": f"\ue000{k}\ue001"} for k, m in enumerate(msgs)]
+        glue = MARK.split(self._apply(tokenizer, conv, marked, gen))  # [glue, k, glue, k, ..., glue]
+        if [int(k) for k in glue[1::2]] != list(range(len(msgs))):
+            return None
+        starts, pos = [], len(glue[0])  # where each content starts in `text`
+        for m, after in zip(msgs, glue[2::2]):
+            starts.append(pos)
+            pos += len(m["content"]) + len(after)
+        rebuilt = "".join(x for k, m in enumerate(msgs) for x in (glue[2 * k], m["content"])) + glue[-1]
+        if rebuilt != text:  # the template changes contents (trims, escapes): find no span by marker
+            return None
+        first, last = targets[0], targets[-1]
+        a, b = self._span(tokenizer, conv, msgs, text, first)
+        end = starts[first] + len(msgs[first]["content"])
+        if a > starts[first] or b < end:
+            return None
+        head, tail = text[a : starts[first]], text[end:b]  # e.g. "" and "<|im_end|>\n" for ChatML
         spans = []
-        for i, m in enumerate(conv.messages):
-            if m.role not in TARGET_ROLES:
-                continue
-            before = self._apply(tokenizer, conv, msgs[:i], True)
-            upto = self._apply(tokenizer, conv, msgs[: i + 1], False)
-            if not (upto.startswith(before) and text.startswith(upto)):
-                raise TemplateError(
-                    f"the {self.name!r} Jinja template rewrites earlier turns, so turn {i} cannot be masked "
-                    "reliably; pick a named template with --model.template"
-                )
-            spans.append((len(before), len(upto)))
-        return text, spans
+        for i in targets:
+            start, end = starts[i], starts[i] + len(msgs[i]["content"])
+            if text[start - len(head) : start] != head or text[end : end + len(tail)] != tail:
+                return None
+            spans.append((start - len(head), end + len(tail)))
+        return spans if spans[-1] == self._span(tokenizer, conv, msgs, text, last) else None
 
     def _apply(self, tokenizer, conv: Conversation, msgs: list[dict], add_generation_prompt: bool) -> str:
         tools = json.loads(conv.tools) if conv.tools else None  # HF templates take a list of JSON schemas
@@ -139,6 +183,17 @@ class JinjaFormat:
             add_generation_prompt=add_generation_prompt,
             **kwargs,
         )
+
+
+def overlaps(offsets: list[tuple[int, int]], spans: Spans) -> list[int]:
+    """1 for each token whose [start, end) characters overlap a span. One sweep: tokens and spans both run
+    left to right, so this is linear (a check against every span was quadratic on long conversations)."""
+    mask, j = [], 0
+    for s, e in offsets:
+        while j < len(spans) and spans[j][1] <= s:  # spans that end before this token can hold no later one
+            j += 1
+        mask.append(int(j < len(spans) and spans[j][0] < e and spans[j][1] > s))
+    return mask
 
 
 def _hf_message(m) -> dict:
@@ -169,8 +224,7 @@ class Template:
         if train_on == "last":
             spans = spans[-1:]
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        mask = [int(any(s < b and e > a for a, b in spans)) for s, e in enc["offset_mapping"]]
-        return Rendered(list(enc["input_ids"]), mask)
+        return Rendered(list(enc["input_ids"]), overlaps(enc["offset_mapping"], spans))
 
     def prompt_ids(self, conv: Conversation) -> list[int]:
         """Token ids that end with the assistant's generation prompt, for sampling a reply.
