@@ -72,3 +72,10 @@ def test_generate_device_flag(tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setattr(io, "pick", lambda name: calls.append(name) or torch.device("cpu"))
     cli.main(["generate", str(tiny_model_dir), "Hello", "--device", "cpu", "--max_new_tokens", "2"])
     assert calls == ["cpu"] and ">>> Hello" in capsys.readouterr().out
+
+
+def test_auto_dtype_follows_the_device(two_gpus, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert io.compute_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+    # `model.device=cpu` on a GPU host: the CPU's own measurement, not the GPU's bf16
+    assert io.compute_dtype("auto", torch.device("cpu")) == io._faster_cpu_dtype()

@@ -94,6 +94,44 @@ def test_compiled_decode_equals_eager(lively_dir):
     assert {b for b, _ in shapes} == {4}
 
 
+class FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph on the CPU: replay() reruns the step into the same output tensor."""
+
+    def __init__(self, decoder, batch, width):
+        self.run = lambda: decoder._call(batch, width)
+        self.out = self.run().clone()
+
+    def replay(self):
+        self.out.copy_(self.run())
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["captured", "capture-fails"])
+def test_graph_bookkeeping(lively_dir, monkeypatch, fail):
+    """The CUDA-graph control flow on the CPU: one capture per (batch, width) bucket, replays read the static
+    output, a regrown cache drops the graphs; a failed capture falls back to uncaptured steps for good."""
+    captured = []
+
+    def capture(self, batch, width):
+        captured.append((batch, width))
+        if fail:
+            raise RuntimeError("capture failed")
+        graph = FakeGraph(self, batch, width)
+        return graph, graph.out
+
+    monkeypatch.setattr(graphs.Decoder, "_capture", capture)
+    monkeypatch.setattr(graphs, "RESERVE", 64)  # 76 prompt + 90 new tokens outgrow 128 positions mid-decode
+    lengths = (90, 9, 7)
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, decode="eager") as eng:
+        eng.fast = graphs.Decoder(eng.model, eng.cache, eng._cache_kw, graphs=True, backend=None)
+        got = run_joined(eng, lengths)
+        kept, use_graphs = set(eng.fast.graphs), eng.fast.use_graphs
+    assert got == reference(lively_dir, lengths)
+    if fail:
+        assert captured == [(2, 128)] and not use_graphs
+    else:  # the regrowth to 256 positions dropped the three graphs of the 128-position cache
+        assert captured == [(2, 128), (4, 128), (1, 128), (1, 256)] and kept == {(1, 256)}
+
+
 def bench_gpu():
     spec = importlib.util.spec_from_file_location("bench_gpu", Path(__file__).parents[1] / "bench" / "gpu.py")
     module = importlib.util.module_from_spec(spec)
