@@ -1,4 +1,9 @@
-"""Feedback store: round trip, exports the data loader reads, kill -9 durability, Elo and agreement by hand."""
+"""Feedback store: round trip, exports the data loader reads, kill -9 durability, Elo and agreement by hand.
+
+Every store test runs on SQLite and on PostgreSQL (`backend` fixture). PostgreSQL needs
+PIXIU_TEST_POSTGRES=postgresql://user@host:port/db, a scratch database whose tables each test drops (CI starts
+one with .ci/postgres.sh); without the variable those cases skip, with it a server that does not answer fails.
+"""
 
 import json
 import os
@@ -6,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +26,27 @@ HI = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"
 SUM = [{"role": "user", "content": "what is two plus two"}]
 
 
+def postgres_url() -> str:
+    """The scratch PostgreSQL database, emptied; skips when none is configured."""
+    url = os.environ.get("PIXIU_TEST_POSTGRES")
+    if not url:
+        pytest.skip("PIXIU_TEST_POSTGRES not set (CI starts a server with .ci/postgres.sh)")
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=5) as conn:  # configured but down: an error, not a skip
+        conn.execute("DROP TABLE IF EXISTS chats, votes, rankings")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path) -> str:
+    """Where a test's store lives: a fresh SQLite file, or the emptied PostgreSQL database."""
+    return str(tmp_path / "fb.db") if request.param == "sqlite" else postgres_url()
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(tmp_path / "fb.db")
+def store(backend):
+    s = open_store(backend)
     yield s
     s.close()
 
@@ -40,7 +62,7 @@ def fill(store) -> None:
     store.add_ranking(HI, "m2", ["a", "b"], [1, 0], model_version="m2@abc")
 
 
-def test_round_trip_and_counts(store, tmp_path):
+def test_round_trip_and_counts(store, backend):
     chat = [*HI, {"role": "assistant", "content": "hello!"}]
     assert store.add_chat(chat, "m1", annotator="ann", model_version="m1@123") == 1
     fill(store)
@@ -63,8 +85,9 @@ def test_round_trip_and_counts(store, tmp_path):
         "votes_by_winner": {"a": 2, "b": 1, "tie": 1, "both_bad": 1},
     }  # fmt: skip
     store.close()
-    with open_store(f"sqlite:///{tmp_path / 'fb.db'}") as again:  # the URL form opens the same file
-        assert again.counts()["votes"] == 5
+    url = backend if "://" in backend else f"sqlite:///{backend}"  # the URL form opens the same file
+    with open_store(url) as again:
+        assert again.counts()["votes"] == 5 and again.votes()[0].prompt == HI
 
 
 @pytest.mark.parametrize(
@@ -127,9 +150,9 @@ def test_exports_load_as_pairs_rankings_and_conversations(store, tmp_path):
     }
 
 
-def test_cli_export_and_stats(store, tmp_path, capsys):
+def test_cli_export_and_stats(store, backend, tmp_path, capsys):
     fill(store)
-    db, out = str(tmp_path / "fb.db"), tmp_path / "out" / "r.jsonl"
+    db, out = backend, tmp_path / "out" / "r.jsonl"
     cli(["export", "--db", db, "--as", "rankings", str(out)])
     assert f"wrote 2 rankings rows to {out}" in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == 2
@@ -170,9 +193,9 @@ while True:  # vote until killed; the ack is printed only after the commit retur
 """
 
 
-def test_acknowledged_votes_survive_sigkill(tmp_path):
-    db = tmp_path / "kill.db"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+def test_acknowledged_votes_survive_sigkill(backend):
+    db = backend
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, db], stdout=subprocess.PIPE, text=True)
     try:
         acks = [proc.stdout.readline().split() for _ in range(40)]
         os.kill(proc.pid, signal.SIGKILL)  # mid-stream: the writer is committing the next votes
@@ -271,32 +294,3 @@ def test_exported_rankings_train_reward_model_with_cli(tmp_path, tiny_model_dir,
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data"]["train"]["groups"] == 16 and summary["data"]["train"]["replies"] == 48
     assert (run / "final" / "score_head.safetensors").exists() and summary["last"]["step"] == 4
-
-
-# ---------------------------------------------------------------- PostgreSQL, when a server is at hand
-
-
-@pytest.mark.slow
-def test_postgres_store_round_trip():
-    """Set PIXIU_TEST_POSTGRES=postgresql://user@host/db (a scratch database: its tables are dropped)."""
-    url = os.environ.get("PIXIU_TEST_POSTGRES")
-    psycopg = pytest.importorskip("psycopg")
-    if not url:
-        pytest.skip("PIXIU_TEST_POSTGRES not set")
-    try:
-        with psycopg.connect(url, connect_timeout=3) as conn:
-            conn.execute("DROP TABLE IF EXISTS chats, votes, rankings")
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL server at {url}: {e}")
-    with open_store(url) as store:
-        fill(store)
-        assert store.counts()["votes"] == 5 and store.rankings()[0].order == [1, 0, 2]
-        threads = [threading.Thread(target=lambda: store.add_chat(HI, "m")) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert store.counts()["chats"] == 8
-        assert store.stats(bootstrap=0)["elo"][0]["games"] == 5
-        out = Path(os.environ.get("TMPDIR", "/tmp")) / "pixiu-pg-pairs.jsonl"
-        assert exports.export(store, "pairs", out).written == 9

@@ -2,9 +2,9 @@
 
 The server runs as a subprocess (`python -m pixiu.cli serve`) on the tiny model with a SQLite store and an API
 key; the client logs in the way a browser does (GET /ui?key=K -> one HttpOnly cookie), labels through the web
-UI's API, and the moment a vote or ranking is acknowledged the server gets SIGKILL. The SQLite file is then
-opened with plain sqlite3 and every acknowledged label must be in it, exactly as sent and with the served
-weights' version. Three server lives: kill after a vote, kill after a ranking, kill in the middle of a burst
+UI's API, and the moment a vote or ranking is acknowledged the server gets SIGKILL. The store is then read with
+a fresh plain connection (sqlite3, or psycopg for PostgreSQL: both backends run, see test_feedback.py's
+`postgres_url`) and every acknowledged label must be in it, exactly as sent and with the served weights' version. Three server lives: kill after a vote, kill after a ranking, kill in the middle of a burst
 of concurrent labels. Slow: each life starts a Python process that imports torch and loads a model.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_feedback import postgres_url
 
 from pixiu.serve.feedback import model_version
 
@@ -41,7 +42,7 @@ def free_port() -> int:
 class Server:
     """`pixiu serve tiny=DIR` in a subprocess; `client` is logged in through the /ui?key= cookie."""
 
-    def __init__(self, model_dir: Path, db: Path, log: Path):
+    def __init__(self, model_dir: Path, db: str, log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "pixiu.cli", "serve", f"tiny={model_dir}", "--port", str(self.port)]
@@ -85,8 +86,13 @@ class Server:
         assert self.proc.returncode == -signal.SIGKILL
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
+def rows(db: str, sql: str) -> list[tuple]:
     """A fresh connection after the kill: it replays the write-ahead log the dead server left."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return conn.execute(sql).fetchall()
     conn = sqlite3.connect(db)
     try:
         return conn.execute(sql).fetchall()
@@ -94,12 +100,12 @@ def rows(db: Path, sql: str) -> list[tuple]:
         conn.close()
 
 
-def votes(db: Path) -> dict[str, tuple]:
+def votes(db: str) -> dict[str, tuple]:
     sql = "SELECT annotator, winner, prompt, model_a, reply_a, model_b, reply_b, model_versions FROM votes"
     return {r[0]: (r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows(db, sql)}
 
 
-def rankings(db: Path) -> dict[str, tuple]:
+def rankings(db: str) -> dict[str, tuple]:
     sql = "SELECT annotator, prompt, model, model_version, replies, ord, edited FROM rankings"
     return {
         r[0]: (json.loads(r[1]), r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6]) for r in rows(db, sql)
@@ -120,8 +126,10 @@ def sample(server: Server) -> dict:
     return s
 
 
-def test_acknowledged_labels_survive_sigkill(tiny_model_dir, tmp_path):
-    db, version = tmp_path / "feedback.db", model_version(str(tiny_model_dir))
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_acknowledged_labels_survive_sigkill(tiny_model_dir, tmp_path, backend):
+    db = str(tmp_path / "feedback.db") if backend == "sqlite" else postgres_url()
+    version = model_version(str(tiny_model_dir))
     assert version.startswith(f"{tiny_model_dir.name}@") and len(version.split("@")[1]) == 12
     want_votes: dict[str, tuple] = {}
     want_ranks: dict[str, tuple] = {}
