@@ -149,3 +149,45 @@ def test_summary_markdown_shows_degeneration_next_to_reward():
     assert "| start | start | nan | nan | 8.0 | 0.000 | 0.000 | 0.000 | 0.000 | 0.900 |" in text
     assert "| final | final | nan | nan | 8.0 | 0.094 | 0.100 | 0.000 | 0.000 | 0.900 |" in text
     assert "A fixed random sample of the held-out prompts" in text and "The worst replies" in text
+
+
+def test_pixiu_eval_degeneration_task(tmp_path, monkeypatch):
+    import json
+
+    from pixiu.config import EvalConfig
+    from pixiu.engine.base import Completion
+    from pixiu.eval import run
+    from pixiu.eval.degeneration import degeneration
+
+    rows = [
+        {"prompt": "What is 2 + 3?", "answer": "5"},
+        {"prompt": "Name the capital of Japan.", "answer": "Tokyo"},
+        {"prompt": "写一首关于雪的俳句。"},
+    ]
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    replies = {  # right; wrong and in Chinese; a loop cut at the limit
+        "What is 2 + 3?": ("2 + 3 = 5.", "stop"),
+        "Name the capital of Japan.": ("日本的首都是大阪。", "stop"),
+        "写一首关于雪的俳句。": ("雪雨雨雨雨雨", "length"),
+    }
+
+    class Engine:
+        def generate(self, prompts, sampling, n=1, stop=()):
+            assert sampling.temperature == 0.0 and sampling.max_new_tokens == 6
+            return [Completion(*replies[p.messages[-1].content], 5, 6) for p in prompts]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(run.EvalContext, "engine", lambda self, model=None: Engine())
+    cfg = EvalConfig(model="m", tasks="degeneration", data=str(data), max_new_tokens=6)
+    res = degeneration(run.EvalContext(cfg, tmp_path / "out"))
+    # repeated: (0 + 0 + 2/4) / 3; cut 1/3; off-language 1/3 (Chinese to English); exact match 1 of 2
+    assert res["metrics"] == {"repeated_ngram": round(0.5 / 3, 4), "token_limit": round(1 / 3, 4),
+                              "off_language": round(1 / 3, 4), "empty": 0.0, "exact_match": 0.5,
+                              "checked": 2.0, "prompts": 3.0}  # fmt: skip
+    # worst first: off-language + wrong = 1.5 ties repeated 0.5 + cut = 1.5 (file order), then the clean one
+    worst = [r["prompt"] for r in res["rows"]]
+    assert worst == ["Name the capital of Japan.", "写一首关于雪的俳句。", "What is 2 + 3?"]
+    assert "degeneration" in (run.load_modules() or run.EVALS)

@@ -40,6 +40,7 @@ MODULES = (
     "pixiu.eval.reward",  # rm-accuracy, reward
     "pixiu.eval.judge",
     "pixiu.eval.mtbench",
+    "pixiu.eval.degeneration",  # repeated n-grams, token limit, off-language, exact match of replies
 )
 SHARED = Path("../shared/data")  # where the public data sits beside the project (see README)
 # Options that do not change a task's numbers: excluded from the fingerprint that decides resume / skip.
