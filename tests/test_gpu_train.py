@@ -1,7 +1,11 @@
 """Training that fills a GPU, checked on the CPU: token-budget batches, the chunked head of a trained LM head,
 train.compile, the bf16 LoRA base, and bench/gpu_train.py's CPU smoke run."""
 
+import functools
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +163,53 @@ def test_bf16_lora_base_has_no_fp32_copy(tiny_model_dir):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) < 0.2 * sum(
         p.numel() for p in model.parameters()
     )
+
+
+@functools.cache
+def _bench():
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_train.py"
+    spec = importlib.util.spec_from_file_location("gpu_train", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_train"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # five tiny training runs with a 49K-token head: ~1 min idle, several on a busy CPU
+def test_gpu_train_bench_cpu_smoke(tmp_path):
+    """bench/gpu_train.py --cpu-smoke runs every measurement on a tiny random model and returns numbers."""
+    result = _bench().main(["--cpu-smoke", "--no-trl", "--out", str(tmp_path)])
+    names = {r["name"] for r in result["rows"]}
+    assert {"sft lora", "sft full", "sft packed", "dpo", "ppo"} <= names
+    for r in result["rows"]:
+        assert r["value"] > 0, r
+    assert json.loads((tmp_path / "gpu_train.json").read_text())["rows"] == result["rows"]
+
+
+@pytest.mark.slow  # two torchrun launches: ~15 s on an idle 2-core CPU, minutes on a busy one
+def test_fsdp_on_two_cpu_processes_matches_one(tmp_path, tiny_model_dir):
+    """accelerate routes FSDP to accelerator devices only (on a CPU `accelerate launch` with fsdp.yaml runs DDP), so
+    this checks what FSDP changes for pixiu at the torch level: TargetLM and the SFT loss under FSDP2 (per-layer
+    `fully_shard` units, as accelerate's fsdp_version 2 applies them) on 2 gloo CPU processes. The summed loss
+    and the gathered gradients (trained, tied head on its chunked path) equal one process's within 1e-5, and the
+    full state dict gathers to the original weights."""
+    import os
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    worker = Path(__file__).with_name("fsdp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for n in (1, 2):
+        run = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", str(worker)]
+        subprocess.run(
+            [*run, str(tiny_model_dir), str(tmp_path / str(n))], check=True, env=env, capture_output=True
+        )
+    one, two = (load_file(tmp_path / str(n) / "grads.safetensors") for n in (1, 2))
+    assert one.keys() == two.keys() and len(one) > 10
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=1e-5, rtol=1e-5)
+    saved = load_file(tiny_model_dir / "model.safetensors")
+    gathered = load_file(tmp_path / "2" / "weights.safetensors")
+    for k, v in saved.items():
+        torch.testing.assert_close(gathered["lm." + k], v, atol=0, rtol=0)
