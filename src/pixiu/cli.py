@@ -289,7 +289,9 @@ STAGE_HELP = {  # `pixiu train` lists the stages with these lines
 def usage() -> str:
     lines = "\n".join(f"  {name:10s} {fn.__doc__.splitlines()[0]}" for name, fn in COMMANDS.items())
     return (
-        f"usage: pixiu COMMAND ...\n\ncommands:\n{lines}\n\n`pixiu COMMAND --help` for one command's options."
+        f"usage: pixiu [--threads N] COMMAND ...\n\ncommands:\n{lines}\n\n`pixiu COMMAND --help` for one command's "
+        "options.\n--threads N (or PIXIU_THREADS=N): CPU threads for torch; default: the CPUs this process may use "
+        "(affinity and cgroup quota)."
     )
 
 
@@ -337,6 +339,7 @@ def log_warnings_to(run_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    argv, threads = thread_flag(argv)
     quiet_warnings()
     if not argv or argv[0] in HELP:  # help is asked for: stdout, exit 0 (`pixiu --help | less` shows it)
         if len(argv) > 1 and argv[1] in COMMANDS:  # pixiu help train
@@ -345,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[0] not in COMMANDS:
         sys.exit(f"pixiu: unknown command {argv[0]!r}\n\n{usage()}")
+    from pixiu import threads as cpu_threads
+
+    cpu_threads.configure(threads)  # before anything imports torch: OpenMP reads its settings when it loads
     from pixiu.chat.templates import TemplateError
     from pixiu.config import ConfigError
     from pixiu.data import DataError
@@ -354,6 +360,19 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[argv[0]](argv[1:])
     except (ConfigError, DataError, ModelError, TemplateError) as e:
         sys.exit(f"error: {e}")
+
+
+def thread_flag(argv: list[str]) -> tuple[list[str], int | None]:
+    """Split a leading `--threads N` / `--threads=N` (before the command) off argv."""
+    if not argv or not argv[0].startswith("--threads"):
+        return argv, None
+    if "=" in argv[0]:
+        value, rest = argv[0].split("=", 1)[1], argv[1:]
+    else:
+        value, rest = (argv[1] if len(argv) > 1 else ""), argv[2:]
+    if not value.isdigit() or int(value) < 1:
+        sys.exit(f"pixiu: --threads needs a positive whole number, got {value!r}")
+    return rest, int(value)
 
 
 if __name__ == "__main__":
