@@ -256,6 +256,8 @@ def test_the_access_log_does_not_carry_the_key():
 def test_the_filter_masks_a_bearer_credential():
     record = logging.LogRecord("uvicorn.error", logging.INFO, "", 0, "auth %s", ("Bearer s3cret",), None)
     assert RedactKeys().filter(record) and record.getMessage() == "auth Bearer ***"
+    record = logging.LogRecord("x", logging.INFO, "", 0, "Authorization: Basic dTpw", None, None)
+    assert RedactKeys().filter(record) and record.getMessage() == "Authorization: Basic ***"
     record = logging.LogRecord("x", logging.INFO, "", 0, "monkey=banana&key=k1", None, None)
     RedactKeys().filter(record)
     assert record.getMessage() == "monkey=banana&key=***"

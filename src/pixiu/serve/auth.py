@@ -110,8 +110,8 @@ def check_bind(host: str, key: str | None, insecure: bool) -> None:
     )
 
 
-# `key=...` in a query string and the credential after `Bearer`, wherever a log line carries them
-SECRETS = re.compile(r"(?i)((?:[?&;]|\b)(?:key|api_key)=|bearer\s+)[^\s&;\"']+")
+# `key=...` in a query string and the credential of an Authorization header, wherever a log line carries them
+SECRETS = re.compile(r"(?i)((?:[?&;]|\b)(?:key|api_key)=|(?:bearer|basic)\s+)[^\s&;\"']+")
 REDACTED = "***"
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 

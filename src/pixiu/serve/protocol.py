@@ -58,12 +58,17 @@ class APIError(Exception):
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")
+# the request fields that carry text, and those that take an integer
+TEXT_FIELDS = ("model", "content", "name", "stop", "user", "prompt", "suffix")
+INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k", "top_logprobs", "logprobs")
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    @field_validator("*")
+    # Named fields, not "*": validating a 2 MB request of 70,000 tiny messages (on the event loop) took
+    # 0.32 s CPU with Python validators on every field, 0.18 s with them on these, 0.12 s with none.
+    @field_validator(*TEXT_FIELDS, check_fields=False)
     @classmethod
     def _unicode(cls, v):
         """JSON may spell a lone UTF-16 surrogate ("\\ud800"); no tokenizer or UTF-8 encoder takes one, so
@@ -74,7 +79,7 @@ class _Request(BaseModel):
                 raise ValueError("the text holds a lone UTF-16 surrogate, which is not valid Unicode")
         return v
 
-    @field_validator("*", mode="before")
+    @field_validator(*INT_FIELDS, mode="before", check_fields=False)
     @classmethod
     def _no_bool_for_int(cls, v, info):
         """pydantic reads JSON true as 1 for an int field: `"max_tokens": true` is a client bug, so a 400."""
