@@ -35,6 +35,7 @@ import json
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -93,17 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     make_models(tokenizer_dir(args.tokenizer), root, names, device)
     big = root / names[0]
     new = 8 if smoke else args.max_new
-    rows = engine_rows(big, new, device, smoke) + hf_rows(big, new, device, smoke)
-    free()
-    text = table(rows, args, smoke, time.perf_counter() - t0)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    rows = []
+    for part in (engine_rows, hf_rows):  # the table is rewritten after each part: a later failure keeps it
+        rows += guarded(part, big, new, device, smoke)
+        free()
+        text = table(rows, args, smoke, time.perf_counter() - t0)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text)
+            Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
     print(text, flush=True)
-    train_half(args, root)
+    failed = guarded(train_half, args, root)
     print(f"bench/gpu.py done in {time.perf_counter() - t0:.0f} s")
-    return 0
+    return 1 if failed or any("error" in r for r in rows) else 0
+
+
+def guarded(part, *args) -> list[dict]:
+    """Run one part of the bench; a failure becomes an error row (with its traceback printed), not the end."""
+    try:
+        return part(*args) or []
+    except Exception as e:  # noqa: BLE001 - one GPU run must report as much as it can
+        traceback.print_exc()
+        return [{"case": part.__name__, "side": "(failed)", "error": f"{type(e).__name__}: {e}"}]
 
 
 def tokenizer_dir(given: str) -> Path:
