@@ -165,11 +165,6 @@ class EvalContext:
     def dtype(self) -> str:
         return self.cfg.dtype
 
-    @property
-    def opts(self) -> dict:
-        """The options as a plain dict, for tasks written before EvalConfig; read `ctx.cfg` in new code."""
-        return dataclasses.asdict(self.cfg)
-
     def engine(self, model: str | None = None) -> Engine:
         """A generation engine over `model` (default MODEL), loaded once per run."""
         from pixiu.engine import load_engine
