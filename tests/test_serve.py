@@ -469,7 +469,7 @@ def test_no_key_means_loopback_only(monkeypatch, tmp_path):
     monkeypatch.setattr(
         "uvicorn.run", lambda app, host, port, **kw: started.append((host, app.state.api_key))
     )
-    monkeypatch.chdir(tmp_path)  # the default feedback.db lands here
+    monkeypatch.setenv("PIXIU_HOME", str(tmp_path))  # the default feedback.db lands here
     launch.cli(["x", "--host", "0.0.0.0", "--insecure"])
     launch.cli(["x", "--host", "::1"])
     monkeypatch.setenv("PIXIU_API_KEY", "envkey")
