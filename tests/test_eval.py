@@ -488,7 +488,7 @@ def test_eval_help_lists_every_field_with_its_doc(capsys):
     rows = config.describe(EvalConfig, "eval.")
     assert len(rows) >= 28 and all(doc for _, _, doc in rows)
     for name, default, doc in rows:
-        assert f"--{name}={default}\n      {doc}" in out
+        assert f"--{name}={default}\n" + "\n".join(f"      {line}" for line in doc.splitlines()) in out
     assert "--eval.gsm8k_prompt='pixiu'" in out
 
 

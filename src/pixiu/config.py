@@ -653,7 +653,10 @@ def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, st
 
 def help_text(cls: type = RunConfig, prefix: str = "") -> str:
     """Every field of `cls` as `--name=default` and its docstring: the fields part of a command's --help."""
-    return "\n".join(f"  --{name}={default}\n      {doc}" for name, default, doc in describe(cls, prefix))
+    return "\n".join(
+        f"  --{name}={default}\n" + "\n".join(f"      {line}" for line in doc.splitlines())
+        for name, default, doc in describe(cls, prefix)
+    )
 
 
 def _field_docs(cls: type) -> dict[str, str]:
@@ -669,5 +672,5 @@ def _field_docs(cls: type) -> dict[str, str]:
                 and isinstance(nxt, ast.Expr)
                 and isinstance(nxt.value, ast.Constant)
             ):
-                docs[node.target.id] = nxt.value.value
+                docs[node.target.id] = inspect.cleandoc(nxt.value.value)  # continuation lines unindented
     return docs

@@ -16,6 +16,8 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import os
+import sys
 import time
 import typing
 from collections.abc import Callable
@@ -361,7 +363,10 @@ def context(cfg: EvalConfig) -> EvalContext:
 
 def cli(argv: list[str]) -> dict:
     if "-h" in argv or "--help" in argv:
-        print(help_text())
+        try:
+            print(help_text(), flush=True)
+        except BrokenPipeError:  # `pixiu eval --help | head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return {}
     try:
         cfg = parse(argv)
