@@ -427,7 +427,7 @@ def test_shared_mt_bench_files_load_and_render():
 
 
 def test_elo_from_store_equals_ratings(tmp_path):
-    """Elo of hand-made votes, through the eval, equals pixiu.serve.ratings on the same games; the first vote
+    """Elo of hand-made votes, through the eval, equals pixiu.feedback.ratings on the same games; the first vote
     alone would give x 1016, y 984 (K=32, expected 0.5). The self-vote is counted under skipped."""
     prompt = [{"role": "user", "content": "hi"}]
     votes = [("x", "y", "a"), ("x", "y", "a"), ("y", "z", "tie"), ("z", "x", "b"), ("z", "y", "both_bad"),
