@@ -5,7 +5,7 @@ Models are seeded random weights of the SmolLM2-1.7B and -135M shapes (speed dep
 hub is out of reach on the GPU machine) with SmolLM2's tokenizer from the embedded model, or, where that package
 is missing, a small byte-level tokenizer with SmolLM2's chat template (the model keeps the 49,152-token head).
 Data: `--data` is an Alpaca json (a list of instruction/input/output rows, e.g. a slice of ../shared/data/alpaca
-copied into an ignored .gpu/ folder) or, by default, pixiu's packaged demo SFT rows repeated to --rows rows.
+copied to .gpu/alpaca.json, which is read when there) or else pixiu's packaged demo SFT rows, repeated to --rows.
 
 Numbers (each run in this process, one after another):
 - SFT tokens/s: the median of pixiu's own `tokens_per_s` (non-pad tokens over step wall time) over steps 6..N,
@@ -14,7 +14,7 @@ Numbers (each run in this process, one after another):
 - peak GiB: torch.cuda.max_memory_allocated over the run (not nvidia-smi: no CUDA context or cache slack).
 - packed: full fine-tuning on rows packed to 2,048 tokens, 16,384 tokens per step (train.tokens_per_batch);
   MFU = 6 x params x tokens/s / the GPU's dense bf16 peak (989 TFLOP/s for an H100/H200 SXM; --peak-tflops).
-- DPO: LoRA r=16 on the 1.7B shape, 8 pairs a step: median steps/s over steps 3..N (time between optimizer steps).
+- DPO: LoRA r=16 on the 1.7B shape, 8 pairs a step: median steps/s over steps 4..N (time between optimizer steps).
 - PPO: the 135M shape, LoRA, 16 rollouts of at most 64 new tokens, the `format` task's reward: median step time.
 
     python bench/gpu_train.py                  # on a CUDA GPU (~3 minutes on an H200)
@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -63,12 +64,15 @@ SHAPES = {
         num_key_value_heads=2,
     ),
 }
+ALPACA = ROOT / ".gpu" / "alpaca.json"  # where a GPU run finds Alpaca rows (.gpu/ is ignored by git)
 PEAK_TFLOPS = 989.0  # H100 / H200 SXM dense bf16 (NVIDIA data sheet; 1,979 is with 2:4 sparsity)
 
 
 def parse(argv: list[str] | argparse.Namespace | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="", help="an Alpaca json; default: pixiu's demo SFT rows repeated")
+    p.add_argument(
+        "--data", default="", help=f"an Alpaca json (default: {ALPACA} when there, else the demo rows)"
+    )
     p.add_argument("--rows", type=int, default=1000, help="training rows")
     p.add_argument("--steps", type=int, default=30, help="SFT steps (median over steps 6..N)")
     p.add_argument("--models", default="", help="a folder with m17/ and m135/ already built (bench/gpu.py's)")
@@ -79,8 +83,12 @@ def parse(argv: list[str] | argparse.Namespace | None) -> argparse.Namespace:
     p.add_argument("--no-trl", action="store_true", help="skip TRL even where it is installed")
     if isinstance(argv, argparse.Namespace):  # bench/gpu.py's own arguments: take the ones this bench knows
         defaults = vars(p.parse_args([]))
-        return argparse.Namespace(**{k: getattr(argv, k, v) for k, v in defaults.items()})
-    return p.parse_args(argv)
+        args = argparse.Namespace(**{k: getattr(argv, k, v) for k, v in defaults.items()})
+    else:
+        args = p.parse_args(argv)
+    if not args.data and ALPACA.exists() and not args.cpu_smoke:
+        args.data = str(ALPACA)
+    return args
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> dict:
@@ -106,6 +114,7 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict]:
     smoke = args.cpu_smoke
     big, small = ("tiny", "tiny") if smoke else ("m17", "m135")
     models = Path(args.models) if args.models else make_models(work / "models", {big, small})
+    big, small = models / big, models / small
     steps, first = (3, 2) if smoke else (args.steps, 6)  # the medians start at step `first` (warm-up before)
     max_len = 128 if smoke else 512
     sft_data, pairs = write_data(work, args.data, 64 if smoke else args.rows)
@@ -115,27 +124,27 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict]:
     sft = [*common, f"--data.max_len={max_len}", f"--train.max_steps={steps}"]
     rows = []
     for name, r in (("sft lora", 16), ("sft full", 0)):
-        rows.append(pixiu_sft(name, models / big, work, [*sft, f"--lora.r={r}"], first))
+        rows.append(attempt(pixiu_sft, name, big, work, [*sft, f"--lora.r={r}"], first))
         if has_trl() and not args.no_trl:
-            rows.append(trl_sft(f"{name} TRL", models / big, sft_data, r, steps, max_len, first, smoke))
+            rows.append(attempt(trl_sft, f"{name} TRL", big, sft_data, r, steps, max_len, first, smoke))
     packed = [*common, "--lora.r=0", "--data.packing=true", f"--train.max_steps={3 if smoke else 10}"]
     packed += [
         f"--data.max_len={256 if smoke else 2048}",
         f"--train.tokens_per_batch={1024 if smoke else 16384}",
     ]
-    rows.append(pixiu_sft("sft packed", models / big, work, packed, first // 2, args.peak_tflops))
+    rows.append(attempt(pixiu_sft, "sft packed", big, work, packed, first // 2, args.peak_tflops))
     if args.compile:
         compiled = [*packed, "--train.compile=true"]
-        rows.append(pixiu_sft("sft packed compiled", models / big, work, compiled, 3, args.peak_tflops))
+        rows.append(attempt(pixiu_sft, "sft packed compiled", big, work, compiled, 3, args.peak_tflops))
     dpo_steps = 4 if smoke else 12  # 8 pairs a step; reference log-probs are cached for these pairs only
     dpo = [dtype, f"--data.path={pairs}", "--data.eval_size=0", "--lora.r=16", "--train.batch_size=8"]
     dpo += [f"--train.max_steps={dpo_steps}", f"--data.max_samples={8 * dpo_steps}", "--data.max_len=512"]
-    rows.append(pixiu_dpo(models / big, work, dpo))
+    rows.append(attempt(pixiu_dpo, "dpo", big, work, dpo))
     ppo = [dtype, "--lora.r=16", "--ppo.reward_fn=format", "--data.path=pixiu:demo/prompts.jsonl"]
     ppo += [f"--train.max_steps={2 if smoke else 3}", "--data.eval_size=0"]
     ppo += [f"--gen.max_new_tokens={8 if smoke else 64}"]
     ppo += ["--ppo.rollout_prompts=4", "--ppo.minibatch=4"] if smoke else []
-    rows.append(pixiu_ppo(models / small, work, ppo))
+    rows.append(attempt(pixiu_ppo, "ppo", small, work, ppo))
     return rows
 
 
@@ -208,6 +217,20 @@ def write_data(work: Path, alpaca: str, n: int) -> tuple[Path, Path]:
 # ---------------------------------------------------------------- measurements
 
 
+def attempt(run, name: str, *args) -> dict:
+    """run(name, *args): one measurement; a failure (an OOM, a missing package) becomes a row with its error, and
+    the rest go on."""
+    try:
+        return run(name, *args)
+    except Exception as e:  # noqa: BLE001 - one GPU run must report as much as it can
+        traceback.print_exc()
+        return {"name": name, "value": 0.0, "unit": "", "error": f"{type(e).__name__}: {e}"[:300]}
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 @contextlib.contextmanager
 def step_clock(times: list[float]):
     """Record the wall time at each optimizer update (after a CUDA sync): step times are the differences."""
@@ -263,13 +286,13 @@ def pixiu_sft(
     return row
 
 
-def pixiu_dpo(model: Path, work: Path, overrides: list[str]) -> dict:
+def pixiu_dpo(name: str, model: Path, work: Path, overrides: list[str]) -> dict:
     times: list[float] = []
     with step_clock(times):
         _, gib = run_stage("pixiu.train.pref", "dpo", model, work / "dpo", overrides)
     rates = [1 / (b - a) for a, b in zip(times[2:], times[3:])]  # steps 4..N: the first ones warm up
     row = {
-        "name": "dpo",
+        "name": name,
         "value": statistics.median(rates or [0.0]),
         "unit": "steps/s",
         "peak_gib": round(gib, 2),
@@ -277,13 +300,13 @@ def pixiu_dpo(model: Path, work: Path, overrides: list[str]) -> dict:
     return row if rates else {**row, "note": "not timed: pixiu.train.loop.Optimizer.update was not found"}
 
 
-def pixiu_ppo(model: Path, work: Path, overrides: list[str]) -> dict:
+def pixiu_ppo(name: str, model: Path, work: Path, overrides: list[str]) -> dict:
     metrics, gib = run_stage("pixiu.train.ppo", "ppo", model, work / "ppo", overrides)
     phases = ("gen_s", "score_s", "exp_s", "train_s")
     steps = [sum(r.get(k, 0.0) for k in phases) for r in metrics if "gen_s" in r]
     later = steps[1:] or steps  # the first step warms up
     return {
-        "name": "ppo",
+        "name": name,
         "value": statistics.median(later),
         "unit": "s/step",
         "peak_gib": round(gib, 2),
@@ -392,7 +415,7 @@ def table(rows: list[dict], device: str, args: argparse.Namespace) -> str:
     ]
     body = [
         f"| {r['name']} | {r['value']:.1f} | {r['unit']} | {r.get('peak_gib', 0):.2f} | "
-        f"{(str(round(100 * r['mfu'], 1)) + '%') if 'mfu' in r else ''} | {r.get('note', '')} |"
+        f"{(str(round(100 * r['mfu'], 1)) + '%') if 'mfu' in r else ''} | {r.get('error') or r.get('note', '')} |"
         for r in rows
     ]
     return "\n".join(head + body) + "\n"
