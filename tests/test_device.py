@@ -49,7 +49,9 @@ def test_a_bad_name_lists_the_valid_ones():
 def spy(monkeypatch):
     """io.load's device choice, recorded; the model goes to the meta device (no GPU here to move it to)."""
     calls: list[str] = []
-    monkeypatch.setattr(io, "pick", lambda name: calls.append(name) or torch.device("meta"))
+    monkeypatch.setattr(
+        io, "pick", lambda name: calls.append(name) or torch.device("cpu" if name == "cpu" else "meta")
+    )
     return calls
 
 
@@ -59,6 +61,8 @@ def test_entry_points_place_through_model_device(tiny_model_dir, spy):
     _, scorer = heads.load_scalar(config.ModelConfig(str(tiny_model_dir), dtype="fp32", device="cuda"))
     assert {p.device.type for p in scorer.parameters()} == {"meta"}  # the new head sits beside the body
     assert spy == ["cuda:1", "cuda"]
+    with load_engine(str(tiny_model_dir), dtype="fp32", quantize="int8"):  # int8 is CPU-only: auto means cpu
+        assert spy[-1] == "cpu"
 
 
 def test_training_models_stay_for_accelerate(tiny_model_dir, spy):

@@ -60,6 +60,8 @@ def test_buckets_and_modes(lively_dir):
     assert graphs.buckets(1) == [1]
     with load_engine(str(lively_dir), dtype="fp32", max_batch=2) as eng:
         assert eng.fast is None  # 'auto' on a CPU: eager
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=2, decode="compile") as eng:
+        assert eng.fast.compiled is not None and not eng.fast.use_graphs  # compiled, no graphs on a CPU
         with pytest.raises(ValueError, match="needs a CUDA device"):
             graphs.decoder(eng.model, eng.cache, "cache", "graphs")
         with pytest.raises(ValueError, match=r"valid: \['auto', 'eager', 'graphs', 'compile'\]"):

@@ -51,6 +51,8 @@ def _torch(
     from pixiu.engine.torch_engine import TorchEngine
     from pixiu.model import io
 
+    if quantize != "none" and device == "auto":
+        device = "cpu"  # int8 weights are a CPU serving mode (engine/quant.py)
     cfg = ModelConfig(model, dtype=dtype, template=template, attn_implementation="sdpa", device=device)
     return TorchEngine(io.load(cfg), name, max_batch, quantize, decode=decode)
 
