@@ -54,3 +54,56 @@ def test_probe_stops_for_good_once_a_metric_rises(monkeypatch):
     restored.load_state(probe.state())
     assert restored.start == {k: v for k, v in first.items() if k != "guard_stopped"}
     assert restored.stopped == probe.stopped
+
+
+def test_rollout_penalty_is_off_by_default_and_logs_when_on():
+    from pixiu.config import GuardConfig
+
+    samples = [
+        SimpleNamespace(text="a b c a b c a b c", finished=False),
+        SimpleNamespace(text="ok.", finished=True),
+    ]
+    pen, logged = guards.rollout_penalty(GuardConfig(), samples)
+    assert pen.tolist() == [0.0, 0.0] and logged == {}
+    pen, logged = guards.rollout_penalty(GuardConfig(repeat_penalty=1.0, no_eos_penalty=0.5), samples)
+    assert pen.tolist() == pytest.approx([-(4 / 7 + 0.5), 0.0])
+    assert logged == pytest.approx({"guard_penalty": -(4 / 7 + 0.5) / 2, "repeated_ngram": (4 / 7) / 2})
+
+
+def short_reward(conversation, reply: str) -> float:
+    return -0.01 * len(reply)
+
+
+def test_ppo_logs_the_guards_and_stops_when_the_probe_rises(tmp_path, tiny_model_dir, monkeypatch):
+    """Guards on: every step logs the penalty and the rollouts' repeated 3-gram share, the probe logs probe_*
+    at step 0 and every eval_every steps. A probe that has risen past max_rise stops the updates: the remaining
+    steps log guard_stopped and leave the policy as it was."""
+    import json
+
+    from tests.test_ppo import write_prompts
+
+    from pixiu import config
+    from pixiu.train import ppo
+
+    def run(name, *extra):
+        cfg = config.load(None, [
+            f"--model.name_or_path={tiny_model_dir}", "--model.dtype=fp32", "--lora.r=4",
+            f"--data.path={write_prompts(tmp_path / 'p.jsonl', 8)}", "--data.eval_size=0", "--data.max_len=64",
+            f"--train.output_dir={tmp_path / name}", "--train.max_steps=2", "--train.eval_every=1",
+            "--train.batch_size=4", "--gen.max_new_tokens=8", "--ppo.rollout_prompts=4", "--ppo.minibatch=4",
+            f"--ppo.reward_fn={__name__}:short_reward", "--guard.repeat_penalty=1", "--guard.no_eos_penalty=0.5",
+            "--guard.probe_size=3", *extra])  # fmt: skip
+        ppo.run(cfg)
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    rows = run("on")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert {"probe_repeated_ngram", "probe_token_limit", "probe_off_language"} <= rows[0].keys()
+    for r in rows[1:]:
+        assert r["guard_penalty"] <= 0 and 0 <= r["repeated_ngram"] < 1 and "probe_token_limit" in r
+        # reward = the function's value + the penalty, both logged
+        assert r["reward"] == pytest.approx(r["fn_reward"] + r["guard_penalty"], abs=1e-5)
+    monkeypatch.setattr(guards, "risen", lambda start, now, max_rise: ["token_limit"])
+    stopped = run("stopped")
+    assert stopped[0]["guard_stopped"] == 1.0  # tripped at the first probe: no update ran
+    assert all(r["guard_stopped"] == 1.0 and "reward" not in r for r in stopped[1:])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from pixiu.model import io
 from pixiu.model.forward import autocast, base_lm, token_logps
 from pixiu.train import loop
 from pixiu.train.actors import fold
+from pixiu.train.guards import Probe, rollout_penalty
 from pixiu.train.loop import Hooks, Optimizer
 from pixiu.train.rollout import reuse_reason
 from pixiu.train.stages import begin, finish
@@ -54,6 +55,7 @@ class Rollouts:
     lengths: torch.Tensor  # (R,) reply tokens
     finished: torch.Tensor  # (R,) 1 = a stop token ended the reply
     logps: list[list[float]] | None = None  # (R,) the sampler's log-prob of each reply token (engine.Sample)
+    guarded: dict = field(default_factory=dict)  # the guard penalty's step metrics (train/guards.py), if on
 
 
 class PrefixLM(nn.Module):
@@ -137,6 +139,8 @@ def rollout(loaded: io.Loaded, task: Task, batch: list[Example], cfg: RunConfig,
             loaded.model, loaded.tokenizer, loaded.template, [e.prompt for e in batch], sampling, k
         )
     rewards, correct = score(task, batch, samples, k)
+    pen, guarded = rollout_penalty(cfg.guard, samples)  # loops and cut replies cost reward (guards.py)
+    rewards = rewards + pen.view(-1, k)
     return Rollouts(
         [samples[i].prompt_ids for i in range(0, len(samples), k)],
         [s.reply_ids for s in samples],
@@ -146,6 +150,7 @@ def rollout(loaded: io.Loaded, task: Task, batch: list[Example], cfg: RunConfig,
         torch.tensor([len(s.reply_ids) for s in samples]),
         torch.tensor([float(s.finished) for s in samples]),
         [s.logps for s in samples],
+        guarded,
     )
 
 
@@ -333,7 +338,7 @@ def one_step(
     else:
         old = None  # one update per rollout: π_old is π itself, taken detached in `update`
     stats = update(policy, opt, groups, old, ref, cfg, accelerator, loaded.dtype)
-    return {**step_metrics(ro, accelerator), **stats, "gen_s": round(t1 - t0, 2),
+    return {**step_metrics(ro, accelerator), **ro.guarded, **stats, "gen_s": round(t1 - t0, 2),
             "train_s": round(time.perf_counter() - t1, 2)}  # fmt: skip
 
 
@@ -369,17 +374,29 @@ def run(cfg: RunConfig, stage: str = "grpo") -> Path:
     world, rank = accelerator.num_processes, accelerator.process_index
     greedy = Sampling(cfg.gen.max_new_tokens, temperature=0.0)
 
+    size = cfg.guard.probe_size
+    probe = (
+        Probe([e.prompt for e in train_set[-size:]], cfg.gen.max_new_tokens, cfg.guard.max_rise)
+        if size
+        else None
+    )
+
     def step(step: int, opt: Optimizer) -> dict:
+        if probe and probe.stopped:  # guard.max_rise passed: the policy stays as it was
+            return {"guard_stopped": 1.0}
         idx = step_prompts(len(train_set), g.prompts_per_step * world, cfg.train.seed, step)[rank::world]
         batch = [train_set[i] for i in idx]
         return one_step(loaded, policy, ref_logps, opt, task, batch, cfg, estimator, accelerator)
 
     def evaluate() -> dict:
-        ev = evaluate_task(loaded, task, g.eval_size, greedy, held if cfg.data.specs() else None)
-        return {f"eval_{k}": v for k, v in ev.items()}
+        out = probe.measure(loaded.model, loaded.tokenizer, loaded.template) if probe else {}
+        if g.eval_size:
+            ev = evaluate_task(loaded, task, g.eval_size, greedy, held if cfg.data.specs() else None)
+            out |= {f"eval_{k}": v for k, v in ev.items()}
+        return out
 
     per_epoch = len(train_set) / g.prompts_per_step / world
-    hooks = Hooks(step, per_epoch, evaluate if g.eval_size else None, name=estimator, show=SHOW)
+    hooks = Hooks(step, per_epoch, evaluate if g.eval_size or probe else None, name=estimator, show=SHOW)
     rows = loop.fit(policy, hooks, cfg.train, accelerator, job.out)
     # a folded start's base exists only in memory, so the result is saved merged (full weights)
     return finish(job, loaded, rows, folded=folded, prompts=report)

@@ -33,6 +33,17 @@ def penalty(texts: list[str], finished: list[bool], repeat: float, no_eos: float
     )
 
 
+def rollout_penalty(guard, samples: list) -> tuple[torch.Tensor, dict]:
+    """penalty() of sampled replies (engine Samples) under config.GuardConfig `guard`, and what a step logs:
+    the mean penalty and the mean repeated 3-gram share. Zeros and {} when both penalties are off."""
+    if not (guard.repeat_penalty or guard.no_eos_penalty):
+        return torch.zeros(len(samples)), {}
+    texts = [s.text for s in samples]
+    pen = penalty(texts, [s.finished for s in samples], guard.repeat_penalty, guard.no_eos_penalty)
+    repeated = sum(map(repeated_ngram_rate, texts)) / max(len(texts), 1)
+    return pen, {"guard_penalty": float(pen.mean()), "repeated_ngram": repeated}
+
+
 def risen(start: dict, now: dict, max_rise: float) -> list[str]:
     """The watched probe metrics that rose more than max_rise above their value at step 0."""
     return [

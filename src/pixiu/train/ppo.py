@@ -33,6 +33,7 @@ from pixiu.model import io
 from pixiu.model.forward import autocast, token_logps
 from pixiu.train import loop
 from pixiu.train.actors import CRITIC, REWARD, Actors, build
+from pixiu.train.guards import Probe, rollout_penalty
 from pixiu.train.loop import Hooks, Optimizer, Rows
 from pixiu.train.rollout import (
     Rollout,
@@ -130,26 +131,39 @@ class Trainer:
         of (seed, step); the KL coefficient and reward moments travel in the checkpoints."""
         cfg = self.cfg
         per_epoch = math.ceil(len(prompts) / cfg.ppo.rollout_prompts)
+        size = cfg.guard.probe_size
+        self.probe = Probe(prompts[-size:], cfg.gen.max_new_tokens, cfg.guard.max_rise) if size else None
 
         def step(step: int, opt: Optimizer) -> dict:
+            if self.probe and self.probe.stopped:  # guard.max_rise passed: the policy stays as it was
+                return {"guard_stopped": 1.0, **dict.fromkeys(self.seconds, 0.0)}
             epoch, within = divmod(step, per_epoch)
             idx = plan([0] * len(prompts), cfg.ppo.rollout_prompts, cfg.data.seed, epoch, False)[within]
             row = self.step(step, [prompts[i] for i in idx], opt)
             self.seconds = {k: round(v + row[k], 3) for k, v in self.seconds.items()}
             return row
 
+        evaluate = self.measure if self.probe else None
         hooks = Hooks(
-            step, per_epoch, state=self.state, load_state=self.load_state, name="ppo", show=("reward", "kl")
+            step, per_epoch, evaluate, self.state, self.load_state, name="ppo", show=("reward", "kl")
         )
         return loop.fit(
             self.actors, hooks, cfg.train, self.accelerator, out, self.actors.trained_parameters()
         )
 
     def state(self) -> dict:
-        return {"kl_coef": self.kl_coef, "moments": dataclasses.asdict(self.moments)}
+        probe = {"probe": self.probe.state()} if self.probe else {}
+        return {"kl_coef": self.kl_coef, "moments": dataclasses.asdict(self.moments), **probe}
 
     def load_state(self, state: dict) -> None:
         self.kl_coef, self.moments = state["kl_coef"], RunningMoments(**state["moments"])
+        if self.probe and "probe" in state:
+            self.probe.load_state(state["probe"])
+
+    def measure(self) -> dict:
+        """The guard's probe (train/guards.py): the policy's greedy replies to a few fixed prompts."""
+        with self.actors.use("policy"):
+            return self.probe.measure(self.actors.lm, self.loaded.tokenizer, self.loaded.template)
 
     def step(self, step: int, convs: list[Conversation], opt: Optimizer) -> dict:
         """One PPO step: rollouts, scores, experience, updates -> the metrics row."""
@@ -195,7 +209,8 @@ class Trainer:
         if self.fn is not None:
             fn = torch.tensor([float(self.fn(c, s.text)) for c, s in zip(convs, samples)])
             total, parts["fn_reward"] = total + fn, float(fn.mean())
-        return total, parts if len(parts) > 1 else {}
+        pen, guarded = rollout_penalty(cfg.guard, samples)  # loops and cut replies cost reward (guards.py)
+        return total + pen, (parts if len(parts) > 1 or guarded else {}) | guarded
 
     def rollout(self, samples, scores: torch.Tensor) -> Rollout:
         cfg = self.cfg.ppo
