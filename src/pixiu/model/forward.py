@@ -125,13 +125,30 @@ class TargetLM(nn.Module):
 
 @functools.cache
 def _liger_sum():
-    """Liger Kernel's fused linear cross-entropy summed over targets, or None when it is not installed."""
+    """Liger Kernel's fused linear cross-entropy summed over targets, or None when it is not installed or fails a
+    first check on the GPU against the plain sum (early releases ignored `reduction` and returned a mean)."""
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
     except ImportError:
         return None
     loss = LigerFusedLinearCrossEntropyLoss(reduction="sum")
-    return lambda weight, states, targets, bias: loss(weight, states, targets, bias)
+
+    def fused(weight, states, targets, bias):
+        return loss(weight, states, targets, bias)
+
+    w, x, t = (
+        torch.randn(64, 16, device="cuda"),
+        torch.randn(8, 16, device="cuda"),
+        torch.arange(8, device="cuda"),
+    )
+    try:
+        ok = torch.allclose(fused(w, x, t, None), F.cross_entropy(x @ w.T, t, reduction="sum"), rtol=1e-3)
+    except Exception:  # noqa: BLE001 - an API change: pixiu's own chunked head still works
+        ok = False
+    print(
+        f"SFT head: Liger Kernel's fused linear cross-entropy {'on' if ok else 'failed its check: chunked'}"
+    )
+    return fused if ok else None
 
 
 def compile_layers(model: nn.Module, backend: str = "inductor") -> None:
