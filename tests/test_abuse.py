@@ -107,6 +107,31 @@ def test_rendering_runs_off_the_event_loop():
     assert max(latencies) < 0.5 and len(latencies) > 5, latencies
 
 
+def test_the_web_ui_renders_off_the_event_loop_too(tmp_path):
+    """The arena renders both models' prompts (up to 64 messages of 32,000 characters) before it replies."""
+    from pixiu.feedback.store import open_store
+
+    class SlowTemplate(FakeTemplate):
+        def prompt_ids(self, conv):
+            time.sleep(1.0)
+            return super().prompt_ids(conv)
+
+    engines = {name: FakeEngine(name) for name in ("a", "b")}
+    for engine in engines.values():
+        engine.template = SlowTemplate()
+    store = open_store(tmp_path / "feedback.db")
+    body = {"messages": USER, "sampling": {"max_tokens": 3}}
+    with serving(api.create_app(engines, store=store)) as url, ThreadPoolExecutor(1) as pool:
+        battle = pool.submit(post, url, "/ui/api/arena", body)
+        time.sleep(0.2)
+        latencies = poll_health(url, lambda: not battle.done())
+        res = battle.result()
+    store.close()
+    replies = sorted(res.json()[k] for k in ("reply_a", "reply_b"))
+    assert res.status_code == 200 and replies == ["a says: hello ", "b says: hello "], res.json()
+    assert max(latencies) < 0.5 and len(latencies) > 5, latencies
+
+
 def test_a_request_renders_its_prompt_once(tokenizer, monkeypatch):
     """n choices and no max_tokens used to render the conversation n + 1 times (the length check, then each
     submission); now the Jinja template runs once per request."""

@@ -143,11 +143,11 @@ def to_sampling(s: UISampling, seed: int) -> Sampling:
 async def generate(jobs: list[tuple[Any, list[dict], Sampling]]) -> list[str]:
     """One reply per (engine, messages, sampling) job. All are submitted before any is read, so the engine
     batches them (two arena models answer at once, k ranking samples share a batch). Cancelling this
-    coroutine cancels the engine requests still running (Job.pieces' finally)."""
+    coroutine cancels the engine requests still running (Job.pieces' finally). Rendering and tokenizing a
+    long chat takes a while: it runs in a worker thread, so the event loop keeps serving other clients."""
     job = Job()
     try:
-        for engine, messages, sampling in jobs:
-            job.submit(engine, Conversation.from_openai(messages), sampling, list(engine.template.stop))
+        await asyncio.to_thread(submit_all, job, jobs)
     except (ValueError, jinja2.TemplateError) as e:  # ContextError, bad sampling, an unrenderable chat: 400
         job.cancel_all()
         raise HTTPException(400, str(e)) from e
@@ -160,6 +160,11 @@ async def generate(jobs: list[tuple[Any, list[dict], Sampling]]) -> list[str]:
             raise HTTPException(500, job.error(piece.index))
         texts[piece.index] += piece.text
     return texts
+
+
+def submit_all(job: Job, jobs: list[tuple[Any, list[dict], Sampling]]) -> None:
+    for engine, messages, sampling in jobs:
+        job.submit(engine, Conversation.from_openai(messages), sampling, list(engine.template.stop))
 
 
 async def until_gone(request: Request) -> None:
