@@ -1,9 +1,10 @@
-"""`pixiu serve`: the OpenAI-compatible HTTP API (FastAPI under uvicorn), with the web UI on the same app.
+"""The OpenAI-compatible HTTP API (FastAPI), with the web UI on the same app; `pixiu serve` runs it (launch.py).
 
-Routes are thin: validate with `protocol`, pick the engine by the request's `model`, submit one engine request
-per choice, and shape what comes back (jobs.py bridges the engine thread to asyncio). Every error, ours or the
-framework's, leaves in OpenAI's shape {"error": {message, type, param, code}}, and the client's mistakes are
-4xx, never 500. With an API key set, every route needs it (auth.py).
+Routes are thin: validate with `protocol`, check the request against `ServeConfig`'s limits (limits.py), pick
+the engine by the request's `model`, submit one engine request per choice (rendering in a worker thread, so
+one long prompt never holds up the event loop), and shape what comes back (jobs.py bridges the engine thread
+to asyncio). Every error, ours or the framework's, leaves in OpenAI's shape {"error": {message, type, param,
+code}}, and the client's mistakes are 4xx, never 500. With an API key set, every route needs it (auth.py).
 """
 
 from __future__ import annotations
