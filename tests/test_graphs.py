@@ -39,8 +39,9 @@ def run_joined(engine, lengths: tuple[int, int, int]) -> list[list[int]]:
         if seen[0] >= 3 and not joined:
             joined.append(engine.submit(conv(PROMPTS[2]), Sampling(max_new_tokens=lengths[2])))
 
-    first = engine.submit(conv(PROMPTS[0]), Sampling(max_new_tokens=lengths[0]), on_delta=on_delta)
-    second = engine.submit(conv(PROMPTS[1]), Sampling(max_new_tokens=lengths[1]))
+    with engine._wake:  # the scheduler admits both at once (the lock is reentrant: submit takes it too)
+        first = engine.submit(conv(PROMPTS[0]), Sampling(max_new_tokens=lengths[0]), on_delta=on_delta)
+        second = engine.submit(conv(PROMPTS[1]), Sampling(max_new_tokens=lengths[1]))
     out = [[t for d in r for t in d.token_ids] for r in (first, second)]
     while not joined:  # set on the engine thread by the time `first` is done
         threading.Event().wait(0.01)
