@@ -23,6 +23,9 @@ PROMPTS = [
 # torch.compile's default backend (inductor) builds C++ kernels on the CPU; without a C compiler the test
 # falls back to dynamo's eager backend (same tracing and static shapes, no generated kernels)
 BACKEND = "inductor" if shutil.which("cc") or shutil.which("gcc") else "eager"
+CPU = (
+    "cpu"  # these tests check the CPU paths, also on a GPU host; test_cuda_graphs_equal_eager checks the GPU
+)
 
 
 def conv(text: str) -> Conversation:
@@ -48,9 +51,9 @@ def run_joined(engine, lengths: tuple[int, int, int]) -> list[list[int]]:
     return [*out, [t for d in joined[0] for t in d.token_ids]]
 
 
-def reference(lively_dir, lengths) -> list[list[int]]:
+def reference(lively_dir, lengths, device: str = "cpu") -> list[list[int]]:
     """Each prompt alone on the eager engine (which equals HF generate, see test_engine.py)."""
-    with load_engine(str(lively_dir), dtype="fp32", max_batch=1, decode="eager") as eng:
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=1, decode="eager", device=device) as eng:
         requests = [eng.submit(conv(p), Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, lengths)]
         return [[t for d in r for t in d.token_ids] for r in requests]
 
@@ -59,9 +62,9 @@ def test_buckets_and_modes(lively_dir):
     assert graphs.buckets(32) == [1, 2, 4, 8, 16, 32]
     assert graphs.buckets(3) == [1, 2, 3]
     assert graphs.buckets(1) == [1]
-    with load_engine(str(lively_dir), dtype="fp32", max_batch=2) as eng:
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=2, device=CPU) as eng:
         assert eng.fast is None  # 'auto' on a CPU: eager
-    with load_engine(str(lively_dir), dtype="fp32", max_batch=2, decode="compile") as eng:
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=2, decode="compile", device=CPU) as eng:
         assert eng.fast.compiled is not None and not eng.fast.use_graphs  # compiled, no graphs on a CPU
         with pytest.raises(ValueError, match="needs a CUDA device"):
             graphs.decoder(eng.model, eng.cache, "cache", "graphs")
@@ -72,7 +75,7 @@ def test_buckets_and_modes(lively_dir):
 def test_static_decode_equals_eager(lively_dir):
     """The bucketed, padded, masked step run eagerly: exactly what a CUDA graph records on a GPU."""
     lengths = (12, 9, 7)
-    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, decode="eager") as eng:
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, decode="eager", device=CPU) as eng:
         eng.fast = graphs.Decoder(eng.model, eng.cache, eng._cache_kw, graphs=False, backend=None)
         got = run_joined(eng, lengths)
         shapes = eng.fast.shapes
@@ -88,13 +91,25 @@ def test_compiled_decode_equals_eager(lively_dir):
     bucket (4) keeps it to one compilation (~20 s here with a warm inductor cache, a few minutes cold on a busy
     2-core machine): rows of mixed lengths, one joining mid-decode, padding rows as the batch empties."""
     lengths = (12, 9, 7)
-    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, decode="eager") as eng:
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, decode="eager", device=CPU) as eng:
         eng.fast = graphs.Decoder(eng.model, eng.cache, eng._cache_kw, graphs=False, backend=BACKEND)
         eng.fast.batches = [4]
         got = run_joined(eng, lengths)
         shapes = eng.fast.shapes
     assert got == reference(lively_dir, lengths)
     assert {b for b, _ in shapes} == {4}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_equal_eager(lively_dir):
+    """On a GPU, decode='auto' captures CUDA graphs; fp32 greedy tokens equal the eager engine's."""
+    lengths = (12, 9, 7)
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, device="cuda") as eng:
+        assert eng.fast is not None and eng.fast.use_graphs
+        got = run_joined(eng, lengths)
+        captured, still = set(eng.fast.graphs), eng.fast.use_graphs
+    assert still and {b for b, _ in captured} == {1, 2, 4}  # no capture failed
+    assert got == reference(lively_dir, lengths, device="cuda")
 
 
 class FakeGraph:
@@ -124,7 +139,7 @@ def test_graph_bookkeeping(lively_dir, monkeypatch, fail):
     monkeypatch.setattr(graphs.Decoder, "_capture", capture)
     monkeypatch.setattr(graphs, "RESERVE", 64)  # 76 prompt + 90 new tokens outgrow 128 positions mid-decode
     lengths = (90, 9, 7)
-    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, decode="eager") as eng:
+    with load_engine(str(lively_dir), dtype="fp32", max_batch=4, decode="eager", device=CPU) as eng:
         eng.fast = graphs.Decoder(eng.model, eng.cache, eng._cache_kw, graphs=True, backend=None)
         got = run_joined(eng, lengths)
         kept, use_graphs = set(eng.fast.graphs), eng.fast.use_graphs
