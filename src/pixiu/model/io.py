@@ -101,9 +101,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained (transformers 5); a fresh model of the same config takes its
-    # dequantized weights and saves normally.
+    # dequantized weights and saves normally. (transformers 5.0 sets no quantization_config on it.)
     config = loaded.config
-    del config.quantization_config
+    config.__dict__.pop("quantization_config", None)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.save_pretrained(out)
