@@ -143,13 +143,16 @@ class Rows:
     batch_size: int  # rows per micro-batch per process
     seed: int = 0
     group_by_length: bool = True
+    tokens_per_batch: int = 0  # > 0: micro-batches are cut by padded tokens per process, not batch_size
 
     def lengths(self) -> list[int]:
         return [sum(len(s.input_ids) for s in r) for r in self.rows]
 
     def epoch(self, epoch: int, world: int) -> list[list[int]]:
-        """Global micro-batches of one epoch: each holds batch_size * world row indices."""
-        return plan(self.lengths(), self.batch_size * world, self.seed, epoch, self.group_by_length)
+        """Global micro-batches of one epoch: each holds batch_size * world row indices, or rows up to
+        tokens_per_batch padded tokens per process."""
+        lengths, size = self.lengths(), self.batch_size * world
+        return plan(lengths, size, self.seed, epoch, self.group_by_length, self.tokens_per_batch, world)
 
     def batch(self, idx: list[int]) -> TokenBatch:
         return collate([self.rows[i] for i in idx], self.pad_id)

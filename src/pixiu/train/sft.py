@@ -19,7 +19,7 @@ from pixiu.data import load_data
 from pixiu.data.collate import collate, fit, pack
 from pixiu.data.records import Text
 from pixiu.model import TargetLM, io
-from pixiu.model.forward import autocast
+from pixiu.model.forward import autocast, compile_layers
 from pixiu.train.loop import Rows, train
 from pixiu.train.stages import begin, finish, print_report
 
@@ -30,7 +30,7 @@ REPORT_LINE = (
 
 
 def sft_loss(model, batch) -> torch.Tensor:
-    return losses.sft(model(batch, logps=True)[0])
+    return model(batch, nll=True)[0]  # losses.sft of the targets' log-probs, the head chunked or fused
 
 
 def run(cfg: RunConfig, stage: str = "sft") -> Path:
@@ -43,11 +43,14 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
     loaded = io.load(cfg.model, cfg.lora, for_training=True)
     if cfg.train.gradient_checkpointing:
         io.enable_gradient_checkpointing(loaded.model)
+    if cfg.train.compile:
+        compile_layers(loaded.model)
     train_rows, eval_rows, report = prepare(stage, data.train, data.eval, loaded, cfg)
     report["skipped_rows"] = data.skipped
     print_report(job, report, data.counts, REPORT_LINE)
     pad = loaded.tokenizer.pad_token_id
-    rows = Rows(train_rows, pad, cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length)
+    batching = (cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length, cfg.train.tokens_per_batch)
+    rows = Rows(train_rows, pad, *batching)
     model = accelerator.prepare(TargetLM(loaded.model))
     dtype = loaded.dtype
     evaluate = (
