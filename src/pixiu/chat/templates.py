@@ -37,6 +37,7 @@ class Rendered:
 
 
 Spans = list[tuple[int, int]]  # [start, end) character ranges of target turns
+TOOLS_SYSTEM = "{system}\n\nYou may call these tools; reply with a JSON call:\n{tools}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class SlotFormat:
     tool: str = ""  # empty: same as user
     prefix: str = ""  # written once at the start, e.g. a BOS marker
     default_system: str = ""
-    tools_system: str = "{system}\n\nYou may call these tools; reply with a JSON call:\n{tools}"
+    tools_system: str = TOOLS_SYSTEM
     stop: tuple[str, ...] = ()
 
     def text(self, conv: Conversation, add_generation_prompt: bool = False) -> tuple[str, Spans]:
@@ -176,6 +177,10 @@ class JinjaFormat:
     def _apply(self, tokenizer, conv: Conversation, msgs: list[dict], add_generation_prompt: bool) -> str:
         tools = json.loads(conv.tools) if conv.tools else None  # HF templates take a list of JSON schemas
         kwargs = {"tools": [tools] if isinstance(tools, dict) else tools} if tools else {}
+        if (
+            tools and "tools" not in self.source
+        ):  # a template with no tool syntax (SmolLM2's): the system turn
+            kwargs, msgs = {}, tools_in_system(msgs, conv.tools)
         return tokenizer.apply_chat_template(
             msgs,
             chat_template=self.source,
@@ -194,6 +199,13 @@ def overlaps(offsets: list[tuple[int, int]], spans: Spans) -> list[int]:
             j += 1
         mask.append(int(j < len(spans) and spans[j][0] < e and spans[j][1] > s))
     return mask
+
+
+def tools_in_system(msgs: list[dict], tools: str) -> list[dict]:
+    """The tools described in the system turn, as SlotFormat's default `tools_system` writes them."""
+    system, rest = (msgs[0]["content"], msgs[1:]) if msgs and msgs[0]["role"] == "system" else ("", msgs)
+    text = TOOLS_SYSTEM.replace("{system}", system).replace("{tools}", tools).strip()
+    return [{"role": "system", "content": text}, *rest]
 
 
 def _hf_message(m) -> dict:

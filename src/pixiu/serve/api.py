@@ -28,6 +28,7 @@ from pixiu.serve.auth import KeyCheck, redact_logs, require_key
 from pixiu.serve.jobs import Job, Piece, pieces
 from pixiu.serve.limits import BodyLimit, check_prompt, check_request
 from pixiu.serve.protocol import APIError
+from pixiu.serve.tools import parse_calls
 
 __all__ = ["APIError", "create_app", "require_key"]
 
@@ -155,11 +156,12 @@ class Routes:
                 for i in range(body.n)
             ]
             return sse(self.stream(out, out.chat_events, [out.chunk(roles)]))
-        choices = [
-            p.ChatChoice(index=i, message=message(c.text, c.finish_reason), finish_reason=c.finish_reason,
-                         logprobs=out.chat_logprobs(c))
-            for i, c in enumerate(await self.collect(out, request))
-        ]  # fmt: skip
+        choices = []
+        for i, c in enumerate(await self.collect(out, request)):
+            msg, finish = message(c.text, c.finish_reason, body.tool_names())
+            choices.append(
+                p.ChatChoice(index=i, message=msg, finish_reason=finish, logprobs=out.chat_logprobs(c))
+            )
         return p.ChatCompletion(model=body.model, choices=choices, usage=out.usage())
 
     async def complete(self, body: p.CompletionRequest, request: Request):
@@ -280,6 +282,7 @@ class Shape:
         self.id = p.new_id("chatcmpl" if isinstance(body, p.ChatCompletionRequest) else "cmpl")
         self.created = p.now()
         self.offsets: dict[int, int] = {}  # characters of each choice streamed so far (text_offset)
+        self.held: dict[int, Piece] = {}  # with tools offered: each choice's text until it ends
 
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
@@ -302,7 +305,21 @@ class Shape:
         return f"data: {obj.model_dump_json()}\n\n"
 
     def chat_events(self, piece: Piece) -> list[str]:
-        """Text and the finish reason go in separate chunks, as OpenAI sends them."""
+        """Text and the finish reason go in separate chunks, as OpenAI sends them. When tools are offered a
+        choice's text is held back until it ends: then it goes out as one tool_calls delta or as text."""
+        names = self.body.tool_names()
+        if names:
+            held = self.held.setdefault(piece.index, Piece(piece.index, "", None))
+            held.text, held.logprobs = held.text + piece.text, held.logprobs + piece.logprobs
+            if not piece.finish_reason:
+                return []
+            msg, finish = message(held.text, piece.finish_reason, names)
+            if msg.tool_calls:
+                calls = [{"index": k, **c} for k, c in enumerate(msg.tool_calls)]
+                delta = p.ChunkChoice(index=piece.index, delta=p.DeltaMessage(tool_calls=calls))
+                done = p.ChunkChoice(index=piece.index, delta=p.DeltaMessage(), finish_reason=finish)
+                return [self.chunk([delta]), self.chunk([done])]
+            piece = Piece(piece.index, held.text, piece.finish_reason, held.logprobs)
         out = []
         if piece.text or piece.logprobs:
             delta = p.DeltaMessage(content=piece.text)
@@ -343,8 +360,13 @@ def sampling(body: p.SamplingParams, max_new_tokens: int) -> Sampling:
     )
 
 
-def message(text: str, finish: str) -> p.AssistantMessage:
-    return p.AssistantMessage(content=text, refusal=text if finish == "content_filter" else None)
+def message(text: str, finish: str, tools: set[str] = frozenset()) -> tuple[p.AssistantMessage, str]:
+    """The reply as OpenAI's assistant message and its finish reason: a call of an offered tool becomes
+    tool_calls with finish_reason 'tool_calls' (a reply cut by the token limit stays text)."""
+    calls = parse_calls(text, tools) if tools and finish == "stop" else None
+    if calls:
+        return p.AssistantMessage(content=None, tool_calls=calls), "tool_calls"
+    return p.AssistantMessage(content=text, refusal=text if finish == "content_filter" else None), finish
 
 
 def sse(events) -> StreamingResponse:

@@ -3,13 +3,14 @@
 The only place the OpenAI schema lives. Requests validate here (bad values become 400s with the field named);
 responses are built here so every route returns the exact OpenAI shape: ids, `created`, `object`, choices
 and usage. Unknown request fields are ignored, as OpenAI-compatible servers commonly do, so clients that send
-newer fields keep working; fields we cannot honour (tools, JSON mode, echoed prompt log-probabilities) are
-refused, not ignored.
+newer fields keep working; fields we cannot honour (JSON mode, echoed prompt log-probabilities) are refused,
+not ignored. Tools are checked here and their calls parsed from replies in tools.py.
 Reference: https://platform.openai.com/docs/api-reference/chat
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -19,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pixiu.chat.messages import Conversation, Message
+from pixiu.serve.tools import check_tools, offered, tool_call_json
 
 MAX_N = 16  # replies per prompt; OpenAI allows 128, but on a CPU server one request should not queue hundreds
 MAX_CHOICES = 64  # prompts x n for one /v1/completions request
@@ -106,6 +108,18 @@ class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[dict] | None = None  # an assistant turn that called tools (sent back by the client)
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+
+    def internal(self) -> Message:
+        """pixiu's roles: developer -> system; an assistant turn that only calls tools -> tool_call (the calls
+        as JSON {name, arguments}, the form pixiu trains on)."""
+        if self.role == "assistant" and self.tool_calls and not self.text():
+            calls = [tool_call_json(c) for c in self.tool_calls]
+            return Message(
+                "tool_call", json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+            )
+        return Message({"developer": "system"}.get(self.role, self.role), self.text())
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -160,9 +174,24 @@ class ChatCompletionRequest(SamplingParams):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict | None = None
     response_format: dict | None = None
 
-    _no_tools = _refuse("tools", "tool calls are not parsed from replies")
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: list[dict] | None) -> list[dict] | None:
+        return check_tools(v) if v else None
+
+    @model_validator(mode="after")
+    def _choice(self) -> ChatCompletionRequest:
+        c = self.tool_choice
+        if isinstance(c, dict):
+            name = (c.get("function") or {}).get("name") if c.get("type") == "function" else None
+            if name not in {t["function"]["name"] for t in self.tools or []}:
+                raise ValueError("tool_choice names a function that is not in tools")
+        elif c in ("auto", "required") and not self.tools:
+            raise ValueError(f"tool_choice {c!r} needs tools")
+        return self
 
     @field_validator("response_format")
     @classmethod
@@ -184,8 +213,11 @@ class ChatCompletionRequest(SamplingParams):
         return (self.top_logprobs or 0) if self.logprobs else None
 
     def conversation(self) -> Conversation:
-        roles = {"developer": "system"}
-        return Conversation([Message(roles.get(m.role, m.role), m.text()) for m in self.messages])
+        tools = [t["function"] for t in self.tools or []] if self.tool_choice != "none" else []
+        return Conversation([m.internal() for m in self.messages], json.dumps(tools) if tools else "")
+
+    def tool_names(self) -> set[str]:
+        return offered(self.tools, self.tool_choice)
 
 
 class CompletionRequest(SamplingParams):
@@ -217,7 +249,7 @@ class CompletionRequest(SamplingParams):
 
 # ---------------------------------------------------------------- responses
 
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 class Usage(BaseModel):
@@ -302,8 +334,9 @@ def _shown(piece: bytes) -> str:
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: str | None = None
+    tool_calls: list[dict] | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ChatChoice(BaseModel):
@@ -327,6 +360,7 @@ class DeltaMessage(BaseModel):
     # absent rather than null when unset, as OpenAI sends them
     role: Literal["assistant"] | None = Field(None, exclude_if=lambda v: v is None)
     content: str | None = Field(None, exclude_if=lambda v: v is None)
+    tool_calls: list[dict] | None = Field(None, exclude_if=lambda v: v is None)  # each with its "index"
 
 
 class ChunkChoice(BaseModel):
