@@ -30,14 +30,14 @@ expect = sync_api.expect
 class Server:
     """create_app under uvicorn on a free loopback port, in a daemon thread."""
 
-    def __init__(self, engines: dict, db: Path):
+    def __init__(self, engines: dict, db: Path, config=None):
         import uvicorn
 
         from pixiu.serve.api import create_app
         from pixiu.serve.feedback import open_store
 
         self.store = open_store(db)
-        app = create_app(engines, api_key=KEY, store=self.store)
+        app = create_app(engines, api_key=KEY, store=self.store, config=config)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -299,3 +299,23 @@ def test_the_tiny_model_answers_through_the_real_engine(open_page, tmp_path, tin
     finally:
         for engine in engines.values():
             engine.close()
+
+
+def test_chat_shows_the_retrieved_sources_it_may_cite(open_page, tmp_path):
+    """pixiu serve --rag: the passages come with the stream's first chunk and show, numbered, under the reply."""
+    from fake_engine import FakeEngine
+
+    from pixiu.config import ServeConfig
+    from pixiu.rag import Index, chunk_text
+
+    statute = "# 刑法\n\n第二百六十四条 盗窃公私财物，数额较大的，处三年以下有期徒刑。\n\n第二百六十六条 诈骗公私财物，数额较大的，处三年以下有期徒刑。\n"
+    Index.build(chunk_text(statute, "刑法.md")).save(tmp_path / "idx")
+    config = ServeConfig(rag=str(tmp_path / "idx"), rag_k=2)
+    with Server({"fake": FakeEngine("fake")}, tmp_path / "fb.db", config) as server:
+        page = open_page(server)
+        reply = chat(page, "盗窃手机怎么判？", 1)
+        assert "[1] 刑法 > 第二百六十四条" in reply  # the fake engine echoes the cited prompt it was given
+        items = page.locator(".msg.assistant .sources li")
+        expect(items).to_have_count(2)
+        assert items.first.inner_text().startswith("[1] 刑法 > 第二百六十四条\n第二百六十四条 盗窃公私财物")
+        shot(page, tmp_path, "rag-sources")

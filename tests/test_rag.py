@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -134,3 +135,32 @@ def test_cite_prompt_numbers_sources_in_the_question_language():
     assert en.startswith("Sources:\n\n[1] ") and "cite them as [n]" in en
     with pytest.raises(ValueError, match="valid"):
         index.search("x", mode="dense")
+
+
+def test_serve_with_rag_cites_passages_and_returns_sources(tmp_path):
+    from fake_engine import FakeEngine
+    from fastapi.testclient import TestClient
+
+    from pixiu.config import ServeConfig
+    from pixiu.serve import api
+
+    Index.build(chunk_text(STATUTE, "刑法.md")).save(tmp_path / "idx")
+    engine = FakeEngine("fake", context_len=4096)
+    app = api.create_app({"fake": engine}, config=ServeConfig(rag=str(tmp_path / "idx"), rag_k=2))
+    tc = TestClient(app)
+    body = {"model": "fake", "messages": [{"role": "user", "content": "盗窃财物怎么判？"}]}
+    r = tc.post("/v1/chat/completions", json=body).json()
+    assert [s["index"] for s in r["sources"]] == [1, 2]
+    assert r["sources"][0]["title"].endswith("第二百六十四条") and r["sources"][0]["source"] == "刑法.md"
+    reply = r["choices"][0]["message"]["content"]  # the fake engine echoes the prompt it got
+    assert reply.startswith("fake says: 参考资料：\n\n[1] 中华人民共和国刑法") and reply.endswith(
+        "问题：盗窃财物怎么判？"
+    )
+    stream = tc.post("/v1/chat/completions", json={**body, "stream": True}).text.split("\n\n")
+    first = json.loads(stream[0][len("data: ") :])
+    assert [s["index"] for s in first["sources"]] == [1, 2]
+    assert all("sources" not in json.loads(e[6:]) for e in stream[1:] if e.startswith("data: {"))
+    plain = TestClient(api.create_app({"fake": engine})).post("/v1/chat/completions", json=body).json()
+    assert (
+        "sources" not in plain and plain["choices"][0]["message"]["content"] == "fake says: 盗窃财物怎么判？"
+    )

@@ -384,6 +384,72 @@ class RunConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`pixiu serve`: what to serve, where, and the limits every request must fit (over one: a 400 or 413
+    naming the limit, answered before any rendering or tokenizing)."""
+
+    models: list[str] = field(default_factory=list)
+    """[NAME=]PATH of each model: checkpoint dir, HF dir, .gguf file or smollm2-135m; NAME is the served id."""
+    host: str = "127.0.0.1"
+    """Address to listen on (loopback unless you mean it)."""
+    port: int = 8000
+    """TCP port to listen on."""
+    api_key: str = ""
+    """Key required on every route; empty: read it from the variable named by api_key_env (keeps it out of
+    files and the process list)."""
+    api_key_env: str = "PIXIU_API_KEY"
+    """Environment variable holding the API key when api_key is empty."""
+    insecure: bool = False
+    """Allow a non-loopback host without an API key."""
+    db: str = ""
+    """Feedback store: a SQLite file or postgresql://...; empty: $PIXIU_HOME/feedback.db, else
+    ~/.local/share/pixiu/feedback.db (feedback.store.default_path), never the current directory."""
+    moderation: str = ""
+    """Input/output filter spec (see pixiu.serve.moderation); empty: none."""
+    max_batch: int = 16
+    """Sequences decoded together per model."""
+    max_tokens: int = 512
+    """Reply cap when a request sets no max_tokens."""
+    dtype: str = "auto"
+    """Compute dtype: auto, bf16 or fp32."""
+    backend: str = "auto"
+    """Engine backend: auto, torch or llamacpp."""
+    quantize: str = "none"
+    """Weights: none, or int8 (faster CPU decoding, torch backend; see pixiu.engine.quant)."""
+    template: str = "default"
+    """Chat template name (see `pixiu templates`)."""
+    max_messages: int = 1000
+    """Messages per chat request (400 above it)."""
+    max_body_bytes: int = 2 * 1024 * 1024
+    """Request body size in bytes, checked before the JSON is parsed (413 above it)."""
+    max_stop: int = 16
+    """Stop strings per request (OpenAI allows 4)."""
+    max_stop_length: int = 256
+    """Characters per stop string."""
+    max_prompt_tokens: int = 0
+    """Tokens per rendered prompt; 0: only the model's context window limits it."""
+    rag: str = ""
+    """A `pixiu index build` folder: each chat request's last user turn gets the top rag_k passages, numbered,
+    in the prompt, and the response lists them as `sources`; empty: no retrieval."""
+    rag_k: int = 3
+    """Passages retrieved per chat request when rag is set."""
+
+    def __post_init__(self):
+        _choice("serve.dtype", self.dtype, ("auto", "bf16", "fp32"))
+        _choice("serve.backend", self.backend, ("auto", "torch", "llamacpp"))
+        _choice("serve.quantize", self.quantize, ("none", "int8"))  # = engine.quant.QUANTIZE (a test checks)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"serve.port must be in 1..65535, got {self.port}")
+        low = {k: getattr(self, k) for k in ("max_batch", "max_tokens", "max_messages", "max_body_bytes")}
+        low.update(max_stop_length=self.max_stop_length)
+        for name, value in low.items():
+            if value < 1:
+                raise ConfigError(f"serve.{name} must be >= 1, got {value}")
+        if self.max_stop < 0 or self.max_prompt_tokens < 0:
+            raise ConfigError("serve.max_stop and serve.max_prompt_tokens must be >= 0")
+
+
+@dataclass
 class EvalConfig:
     """`pixiu eval`: the model, the tasks, and each task's options (a recipe's `eval:` section, or
     `--eval.field=value`; `--field value` is the same). 0 or '' means the task's default where it says so."""
@@ -463,67 +529,6 @@ class EvalConfig:
 
     def task_names(self) -> list[str]:
         return [t.strip() for t in self.tasks.split(",") if t.strip()]
-
-
-@dataclass
-class ServeConfig:
-    """`pixiu serve`: what to serve, where, and the limits every request must fit (over one: a 400 or 413
-    naming the limit, answered before any rendering or tokenizing)."""
-
-    models: list[str] = field(default_factory=list)
-    """[NAME=]PATH of each model: checkpoint dir, HF dir, .gguf file or smollm2-135m; NAME is the served id."""
-    host: str = "127.0.0.1"
-    """Address to listen on (loopback unless you mean it)."""
-    port: int = 8000
-    """TCP port to listen on."""
-    api_key: str = ""
-    """Key required on every route; empty: read it from the variable named by api_key_env (keeps it out of
-    files and the process list)."""
-    api_key_env: str = "PIXIU_API_KEY"
-    """Environment variable holding the API key when api_key is empty."""
-    insecure: bool = False
-    """Allow a non-loopback host without an API key."""
-    db: str = ""
-    """Feedback store: a SQLite file or postgresql://...; empty: $PIXIU_HOME/feedback.db, else
-    ~/.local/share/pixiu/feedback.db (feedback.store.default_path), never the current directory."""
-    moderation: str = ""
-    """Input/output filter spec (see pixiu.serve.moderation); empty: none."""
-    max_batch: int = 16
-    """Sequences decoded together per model."""
-    max_tokens: int = 512
-    """Reply cap when a request sets no max_tokens."""
-    dtype: str = "auto"
-    """Compute dtype: auto, bf16 or fp32."""
-    backend: str = "auto"
-    """Engine backend: auto, torch or llamacpp."""
-    quantize: str = "none"
-    """Weights: none, or int8 (faster CPU decoding, torch backend; see pixiu.engine.quant)."""
-    template: str = "default"
-    """Chat template name (see `pixiu templates`)."""
-    max_messages: int = 1000
-    """Messages per chat request (400 above it)."""
-    max_body_bytes: int = 2 * 1024 * 1024
-    """Request body size in bytes, checked before the JSON is parsed (413 above it)."""
-    max_stop: int = 16
-    """Stop strings per request (OpenAI allows 4)."""
-    max_stop_length: int = 256
-    """Characters per stop string."""
-    max_prompt_tokens: int = 0
-    """Tokens per rendered prompt; 0: only the model's context window limits it."""
-
-    def __post_init__(self):
-        _choice("serve.dtype", self.dtype, ("auto", "bf16", "fp32"))
-        _choice("serve.backend", self.backend, ("auto", "torch", "llamacpp"))
-        _choice("serve.quantize", self.quantize, ("none", "int8"))  # = engine.quant.QUANTIZE (a test checks)
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"serve.port must be in 1..65535, got {self.port}")
-        low = {k: getattr(self, k) for k in ("max_batch", "max_tokens", "max_messages", "max_body_bytes")}
-        low.update(max_stop_length=self.max_stop_length)
-        for name, value in low.items():
-            if value < 1:
-                raise ConfigError(f"serve.{name} must be >= 1, got {value}")
-        if self.max_stop < 0 or self.max_prompt_tokens < 0:
-            raise ConfigError("serve.max_stop and serve.max_prompt_tokens must be >= 0")
 
 
 # ---------------------------------------------------------------- building from dicts

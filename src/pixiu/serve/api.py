@@ -20,9 +20,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from pixiu.chat.messages import Conversation, Message
 from pixiu.config import ServeConfig
 from pixiu.engine import ContextError, EngineError, Sampling
 from pixiu.engine.text import token_bytes
+from pixiu.rag import Index, cite_prompt
 from pixiu.serve import protocol as p
 from pixiu.serve.auth import KeyCheck, redact_logs, require_key
 from pixiu.serve.jobs import Job, Piece, pieces
@@ -124,6 +126,7 @@ class Routes:
             raise ValueError("serve at least one model")
         self.engines, self.moderation, self.config = engines, moderation, config
         self.cards = {name: p.ModelCard(id=name) for name in engines}
+        self.index = Index.load(config.rag) if config.rag else None  # retrieval for chat (--rag)
 
     async def health(self) -> dict:
         return {"status": "ok", "models": list(self.engines)}
@@ -148,6 +151,7 @@ class Routes:
         check_request(body, self.config)
         conv = body.conversation()
         await self.check_input([m.content for m in conv.messages if m.role == "user"], "messages")
+        conv, sources = await self.retrieve(conv)
         job = await self.start(engine, [conv], body, "messages")
         out = Shape(job, body, engine.tokenizer, context=conv.to_openai())
         if body.stream:
@@ -155,14 +159,29 @@ class Routes:
                 p.ChunkChoice(index=i, delta=p.DeltaMessage(role="assistant", content=""))
                 for i in range(body.n)
             ]
-            return sse(self.stream(out, out.chat_events, [out.chunk(roles)]))
+            return sse(self.stream(out, out.chat_events, [out.chunk(roles, sources=sources)]))
         choices = []
         for i, c in enumerate(await self.collect(out, request)):
             msg, finish = message(c.text, c.finish_reason, body.tool_names())
             choices.append(
                 p.ChatChoice(index=i, message=msg, finish_reason=finish, logprobs=out.chat_logprobs(c))
             )
-        return p.ChatCompletion(model=body.model, choices=choices, usage=out.usage())
+        return p.ChatCompletion(model=body.model, choices=choices, usage=out.usage(), sources=sources)
+
+    async def retrieve(self, conv: Conversation) -> tuple[Conversation, list[p.Source] | None]:
+        """With --rag: the last user turn becomes the question with the top passages, numbered for citation."""
+        last = conv.messages[-1] if conv.messages else None
+        if self.index is None or last is None or last.role != "user":
+            return conv, None
+        hits = await asyncio.to_thread(self.index.search, last.content, self.config.rag_k)
+        sources = [
+            p.Source(index=h.rank, title=h.chunk.title, source=h.chunk.source, text=h.chunk.text)
+            for h in hits
+        ]
+        cited = Conversation(
+            [*conv.messages[:-1], Message("user", cite_prompt(last.content, hits))], conv.tools
+        )
+        return cited, sources
 
     async def complete(self, body: p.CompletionRequest, request: Request):
         engine = self.engine(body.model)
@@ -299,9 +318,12 @@ class Shape:
         self.offsets[piece.index] = offset + len(piece.text)
         return p.TextLogprobs.of(piece.logprobs, partial(token_bytes, self.tokenizer), offset)
 
-    def chunk(self, choices: list, usage: p.Usage | None = None) -> str:
+    def chunk(self, choices: list, usage: p.Usage | None = None, sources: list | None = None) -> str:
         kind = p.ChatCompletionChunk if isinstance(self.body, p.ChatCompletionRequest) else p.Completion
-        obj = kind(id=self.id, created=self.created, model=self.body.model, choices=choices, usage=usage)
+        extra = {"sources": sources} if sources else {}
+        obj = kind(
+            id=self.id, created=self.created, model=self.body.model, choices=choices, usage=usage, **extra
+        )
         return f"data: {obj.model_dump_json()}\n\n"
 
     def chat_events(self, piece: Piece) -> list[str]:

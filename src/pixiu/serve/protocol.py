@@ -346,6 +346,15 @@ class ChatChoice(BaseModel):
     logprobs: ChoiceLogprobs | None = None
 
 
+class Source(BaseModel):
+    """A retrieved passage the reply may cite as [index] (pixiu's extension, with `pixiu serve --rag`)."""
+
+    index: int
+    title: str
+    source: str
+    text: str
+
+
 class ChatCompletion(BaseModel):
     id: str = Field(default_factory=lambda: new_id("chatcmpl"))
     object: Literal["chat.completion"] = "chat.completion"
@@ -354,6 +363,7 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str = "pixiu"
+    sources: list[Source] | None = Field(None, exclude_if=lambda v: v is None)  # pixiu's: retrieval (--rag)
 
 
 class DeltaMessage(BaseModel):
@@ -377,6 +387,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    sources: list[Source] | None = Field(None, exclude_if=lambda v: v is None)  # in the first chunk only
     system_fingerprint: str = "pixiu"
 
 

@@ -88,7 +88,7 @@ async function busy(button, fn) { // disable while running; report errors in the
 const chat = { history: [], controller: null };
 
 // Reads an OpenAI SSE stream: events separated by a blank line, "data: {json}" lines, "data: [DONE]" at the end.
-async function streamChat(body, onText, signal) {
+async function streamChat(body, onText, signal, onSources = () => {}) {
   const res = await fetch("/v1/chat/completions", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ ...body, stream: true }), signal,
@@ -111,6 +111,7 @@ async function streamChat(body, onText, signal) {
         if (data === "[DONE]") return;
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message);
+        if (chunk.sources) onSources(chunk.sources); // pixiu serve --rag: the passages the reply may cite
         const piece = chunk.choices?.[0]?.delta?.content;
         if (piece) onText(piece);
       }
@@ -154,7 +155,7 @@ async function sendChat(event) {
       reply += piece;
       target.innerHTML = renderMarkdown(reply);
       $("chat-log").scrollTop = $("chat-log").scrollHeight;
-    }, chat.controller.signal);
+    }, chat.controller.signal, (sources) => showSources(target, sources));
     finished = true;
   } catch (e) {
     if (e.name !== "AbortError") status("chat-status", e.message, "error");
@@ -167,6 +168,24 @@ async function sendChat(event) {
     $("chat-stop").hidden = true;
     $("chat-send").disabled = false;
   }
+}
+
+// Retrieved passages under a reply, numbered as the reply cites them ([1], [2], ...).
+function showSources(target, sources) {
+  const list = document.createElement("ol");
+  list.className = "sources";
+  for (const src of sources) {
+    const item = document.createElement("li");
+    item.value = src.index;
+    const title = document.createElement("b");
+    title.textContent = `[${src.index}] ${src.title}`;
+    const text = document.createElement("div");
+    text.textContent = src.text.length > 240 ? src.text.slice(0, 240) + "…" : src.text;
+    item.title = src.source;
+    item.append(title, text);
+    list.append(item);
+  }
+  target.parentElement.append(list);
 }
 
 function resetChat() {
