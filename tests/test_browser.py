@@ -311,8 +311,11 @@ def test_chat_shows_the_retrieved_sources_it_may_cite(open_page, tmp_path):
     statute = "# 刑法\n\n第二百六十四条 盗窃公私财物，数额较大的，处三年以下有期徒刑。\n\n第二百六十六条 诈骗公私财物，数额较大的，处三年以下有期徒刑。\n"
     Index.build(chunk_text(statute, "刑法.md")).save(tmp_path / "idx")
     config = ServeConfig(rag=str(tmp_path / "idx"), rag_k=2)
-    with Server({"fake": FakeEngine("fake")}, tmp_path / "fb.db", config) as server:
+    with Server(
+        {"fake": FakeEngine("fake", context_len=4096, delay=0.02)}, tmp_path / "fb.db", config
+    ) as server:
         page = open_page(server)
+        page.fill("#annotator", "tester")
         reply = chat(page, "盗窃手机怎么判？", 1)
         assert "[1] 刑法 > 第二百六十四条" in reply  # the fake engine echoes the cited prompt it was given
         items = page.locator(".msg.assistant .sources li")
