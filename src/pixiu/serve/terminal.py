@@ -36,14 +36,51 @@ class Chat:
     system: str = ""
     sampling: Sampling = field(default_factory=lambda: replace(CHAT_SAMPLING))
     history: list[Message] = field(default_factory=list)  # user and assistant turns
+    tools: dict = field(default_factory=dict)  # name -> toolbox.Tool the model may call
+    index: object = None  # a rag.Index: each user turn gets its top passages, numbered (--rag)
+    max_calls: int = 3  # tool rounds per user turn
 
     def conversation(self) -> Conversation:
         system = [Message("system", self.system)] if self.system else []
-        return Conversation(system + self.history)
+        schemas = [t.schema["function"] for t in self.tools.values()]
+        return Conversation(system + self.history, json.dumps(schemas) if schemas else "")
 
     def say(self, text: str) -> None:
-        """A user turn: stream the reply to the terminal and keep it in the history."""
-        conv = self.conversation().add("user", text)
+        """A user turn: stream the reply to the terminal and keep it in the history. A reply that calls a tool
+        runs it, shows the result and asks the model again (up to max_calls rounds)."""
+        from pixiu.serve.toolbox import run_call
+        from pixiu.serve.tools import parse_calls
+
+        question, hits = self.retrieve(text)
+        turns = [Message("user", question)]
+        for _ in range(self.max_calls + 1):
+            reply = self.stream(
+                Conversation([*self.conversation().messages, *turns], self.conversation().tools)
+            )
+            if reply is None:
+                return
+            calls = parse_calls(reply, set(self.tools)) if self.tools else None
+            if not calls:
+                turns.append(Message("assistant", reply))
+                break
+            for call in calls:
+                result = run_call(self.tools, call)
+                self.out.write(f"[{call['function']['name']}({call['function']['arguments']}) -> {result}]\n")
+                turns += [Message("tool_call", reply), Message("tool", result)]
+        for h in hits:
+            self.out.write(f"  [{h.rank}] {h.chunk.source}: {h.chunk.title}\n")
+        self.history += turns
+
+    def retrieve(self, text: str):
+        from pixiu.rag import cite_prompt
+
+        if self.index is None:
+            return text, []
+        hits = self.index.search(text, 3)
+        return cite_prompt(text, hits), hits
+
+    def stream(self, conv: Conversation) -> str | None:
+        """One reply streamed to the terminal; None when the context is full."""
         pieces: list[str] = []
         try:
             for piece in self.engine.stream(conv, self.sampling):
@@ -52,11 +89,11 @@ class Chat:
                 self.out.flush()
         except ContextError as e:
             self.out.write(f"[{e}; /reset or a lower max_new_tokens]\n")
-            return
+            return None
         except KeyboardInterrupt:
             self.out.write(" [stopped]")
         self.out.write("\n")
-        self.history += [Message("user", text), Message("assistant", "".join(pieces))]
+        return "".join(pieces)
 
     def command(self, line: str) -> bool:
         """Run a /command; False when the chat should end."""
@@ -174,6 +211,8 @@ def cli(argv: list[str]) -> None:
     p.add_argument("--dtype", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--template", default="default", help="chat template name (see `pixiu templates`)")
     p.add_argument("--quantize", default="none", choices=quant.QUANTIZE, help=quant.HELP)
+    p.add_argument("--tools", default="", help="tools the model may call: calculator, search (needs --rag)")
+    p.add_argument("--rag", default="", help="a `pixiu index build` folder: answers cite its passages")
     for name in SETTABLE:
         kind = _seed if name == "seed" else type(getattr(CHAT_SAMPLING, name))
         p.add_argument(f"--{name}", type=kind, default=getattr(CHAT_SAMPLING, name))
@@ -186,8 +225,26 @@ def cli(argv: list[str]) -> None:
         interactive = sys.stdin.isatty()
         if interactive:
             print(f"pixiu chat: {engine.name} ({engine.context_len} tokens of context). /help for commands.")
-        chat = Chat(engine, sys.stdout, a.system, sampling)
+        chat = Chat(engine, sys.stdout, a.system, sampling, **toolkit(a.tools, a.rag))
         run(chat, sys.stdin, prompt=">>> " if interactive else "")
+
+
+def toolkit(names: str, rag: str) -> dict:
+    """--tools and --rag -> the Chat fields: the tools by name and the index."""
+    from pixiu.serve import toolbox
+
+    index = None
+    if rag:
+        from pixiu.rag import Index
+
+        index = Index.load(rag)
+    made = {"calculator": toolbox.calculator, "search": lambda: toolbox.search(index)}
+    tools = {}
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        if name not in made or (name == "search" and index is None):
+            sys.exit(f"error: unknown tool {name!r} (valid: calculator, search; search needs --rag IDX)")
+        tools[name] = made[name]()
+    return {"tools": tools, "index": index if "search" not in tools else None}
 
 
 def _seed(value: str) -> int | None:
