@@ -487,6 +487,11 @@ class EvalConfig:
     turns) or 'lm-eval' (lm-evaluation-harness's gsm8k task byte for byte: raw text 'Question: ...\\nAnswer:',
     shots drawn from the train split by random.Random(1234), stop at 'Question:'), so the number compares with
     lm-eval's."""
+    rag: str = ""
+    """A `pixiu index build` folder: generation tasks that support retrieval (lawbench:*) put the top rag_k
+    passages of each question in its prompt, numbered for citation ('' = no retrieval)."""
+    rag_k: int = 3
+    """Passages per question when rag is set."""
     reward_model: str = ""
     """Reward model that scores replies (task reward; the judge of winrate when no judge URL is given)."""
     against: str = ""

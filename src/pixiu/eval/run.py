@@ -43,6 +43,7 @@ MODULES = (
     "pixiu.eval.judge",
     "pixiu.eval.mtbench",
     "pixiu.eval.degeneration",  # repeated n-grams, token limit, off-language, exact match of replies
+    "pixiu.eval.lawbench",  # lawbench:1-1, lawbench:3-1, lawbench:3-3 (LawBench's own scoring), with --rag
 )
 SHARED = Path("../shared/data")  # where the public data sits beside the project (see README)
 # Options that do not change a task's numbers: excluded from the fingerprint that decides resume / skip.
