@@ -96,7 +96,13 @@ def main() -> None:
     convs = [Conversation([Message("user", q)]) for q in PROMPTS[: a.prompts]]
     want = generate(src, convs, Sampling(32))
     items = heldout_answers(a.ppl_rows)
-    rows = [f"| source ({a.model}) | - | - | - | {perplexity(src, items):.3f} | - |" if items else ""]
+    print(
+        f"model {a.model}; perplexity on the last {len(items)} Alpaca answers; threads {torch.get_num_threads()}"
+    )
+    print("| GGUF | MiB | max logit diff | greedy replies identical (32 tok) | perplexity | export s |")
+    print("|---|---:|---:|---:|---:|---:|", flush=True)
+    if items:
+        print(f"| source ({a.model}) | - | - | - | {perplexity(src, items):.3f} | - |", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PIXIU_CACHE"] = tmp  # a fresh conversion cache: the files are new
         for quant in a.quants.split(","):
@@ -108,14 +114,11 @@ def main() -> None:
             ppl = f"{perplexity(back, items):.3f}" if items else "n/a"
             diff = max_logit_diff(src, back, convs)
             size = path.stat().st_size / 2**20
-            rows.append(f"| {quant} | {size:.1f} | {diff:.4f} | {same}/{len(convs)} | {ppl} | {secs:.1f} |")
+            print(
+                f"| {quant} | {size:.1f} | {diff:.4f} | {same}/{len(convs)} | {ppl} | {secs:.1f} |",
+                flush=True,
+            )
             del back
-    print(
-        f"model {a.model}; perplexity on the last {len(items)} Alpaca answers; torch threads {torch.get_num_threads()}"
-    )
-    print("| GGUF | MiB | max logit diff | greedy replies identical (32 tok) | perplexity | export s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print("\n".join(r for r in rows if r))
 
 
 if __name__ == "__main__":
