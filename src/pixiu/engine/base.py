@@ -127,18 +127,19 @@ class Request:
         self._cancelled.set()
 
     def emit(self, delta: Delta) -> None:
-        """Called by the backend's thread. A failing `on_delta` (a client gone) cancels the request."""
+        """Called by the backend's thread. A failing `on_delta` (a client gone) cancels the request. `on_delta`
+        runs first, so a reader who has iterated to the end knows every callback has run."""
         if self._done.is_set():
             return
         if delta.finish_reason:
             self.finish_reason = delta.finish_reason
-        self._deltas.put(delta)
         if self._on_delta is not None:
             try:
                 self._on_delta(delta)
             except Exception:
                 log.exception("on_delta failed; cancelling the request")
                 self.cancel()
+        self._deltas.put(delta)
         if delta.finish_reason:
             self._done.set()
 
