@@ -186,9 +186,12 @@ def p_target(model_dir) -> float:
 
 def test_reward_for_a_token_raises_its_probability(tmp_path, leaning_model_dir):
     """Full fine-tuning (separate policy, reference and critic): rewarding TARGET makes it clearly likelier.
-    Seen: 0.053 -> 0.19-0.23 after 4 steps over seeds and learning rates; the bar is 2x."""
+    One-token replies, so the reward is exactly the event whose probability is measured (with 8 tokens the rare
+    TARGET anywhere in a reply gave a noisy signal: the result depended on the sampling stream).
+    Seen, train.seed 0-5: 0.037 -> 0.18-0.27 after 4 steps, 0.076 at worst; the bar is 2x."""
     cfg = make_cfg(
         tmp_path, leaning_model_dir, "--train.lr=1e-2", "--train.max_steps=4", "--train.batch_size=32",
+        "--gen.max_new_tokens=1",
         "--ppo.rollout_prompts=32", "--ppo.minibatch=32", "--ppo.kl_coef=0.01",
         f"--ppo.reward_fn={__name__}:count_target",
     )  # fmt: skip
