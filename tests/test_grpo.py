@@ -15,7 +15,7 @@ from pixiu.config import ModelConfig
 from pixiu.data import tasks
 from pixiu.data.tasks import Example
 from pixiu.model import io
-from pixiu.train import grpo
+from pixiu.train import grpo, prefix
 
 FAVOURED = set("abcdefghijklm")  # a reply that starts with one of these letters earns 1
 
@@ -230,9 +230,9 @@ def test_prefix_forward_equals_full_rows(tiny_model_dir):
     group = grpo.Rollouts([prompt], replies, *(torch.zeros(1, 3),) * 2, torch.tensor([1.0, -1.0, 0.5]),
                           torch.tensor([3, 1, 2]), torch.ones(3))  # fmt: skip
     (batch,) = grpo.group_batches(group, pad_id=0, device="cpu")
-    assert grpo.token_advantages(batch).tolist() == [1.0, 1.0, 1.0, -1.0, 0.5, 0.5]
+    assert prefix.token_advantages(batch).tolist() == [1.0, 1.0, 1.0, -1.0, 0.5, 0.5]
     assert batch.sizes == [3] and batch.tokens.input_ids.shape == (3, 8)  # one group: 3 rows of 5 + up to 3
-    logits, targets = grpo.PrefixLM(loaded.model)(batch)
+    logits, targets = prefix.PrefixLM(loaded.model)(batch)
     rows = [Rendered(prompt + r, [0] * len(prompt) + [1] * len(r)) for r in replies]
     ref_logits, ref_targets = TargetLM(loaded.model)(collate([[r] for r in rows], pad_id=0))
     assert targets.tolist() == ref_targets.tolist() == [7, 8, 9, 11, 12, 13]

@@ -8,8 +8,7 @@ reference is the same weights with the adapters off, so there is one copy of the
 one forward of their prompt (`PrefixLM`), so a forward is one group and train.batch_size is not used here.
 
 The step runs on the training loop (train/loop.py): optimizer, lr schedule, clipping, metrics.jsonl, evaluation
-timing, checkpoints and resume are the loop's. A step's prompts
-are a pure function of (seed, step) and the checkpoint carries the torch RNG that sampling draws from, so a
+timing, checkpoints and resume are the loop's. A step's prompts are a pure function of (seed, step) and the checkpoint carries the torch RNG that sampling draws from, so a
 resumed run samples the same replies as an uninterrupted one.
 """
 
@@ -22,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from pixiu import compat, losses
 from pixiu import config as config_mod
+from pixiu import losses
 from pixiu.chat.templates import Rendered
 from pixiu.config import LoraConfig, RunConfig
 from pixiu.data import load_data
@@ -34,11 +32,12 @@ from pixiu.data.records import Prompt
 from pixiu.data.tasks import Example, Task, resolve
 from pixiu.engine import Sampling, sample
 from pixiu.model import io
-from pixiu.model.forward import autocast, base_lm, token_logps
+from pixiu.model.forward import autocast, token_logps
 from pixiu.train import loop
 from pixiu.train.actors import fold
 from pixiu.train.guards import Probe, rollout_penalty
 from pixiu.train.loop import Hooks, Optimizer
+from pixiu.train.prefix import PrefixLM, logps_of, token_advantages
 from pixiu.train.rollout import reuse_reason
 from pixiu.train.stages import begin, finish
 
@@ -56,55 +55,6 @@ class Rollouts:
     finished: torch.Tensor  # (R,) 1 = a stop token ended the reply
     logps: list[list[float]] | None = None  # (R,) the sampler's log-prob of each reply token (engine.Sample)
     guarded: dict = field(default_factory=dict)  # the guard penalty's step metrics (train/guards.py), if on
-
-
-class PrefixLM(nn.Module):
-    """Log-prob logits of K replies to one prompt, running the prompt once and sharing its KV cache.
-
-    On short-answer tasks the prompt is most of a row (about 46 of 56 tokens for arithmetic on SmolLM2), so
-    forwarding it once per group instead of K times cuts a step's forward and backward compute about 3x.
-    Gradients flow into the prompt's keys and values through the shared cache, as in a full-row forward."""
-
-    def __init__(self, lm: nn.Module):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, g: GroupBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """g: ONE group, K rows of the same prompt + a reply (`group_batches`). -> (N, V) logits at the positions
-        predicting each real reply token, (N,) those tokens, row-major."""
-        base = base_lm(self.lm)
-        decoder = base.get_decoder()
-        prompt, replies, mask = split_prompt(g)
-        k, width = replies.shape
-        out = decoder(input_ids=prompt, use_cache=True)
-        first = out.last_hidden_state[:, -1:].expand(k, 1, -1)  # (K, 1, H): predicts each reply's first token
-        hidden = first
-        if width > 1:
-            cache = compat.output_cache(out)
-            cache.batch_repeat_interleave(k)
-            start = prompt.shape[1]
-            positions = torch.arange(start, start + width - 1, device=prompt.device).expand(k, -1)
-            # right padding sits after every real token, so the causal mask alone keeps it out of sight
-            rest = decoder(
-                input_ids=replies[:, :-1], position_ids=positions, use_cache=True, **{compat.CACHE: cache}
-            )
-            hidden = torch.cat([first, rest.last_hidden_state], 1)  # (K, L, H)
-        keep = mask.bool()
-        return base.get_output_embeddings()(hidden[keep]), replies[keep]
-
-
-def split_prompt(g: GroupBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A group's rows -> (1, P) the prompt they share, (K, L) the replies right-padded, (K, L) 1 = a reply token.
-    The loss mask starts at the first reply token, the same column P in every row."""
-    t = g.tokens
-    start = int(t.loss_mask[0].argmax())
-    return t.input_ids[:1, :start], t.input_ids[:, start:], t.loss_mask[:, start:]
-
-
-def token_advantages(g: GroupBatch) -> torch.Tensor:
-    """(N,) each reply's advantage at each of its tokens, row-major like `PrefixLM`'s output."""
-    _, _, mask = split_prompt(g)
-    return g.extra["advantages"][:, None].expand(mask.shape)[mask.bool()]
 
 
 def advantages(rewards: torch.Tensor, estimator: str, scale: bool) -> torch.Tensor:
@@ -173,21 +123,6 @@ def group_batches(ro: Rollouts, pad_id: int, device) -> list[GroupBatch]:
         ]
         adv = {"advantages": [ro.advantages[g * k : (g + 1) * k].tolist()]}
         out.append(collate_groups([rows], pad_id, adv).to(device))
-    return out
-
-
-@torch.no_grad()
-def logps_of(policy, groups: list[GroupBatch], temperature: float, ctx) -> list[torch.Tensor]:
-    """(N,) log-probs of each group's reply tokens under `policy` inside the context `ctx()`, in eval mode:
-    π_old and π_ref are the distributions that sampled, without LoRA dropout noise."""
-    was_training = policy.training
-    policy.eval()
-    out = []
-    for g in groups:
-        with ctx():
-            logits, targets = policy(g)
-        out.append(token_logps(logits / temperature, targets))
-    policy.train(was_training)
     return out
 
 
