@@ -50,9 +50,12 @@ COMPUTED = [fam.arith, fam.units, fam.spelling, fam.calendar, fam.capital, fam.a
 # Share of each family among the prompts; arithmetic and capitals carry the most visible right/wrong signal.
 WEIGHTS = {"arith": 3, "units": 2, "spelling": 1, "calendar": 1, "capital": 2, "antonym": 1, "translate": 1,
            "parity": 1, "compare": 1, "identity": 1, "general": 1}  # fmt: skip
-# Wrong answers get the largest share: they are the flaw a reward model finds hardest to see (accuracy 0.70 on
-# held-out "wrong" pairs with a 0.2 share and no wrong answers in rankings, against 1.00 on the others).
-PAIR_KINDS = {"wrong": 0.35, "language": 0.15, "rambling": 0.15, "garbled": 0.2, "rude": 0.15}
+PAIR_KINDS = {"wrong": 0.2, "language": 0.2, "rambling": 0.2, "garbled": 0.25, "rude": 0.15}
+# Near-miss wrong answers and wrong answers in rankings, tried on 2026-12-04 (wrong share 0.35, near misses for
+# half of them, a wrong answer third in half the rankings): held-out RM accuracy fell from 0.927 to 0.802 and the
+# "wrong" flaw from 0.70 to 0.54 (runs/quickstart under load 11-25). Off, so the data is the measured one.
+NEAR_MISS = 0.0  # share of wrong answers that are near misses (near_miss)
+RANK_WRONG = False  # a wrong answer may take the third place of a ranking
 SIZES = {"pairs": 640, "rankings": 240, "prompts": 480, "heldout_prompts": 96, "heldout_pairs": 192}
 # Arithmetic answers ("7 × 10 = 70.") read the same in both languages, so its wrong-language reply spells it out.
 SPELLED_ARITH = {"en": "{a} {w} {b} equals {c}.", "zh": "{a}{w}{b}等于{c}。"}
@@ -116,7 +119,7 @@ def wrong(family, lang, q_t, a_t, v):
     time) a near miss of the same draw."""
     asked = set(fields(q_t))
     good = a_t.format(**v)
-    if r.random() < 0.5:
+    if NEAR_MISS and r.random() < NEAR_MISS:
         bad = a_t.format(**near_miss(family.__name__, lang, v, asked))
         if bad != good:
             return bad
@@ -264,7 +267,7 @@ def ranking_rows(drawn):
     rows = []
     for name, lang, q, replies, _ in drawn:
         second = r.choice([k for k in ("rambling", "language") if k in replies])
-        third = r.choice([k for k in ("wrong", "garbled") if k in replies])
+        third = r.choice([k for k in ("wrong", "garbled") if k in replies]) if RANK_WRONG else "garbled"
         kinds = ["good", second, third, "rude"]
         rows.append(
             dict(prompt=q, responses=[replies[k] for k in kinds], family=name, lang=lang, kinds=kinds)
