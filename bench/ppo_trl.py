@@ -338,7 +338,7 @@ def report(a, p: dict, ps: dict, t: dict, data: dict, command: str) -> str:
         row("  generation s per step", "gen_step_s", ".1f"),
         row("  scoring s per step (pixiu: reward model; TRL: reward + value model)", "score_step_s", ".1f"),
         row("  rest s per step (log-probs, reference, values, updates)", "rest_step_s", ".1f"),
-        row("    pixiu: policy, reference and critic forwards of the rollout (shared: 2 forwards, not 3)", "exp_step_s", ".1f", ratio=False),
+        row("    pixiu: reference and critic forwards of the rollout (log π_old is the sampler's: no policy forward)", "exp_step_s", ".1f", ratio=False),
         row("    pixiu: PPO updates", "train_step_s", ".1f", ratio=False),
         row("peak RSS MiB", "peak_rss_mib", ".0f"),
         row("PPO steps", "steps", "d", ratio=False),
