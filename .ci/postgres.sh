@@ -17,6 +17,7 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 if [ -z "$(pg_bin)" ]; then
+  export DEBIAN_FRONTEND=noninteractive  # CI has no terminal to answer a configuration question
   { apt-get install -y -q postgresql || { apt-get update -q && apt-get install -y -q postgresql; }; } >&2
 fi
 bin=$(pg_bin)
