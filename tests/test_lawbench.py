@@ -62,7 +62,8 @@ def test_charge_f1_with_and_without_retrieval(tmp_path, monkeypatch):
     )
     cfg = EvalConfig(model="m", data=str(folder), rag=str(tmp_path / "idx"), rag_k=1)
     lawbench.charge_prediction(EvalContext(cfg, tmp_path / "b"))
-    assert engine.prompts[-1].messages[-1].content.startswith("参考资料：\n\n[1] 第二百六十四条\n第二百六十四条 盗窃")
+    cited = engine.prompts[-1].messages[-1].content
+    assert cited.startswith("参考资料：\n\n[1] 第二百六十四条\n第二百六十四条 盗窃")
 
 
 def test_a_broken_item_names_the_file_and_item(tmp_path):
