@@ -98,3 +98,15 @@ def test_ollama_modelfile_has_template_and_stops(source, tmp_path):
     assert "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ else }}" in text
     assert "{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n{{ .Response }}" in text
     assert 'PARAMETER stop "<|im_end|>"' in text
+
+
+def test_a_named_template_travels_in_the_gguf(tiny_model_dir, tmp_path, monkeypatch):
+    """A checkpoint trained with a named format (the quickstart's chatml) renders unlike the tokenizer's Jinja: the
+    GGUF carries pixiu's template, so the reloaded model builds the same prompts."""
+    src = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32", template="chatml"))
+    back = reload(export.write_gguf(src, tmp_path / "m.gguf", "f16"), tmp_path, monkeypatch)
+    conv = Conversation([Message("user", "hi")])
+    assert back.template.name == "chatml"
+    assert back.template.prompt_ids(conv) == src.template.prompt_ids(conv)
+    plain = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"))
+    assert plain.template.prompt_ids(conv) != src.template.prompt_ids(conv)  # the test can fail

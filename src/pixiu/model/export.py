@@ -36,6 +36,7 @@ ARCHS = {
     "Qwen2ForCausalLM": Arch("qwen2", False),
 }
 QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+TEMPLATE_KEY = "pixiu.template"  # GGUF metadata: the checkpoint's template, as pixiu.json holds it
 # tokenizer.ggml.pre: llama.cpp picks the pre-tokenizer regex by this name (it hashes a test string in
 # convert_hf_to_gguf.py); pixiu knows the ones of the models it ships and names, else llama.cpp's default.
 PRE = {("llama", 49152): "smollm", ("llama", 128256): "llama-bpe", ("qwen2", None): "qwen2"}
@@ -188,6 +189,8 @@ def write_gguf(loaded: Loaded, out: Path, quant: str = "f16", name: str = "") ->
     jinja = loaded.template.to_json().get("jinja") or getattr(loaded.tokenizer, "chat_template", None)
     if jinja:
         writer.add_chat_template(jinja)
+    # pixiu's own template (a named format such as chatml renders unlike the tokenizer's Jinja): io reads it back
+    writer.add_string(TEMPLATE_KEY, json.dumps(loaded.template.to_json(), ensure_ascii=False))
     for gname, t in tensors(model, arch):
         data, qtype = encode(t, quant, gname)
         writer.add_tensor(gname, data, raw_dtype=qtype)

@@ -108,6 +108,20 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     fresh.load_state_dict(loaded.state_dict())
     fresh.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    template = _gguf_string(gguf, "pixiu.template")  # written by `pixiu export` (model/export.py)
+    if template:
+        (out / META).write_text(json.dumps({"template": json.loads(template)}, indent=2, ensure_ascii=False))
+
+
+def _gguf_string(gguf: Path, key: str) -> str:
+    """A string field of a GGUF file's metadata, or '' when it has none."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(gguf).fields.get(key)
+    except (ValueError, OSError):  # a file gguf-py cannot parse (newer format): transformers still loads it
+        return ""
+    return str(field.contents()) if field is not None else ""
 
 
 def build_once(out: Path, build: Callable[[Path], None], done: str = "config.json") -> Path:
