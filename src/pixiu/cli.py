@@ -29,25 +29,11 @@ def train(argv: list[str]) -> None:
         for name, default, doc in config.describe():
             print(f"  --{name}={default}\n      {doc}")
         return
-    path, rest = config_path(rest)
+    path, rest = config.config_path(rest)
     cfg = config.load(path, rest)
     log_warnings_to(cfg.train.output_dir)
     final = STAGES[stage].run(cfg)
     print(f"saved {final}")
-
-
-def config_path(args: list[str]) -> tuple[str | None, list[str]]:
-    """Split `--config FILE` / `--config=FILE` off the override list."""
-    path, rest = None, []
-    it = iter(args)
-    for a in it:
-        if a == "--config":
-            path = next(it, None)
-        elif a.startswith("--config="):
-            path = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-    return path, rest
 
 
 def score(argv: list[str]) -> None:

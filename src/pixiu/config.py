@@ -684,3 +684,17 @@ def _field_docs(cls: type) -> dict[str, str]:
             ):
                 docs[node.target.id] = inspect.cleandoc(nxt.value.value)  # continuation lines unindented
     return docs
+
+
+def config_path(args: list[str]) -> tuple[str | None, list[str]]:
+    """Split `--config FILE` / `--config=FILE` off a command line: (FILE or None, the other arguments)."""
+    path, rest = None, []
+    it = iter(args)
+    for a in it:
+        if a == "--config":
+            path = next(it, None)
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return path, rest

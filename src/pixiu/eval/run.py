@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from pixiu import config
-from pixiu.config import ConfigError, EvalConfig
+from pixiu.config import ConfigError, EvalConfig, config_path
 from pixiu.eval.table import md_records
 
 if TYPE_CHECKING:
@@ -305,7 +305,7 @@ def help_text() -> str:
 def parse(argv: list[str]) -> EvalConfig:
     """[MODEL] [--config recipe.yaml] [--eval.field=value | --field value ...] -> EvalConfig: the recipe's
     `eval:` section, then the command line over it. Unknown fields are rejected with the valid names."""
-    path, rest = _config_path(argv)
+    path, rest = config_path(argv)
     values = {}
     if path:
         recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -315,18 +315,6 @@ def parse(argv: list[str]) -> EvalConfig:
             )
         values = recipe["eval"]
     return config.from_dict(config.merge(values, _overrides(rest)), EvalConfig, "eval")
-
-
-def _config_path(argv: list[str]) -> tuple[str | None, list[str]]:
-    path, rest, it = None, [], iter(argv)
-    for a in it:
-        if a == "--config":
-            path = next(it, None)
-        elif a.startswith("--config="):
-            path = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-    return path, rest
 
 
 def _overrides(args: list[str]) -> dict:
