@@ -38,7 +38,12 @@ def test_train_help_lists_the_stages(argv, capsys):
 def test_data_help_lists_its_commands(argv, capsys):
     cli.main(argv)
     out, err = capsys.readouterr()
-    assert not err and "commands:\n  inspect  format, counts, token lengths" in out
+    from pixiu.cli import DATA_COMMANDS
+
+    assert not err and out.startswith("usage: pixiu data COMMAND")
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert listed == list(DATA_COMMANDS)  # every command, one described line each
+    assert "format, counts, token lengths" in out
 
 
 def _pixiu(*args: str, code: str = "") -> subprocess.CompletedProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import statistics
 import sys
@@ -85,12 +86,25 @@ def generate(argv: list[str]) -> None:
 
 
 def data(argv: list[str]) -> None:
-    """pixiu data inspect FILE: format, counts, token lengths and one rendered sample with trained tokens marked."""
-    if not argv or argv[0] in HELP:
-        print("usage: pixiu data COMMAND ...\n\ncommands:\n  inspect  " + data.__doc__.split(": ", 1)[1])
+    """pixiu data inspect|generate|filter ...: look at, make from a teacher, and clean training data."""
+    if not argv or argv[0] in HELP or argv[0] not in DATA_COMMANDS:
+        lines = "\n".join(f"  {name:12s} {help_}" for name, (_, help_) in DATA_COMMANDS.items())
+        print(
+            f"usage: pixiu data COMMAND ...\n\ncommands:\n{lines}\n\n`pixiu data COMMAND --help` for its options."
+        )
+        if argv and argv[0] not in HELP:
+            sys.exit(f"unknown data command {argv[0]!r}")
         return
-    p = argparse.ArgumentParser(prog="pixiu data inspect", description=data.__doc__)
-    p.add_argument("action", choices=["inspect"])
+    target, _ = DATA_COMMANDS[argv[0]]
+    if callable(target):
+        return target(argv[1:])
+    module, fn = target.split(":")
+    return getattr(importlib.import_module(module), fn)(argv[1:])
+
+
+def inspect(argv: list[str]) -> None:
+    """pixiu data inspect FILE: format, counts, token lengths and one rendered sample with trained tokens marked."""
+    p = argparse.ArgumentParser(prog="pixiu data inspect", description=inspect.__doc__)
     p.add_argument("file")
     p.add_argument("--format", default="auto")
     p.add_argument("--model", default="smollm2-135m", help="whose tokenizer and chat template to use")
@@ -257,6 +271,11 @@ COMMANDS = {
     "index": index,
 }
 
+
+# `pixiu data NAME`: a function here or "module:function" (imported when it runs) taking argv, and its help line
+DATA_COMMANDS: dict[str, tuple] = {
+    "inspect": (inspect, "format, counts, token lengths and one rendered sample with trained tokens marked"),
+}
 
 HELP = ("-h", "--help", "help")
 STAGE_HELP = {  # `pixiu train` lists the stages with these lines
