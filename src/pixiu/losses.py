@@ -6,6 +6,7 @@ processes), so gradient accumulation and data parallelism give the same update a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -316,3 +317,81 @@ def grpo(
     if beta > 0:
         loss = loss + beta * kl_estimate(logps, ref_logps, "k3").sum()
     return loss
+
+
+# ---------------------------------------------------------------- distillation (token-level KD, GKD, MiniLLM)
+# Inputs are log-probabilities of student and teacher over the same categories at each target token, (N, C):
+# the whole vocabulary (C = V, from `tempered` logits), or a teacher's top-k plus one tail bucket (`topk_support`).
+# Each returns the (N,) per-token divergence; stages sum it and divide by the step's target tokens, and
+# `token_mean` is the masked average over a padded (B, T) layout (TRL's "batchmean" with labels).
+
+
+def tempered(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(..., V) logits -> (..., V) log softmax(logits / τ) in fp32 (Hinton et al. 2015's softened targets)."""
+    return F.log_softmax(logits.float() / temperature, dim=-1)
+
+
+def _kl(p_logps: torch.Tensor, q_logps: torch.Tensor) -> torch.Tensor:
+    """(N, C) log p, log q -> (N,)  KL(p || q) = sum_c p_c (log p_c - log q_c);  a category with p_c = 0 adds 0."""
+    seen = p_logps > float(
+        "-inf"
+    )  # masked rather than where()'d after the fact: 0 * -inf would be a NaN gradient
+    return (p_logps.exp() * (p_logps.where(seen, 0.0) - q_logps.where(seen, 0.0))).sum(-1)
+
+
+@register("forward_kl")
+def forward_kl(student_logps: torch.Tensor, teacher_logps: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N,)  KL(p_T || p_S), word-level KD (Hinton et al. 2015; Kim & Rush 2016 eq. 4): mode-covering,
+    the student spreads mass over everything the teacher deems likely."""
+    return _kl(teacher_logps.float(), student_logps.float())
+
+
+@register("reverse_kl")
+def reverse_kl(student_logps: torch.Tensor, teacher_logps: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N,)  KL(p_S || p_T), MiniLLM (Gu et al. 2023, https://arxiv.org/abs/2306.08543 eq. 1):
+    mode-seeking, the student puts no mass where the teacher has little."""
+    return _kl(student_logps.float(), teacher_logps.float())
+
+
+@register("jsd")
+def generalized_jsd(
+    student_logps: torch.Tensor, teacher_logps: torch.Tensor, beta: float = 0.5
+) -> torch.Tensor:
+    """(N, C) -> (N,) generalized JSD of GKD (Agarwal et al. 2023, https://arxiv.org/abs/2306.13649 eq. 1) as
+    TRL's GKDTrainer computes it:  β KL(p_T || M) + (1-β) KL(p_S || M),  M = β p_T + (1-β) p_S.  Like TRL,
+    β = 0 is forward KL(p_T || p_S) and β = 1 reverse KL(p_S || p_T) (the mixture form vanishes at both ends)."""
+    if beta == 0:
+        return forward_kl(student_logps, teacher_logps)
+    if beta == 1:
+        return reverse_kl(student_logps, teacher_logps)
+    s, t = student_logps.float(), teacher_logps.float()
+    mix = torch.logaddexp(s + math.log1p(-beta), t + math.log(beta))
+    return beta * _kl(t, mix) + (1 - beta) * _kl(s, mix)
+
+
+def topk_support(
+    student_logps: torch.Tensor, teacher_ids: torch.Tensor, teacher_logps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A teacher known only by its top-k (a stored file, an endpoint's top_logprobs): student (N, V) log-probs,
+    teacher (N, K) token ids and log-probs -> both as (N, K+1) distributions over those K tokens plus one tail
+    bucket holding the rest of the mass. Any divergence of the two is a lower bound of the full-vocabulary one
+    (merging categories loses information) and equals it when the top-k holds all the teacher's mass; with K = V
+    there is no tail and the result is the full distributions, reordered."""
+    s = student_logps.float().gather(-1, teacher_ids.long())
+    t = teacher_logps.float()
+    if teacher_ids.shape[-1] >= student_logps.shape[-1]:
+        return s, t
+    return torch.cat([s, _tail(s)], -1), torch.cat([t, _tail(t)], -1)
+
+
+def _tail(logps: torch.Tensor) -> torch.Tensor:
+    """(N, K) log-probs of K categories -> (N, 1) log of the mass left over, floored at 1e-30 (rounding can make
+    the top-k sum to slightly over 1)."""
+    covered = torch.logsumexp(logps, -1, keepdim=True).clamp(max=-1e-30)
+    return torch.log((-torch.expm1(covered)).clamp(min=1e-30))
+
+
+def token_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) per-token values, (B, T) mask (1 = a target) -> the mean over masked tokens; 0 when none."""
+    m = mask.bool()
+    return per_token[m].sum() / m.sum().clamp(min=1)
