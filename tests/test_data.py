@@ -394,3 +394,11 @@ def test_shared_data_loads(file, fmt, n, n_skipped, check):
     records, skipped = load_records(DatasetSpec(path), skip_bad_rows=True)
     assert (len(records), len(skipped)) == (n, n_skipped)
     assert check(records[0]) and records[0].source.startswith(f"{path}:")
+
+
+@pytest.mark.parametrize("answer", [["105"], {"a": 1}, True])
+def test_prompt_answer_must_be_text_or_a_number(tmp_path, answer):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "Q", "answer": answer}) + "\n")
+    with pytest.raises(DataError, match=r"p\.jsonl:1.*answer must be text or a number"):
+        load_records(DatasetSpec(str(path)))

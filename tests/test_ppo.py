@@ -247,7 +247,7 @@ def test_lora_one_base_only_policy_and_critic_adapters_change(tmp_path, tiny_mod
     assert changed == trained  # every policy/critic weight moved; base and reward adapter did not
     assert {"rm_score", "fn_reward", "ptx_loss"} <= rows[-1].keys() and rows[-1]["kl_coef"] != 0.05
     assert rows[-1]["kl"] != 0  # the reference (adapters off) is not the trained policy
-    batch = collate([[r] for r in reply_rows(_samples(loaded, prompts[:2]))], loaded.tokenizer.pad_token_id)
+    batch = collate([[r] for r in reply_rows(_samples(loaded, [p.prompt for p in prompts[:2]]))], loaded.tokenizer.pad_token_id)
     with torch.no_grad():
         want = actors.policy_logits(batch)[0]
     final = ppo.save_policy(tmp_path / "run", actors, loaded, merged, cfg)
@@ -274,7 +274,7 @@ def test_shared_critic_is_a_head_on_the_policy(tmp_path, tiny_model_dir, reward_
         actors.critic.head.weight.detach(), head["weight"].to(actors.critic.head.weight)
     )
     prompts, _ = ppo.fit_prompts(load_data(cfg.data, want=Prompt).train, loaded.template, 64, 8)
-    batch = collate([[r] for r in reply_rows(_samples(loaded, prompts[:3]))], loaded.tokenizer.pad_token_id)
+    batch = collate([[r] for r in reply_rows(_samples(loaded, [p.prompt for p in prompts[:3]]))], loaded.tokenizer.pad_token_id)
     with torch.no_grad():
         logits, targets, values = actors.policy_and_values(batch)
         torch.testing.assert_close((logits, targets), actors.policy_logits(batch))
@@ -357,3 +357,23 @@ def test_bad_input_fails_clearly(tmp_path, tiny_model_dir, reward_model, tokeniz
         ppo.run(make_cfg(tmp_path, tiny_model_dir, "--lora.r=4", f"--ppo.reward_model={other}"))
     with pytest.raises(ModelError, match="not a pixiu reward model"):
         ppo.run(make_cfg(tmp_path, tiny_model_dir, "--lora.r=4", f"--ppo.reward_model={tiny_model_dir}"))
+
+
+def test_reward_fn_sees_the_prompts_reference_answer_times_its_weight():
+    """A prompts row's `answer` reaches the reward function as the reference turn (tasks.py's shape), so the
+    `reference` task scores 41 + 64 = 105 right and 96 wrong; ppo.reward_fn_weight scales it; no answer, no
+    signal."""
+    from types import SimpleNamespace
+
+    from pixiu.data.formats import prompts as prompt_row
+    from pixiu.data.tasks import reward_fn
+
+    cfg = config.load(None, ["--ppo.reward_fn=reference", "--ppo.reward_fn_weight=3"])
+    trainer = object.__new__(ppo.Trainer)
+    trainer.cfg, trainer.actors, trainer.fn = cfg, SimpleNamespace(reward=None), reward_fn("reference")
+    rows = [{"prompt": "41 + 64?", "answer": 105}, {"prompt": "41 + 64?", "answer": "105"}, {"prompt": "Hi"}]
+    records = [prompt_row(r, f"f:{i}") for i, r in enumerate(rows, 1)]
+    assert [r.answer for r in records] == ["105", "105", ""]
+    replies = [SimpleNamespace(text=t, finished=True) for t in ("41 + 64 = 105.", "41 + 64 = 96.", "Hello!")]
+    scores, _ = trainer.score(records, replies)
+    assert scores.tolist() == [3.0, 0.0, 0.0]

@@ -37,6 +37,13 @@ class Labelled:
 class Prompt:
     prompt: Conversation  # ends with a user turn; the policy writes the reply (PPO, GRPO)
     source: str = ""
+    answer: str = ""  # the row's reference answer ("105", "Athens"), when it has one: rewards that check it
+
+    @property
+    def conversation(self) -> Conversation:
+        """What a reward function takes (data/tasks.py): the prompt, plus the reference as the assistant turn
+        when there is one."""
+        return self.prompt.add("assistant", self.answer) if self.answer else self.prompt
 
 
 @dataclass

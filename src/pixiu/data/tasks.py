@@ -277,6 +277,30 @@ class Arithmetic(Task):
         return str(a + b if op == "+" else a - b)
 
 
+# ---------------------------------------------------------------- reference answers in the data
+
+
+@register("reference")
+class Reference(Task):
+    """Prompts that carry their own reference answer (a prompts file's `answer` field: "105", "Athens", "门"):
+    1.0 when the reply contains it as a whole unit (degeneration.matches, the evaluation's exact match), else
+    0.0; 0.0 for a prompt with no reference, which carries no signal either way. Sum it with a reward model's
+    score (ppo.reward_model + ppo.reward_fn: reference) so that a wrong answer costs what the model cannot see.
+    """
+
+    def examples(self, split: str) -> list[Example]:
+        raise TaskError("reference: the prompts come from data (data.path rows with an `answer` field)")
+
+    def reference(self, conversation: Conversation) -> str:
+        last = conversation.messages[-1]
+        return last.content if last.role == "assistant" else ""
+
+    def evaluate(self, conversation: Conversation, reply: str) -> float:
+        from pixiu.degeneration import matches
+
+        return float(matches(self.reference(conversation), reply))
+
+
 # ---------------------------------------------------------------- answer format
 
 

@@ -237,7 +237,8 @@ def prompts(cfg: RunConfig, task: Task, loaded: io.Loaded) -> tuple[list[Example
     leave no room for max_new_tokens within data.max_len are skipped and counted."""
     if cfg.data.specs():
         data = load_data(cfg.data, want=Prompt)
-        train, held = ([Example(r.prompt, "") for r in part] for part in (data.train, data.eval))
+        # a row's `answer` is the reference the task checks (else the task finds it, e.g. arithmetic)
+        train, held = ([Example(r.prompt, r.answer) for r in part] for part in (data.train, data.eval))
     else:
         train, held = task.examples("train"), task.examples("test")
     room = cfg.data.max_len - cfg.gen.max_new_tokens

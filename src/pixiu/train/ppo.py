@@ -81,7 +81,7 @@ def run(cfg: RunConfig, stage: str = "ppo") -> Path:
 
 def fit_prompts(records: list[Prompt], template, max_len: int, max_new: int) -> tuple[list, dict]:
     """Keep prompts whose rendering leaves room for max_new reply tokens within max_len; count the rest."""
-    kept = [r.prompt for r in records if len(template.prompt_ids(r.prompt)) + max_new <= max_len]
+    kept = [r for r in records if len(template.prompt_ids(r.prompt)) + max_new <= max_len]
     if not kept:
         raise DataError(
             f"no prompt fits data.max_len={max_len} with gen.max_new_tokens={max_new} of reply room"
@@ -126,13 +126,14 @@ class Trainer:
         self.moments = RunningMoments()
         self.seconds = dict.fromkeys(STEP_TIMES, 0.0)  # this process's totals
 
-    def fit(self, prompts: list[Conversation], out: Path) -> list[dict]:
+    def fit(self, prompts: list[Prompt], out: Path) -> list[dict]:
         """The PPO steps on the training loop (loop.py) -> the metrics rows. A step's prompts are a pure function
         of (seed, step); the KL coefficient and reward moments travel in the checkpoints."""
         cfg = self.cfg
         per_epoch = math.ceil(len(prompts) / cfg.ppo.rollout_prompts)
         size = cfg.guard.probe_size
-        self.probe = Probe(prompts[-size:], cfg.gen.max_new_tokens, cfg.guard.max_rise) if size else None
+        probe = [p.prompt for p in prompts[-size:]]
+        self.probe = Probe(probe, cfg.gen.max_new_tokens, cfg.guard.max_rise) if size else None
 
         def step(step: int, opt: Optimizer) -> dict:
             if self.probe and self.probe.stopped:  # guard.max_rise passed: the policy stays as it was
@@ -165,9 +166,9 @@ class Trainer:
         with self.actors.use("policy"):
             return self.probe.measure(self.actors.lm, self.loaded.tokenizer, self.loaded.template)
 
-    def step(self, step: int, convs: list[Conversation], opt: Optimizer) -> dict:
+    def step(self, step: int, prompts: list[Prompt], opt: Optimizer) -> dict:
         """One PPO step: rollouts, scores, experience, updates -> the metrics row."""
-        cfg, t = self.cfg, [time.perf_counter()]
+        cfg, t, convs = self.cfg, [time.perf_counter()], [p.prompt for p in prompts]
         gen = cfg.gen
         sampling = Sampling(
             gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k, seed=cfg.train.seed * 1_000_003 + step
@@ -175,7 +176,7 @@ class Trainer:
         with self.actors.use("policy"):
             samples = sample(self.actors.lm, self.loaded.tokenizer, self.loaded.template, convs, sampling)
         t.append(time.perf_counter())
-        scores, parts = self.score(convs, samples)
+        scores, parts = self.score(prompts, samples)
         t.append(time.perf_counter())
         ro = self.rollout(samples, scores)
         t.append(time.perf_counter())
@@ -198,16 +199,19 @@ class Trainer:
             self.kl_coef = adapt_kl(self.kl_coef, kl, cfg.ppo.target_kl)
         return row
 
-    def score(self, convs: list[Conversation], samples) -> tuple[torch.Tensor, dict]:
-        """A step's rewards, all in this one place: (B,) raw reward = reward-model score + reward-function value;
-        and their means when both are set."""
-        cfg, answered = self.cfg, [c.add("assistant", s.text) for c, s in zip(convs, samples)]
+    def score(self, prompts: list[Prompt], samples) -> tuple[torch.Tensor, dict]:
+        """A step's rewards, all in this one place: (B,) raw reward = reward-model score + reward-function value
+        (times ppo.reward_fn_weight; it sees the prompt's reference answer, when the data has one); and their
+        means when both are set."""
+        cfg, answered = self.cfg, [p.prompt.add("assistant", s.text) for p, s in zip(prompts, samples)]
         parts, total = {}, torch.zeros(len(samples))
         if self.actors.reward is not None:
             rm = torch.tensor(self.actors.scores(answered, self.loaded.tokenizer, cfg.train.batch_size, 0))
             total, parts["rm_score"] = total + rm, float(rm.mean())
         if self.fn is not None:
-            fn = torch.tensor([float(self.fn(c, s.text)) for c, s in zip(convs, samples)])
+            fn = cfg.ppo.reward_fn_weight * torch.tensor(
+                [float(self.fn(p.conversation, s.text)) for p, s in zip(prompts, samples)]
+            )
             total, parts["fn_reward"] = total + fn, float(fn.mean())
         pen, guarded = rollout_penalty(cfg.guard, samples)  # loops and cut replies cost reward (guards.py)
         return total + pen, (parts if len(parts) > 1 or guarded else {}) | guarded
