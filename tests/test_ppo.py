@@ -247,7 +247,10 @@ def test_lora_one_base_only_policy_and_critic_adapters_change(tmp_path, tiny_mod
     assert changed == trained  # every policy/critic weight moved; base and reward adapter did not
     assert {"rm_score", "fn_reward", "ptx_loss"} <= rows[-1].keys() and rows[-1]["kl_coef"] != 0.05
     assert rows[-1]["kl"] != 0  # the reference (adapters off) is not the trained policy
-    batch = collate([[r] for r in reply_rows(_samples(loaded, [p.prompt for p in prompts[:2]]))], loaded.tokenizer.pad_token_id)
+    batch = collate(
+        [[r] for r in reply_rows(_samples(loaded, [p.prompt for p in prompts[:2]]))],
+        loaded.tokenizer.pad_token_id,
+    )
     with torch.no_grad():
         want = actors.policy_logits(batch)[0]
     final = ppo.save_policy(tmp_path / "run", actors, loaded, merged, cfg)
@@ -274,7 +277,10 @@ def test_shared_critic_is_a_head_on_the_policy(tmp_path, tiny_model_dir, reward_
         actors.critic.head.weight.detach(), head["weight"].to(actors.critic.head.weight)
     )
     prompts, _ = ppo.fit_prompts(load_data(cfg.data, want=Prompt).train, loaded.template, 64, 8)
-    batch = collate([[r] for r in reply_rows(_samples(loaded, [p.prompt for p in prompts[:3]]))], loaded.tokenizer.pad_token_id)
+    batch = collate(
+        [[r] for r in reply_rows(_samples(loaded, [p.prompt for p in prompts[:3]]))],
+        loaded.tokenizer.pad_token_id,
+    )
     with torch.no_grad():
         logits, targets, values = actors.policy_and_values(batch)
         torch.testing.assert_close((logits, targets), actors.policy_logits(batch))

@@ -135,8 +135,14 @@ def test_reference_task_checks_the_answer_the_data_carries():
     with_ref = ask.add("assistant", "105")
     assert task.reward(with_ref, "41 + 64 = 105.") == 1.0
     assert task.reward(with_ref, "41 + 64 = 1050.") == 0.0
-    assert task.reward(Conversation([Message("user", "门的英文？")]).add("assistant", "door"), "'门' is door") == 1.0
-    assert task.reward(Conversation([Message("user", "说'door'")]).add("assistant", "门"), "'door' 是门。") == 1.0
+    assert (
+        task.reward(Conversation([Message("user", "门的英文？")]).add("assistant", "door"), "'门' is door")
+        == 1.0
+    )
+    assert (
+        task.reward(Conversation([Message("user", "说'door'")]).add("assistant", "门"), "'door' 是门。")
+        == 1.0
+    )
     assert task.reward(ask, "41 + 64 = 105.") == 0.0  # no reference: no signal
     with pytest.raises(tasks.TaskError, match="from data"):
         task.examples("train")
