@@ -275,6 +275,10 @@ COMMANDS = {
 # `pixiu data NAME`: a function here or "module:function" (imported when it runs) taking argv, and its help line
 DATA_COMMANDS: dict[str, tuple] = {
     "inspect": (inspect, "format, counts, token lengths and one rendered sample with trained tokens marked"),
+    "extend-vocab": (
+        "pixiu.data.vocab:main",
+        "new tokens for a corpus (BPE) or SentencePiece pieces; resize",
+    ),
 }
 
 HELP = ("-h", "--help", "help")

@@ -78,6 +78,9 @@ class LoraConfig:
     """Modules that get adapters: 'all-linear' or a comma-separated list such as 'q_proj,v_proj'."""
     qlora: bool = False
     """Load the frozen base in 4-bit (bitsandbytes, CUDA only) under the adapters."""
+    modules_to_save: str = ""
+    """Modules trained in full beside the adapters and saved with them, comma-separated: 'embed_tokens,lm_head'
+    trains the rows of tokens added by `pixiu data extend-vocab` under LoRA."""
 
     def __post_init__(self):
         if self.r < 0:

@@ -256,11 +256,14 @@ def add_lora(model, lora: LoraConfig):
 
     targets = lora.target_modules
     targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+    full = [m.strip() for m in lora.modules_to_save.split(",") if m.strip()]
     cfg = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=targets,
+        modules_to_save=full or None,
+        ensure_weight_tying=bool(full),  # tied embeddings and head (SmolLM2) stay one trained matrix
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
@@ -287,9 +290,16 @@ def read_meta(path: str) -> dict:
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
-def save(out: str | Path, loaded: Loaded, merge: bool = False, head: torch.nn.Module | None = None) -> Path:
+def save(
+    out: str | Path,
+    loaded: Loaded,
+    merge: bool = False,
+    head: torch.nn.Module | None = None,
+    meta: dict | None = None,
+) -> Path:
     """Write weights (or the adapter), tokenizer, template and an optional scalar head atomically: a temp dir
-    renamed into place."""
+    renamed into place. `meta`: more pixiu.json fields; a vocabulary extension recorded in the base's pixiu.json
+    (model/vocab.py) carries over."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -300,7 +310,8 @@ def save(out: str | Path, loaded: Loaded, merge: bool = False, head: torch.nn.Mo
         is_adapter = False
     model.save_pretrained(tmp, safe_serialization=True)
     loaded.tokenizer.save_pretrained(tmp)
-    meta = {"template": loaded.template.to_json()}
+    vocab = read_meta(loaded.base_path).get("vocab")
+    meta = {"template": loaded.template.to_json(), **({"vocab": vocab} if vocab else {}), **(meta or {})}
     if is_adapter:
         meta.update(
             adapter=True,

@@ -1,0 +1,163 @@
+"""Vocabulary extension (`pixiu data extend-vocab`, model/vocab.py) and continued pretraining of the new rows, on
+the tiny tokenizer and model of conftest.py."""
+
+import importlib.util
+import itertools
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pixiu import config
+from pixiu.config import ModelConfig
+from pixiu.data import vocab as vocab_cli
+from pixiu.model import io, vocab
+from pixiu.train import sft
+
+WORDS = ["我们", "今天", "学习", "中文", "天气", "很好", "朋友", "喜欢", "北京", "工作", "时间", "问题"]
+# Every ordered pair of words, in sentences of four: the corpus and held-out text share words, not sentences.
+PAIRS = ["".join(p) for p in itertools.permutations(WORDS, 2)]
+SENTENCES = ["".join(PAIRS[i : i + 2]) + "。" for i in range(0, len(PAIRS), 2)]
+TRAIN, HELD = SENTENCES[::2], SENTENCES[1::2]
+
+
+def tokens_per_char(tok, texts) -> float:
+    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts) / sum(map(len, texts))
+
+
+def test_bpe_merge_split_matches_the_tokenizers_library(tokenizer):
+    """`vocab.bpe` reproduces the tokenizer's own split of a pre-token: the rule that decides what gets added."""
+    doc = json.loads(tokenizer.backend_tokenizer.to_str())
+    ranks = {p: i for i, p in enumerate(vocab._pairs(doc["model"]["merges"]))}
+    for word in ["Hello", "ĠHello", "ä½łå¥½", "Ġquick", "twofour"]:
+        assert vocab.bpe(word, ranks) == [t.value for t in tokenizer.backend_tokenizer.model.tokenize(word)]
+
+
+def test_bpe_extension_keeps_ids_and_cuts_tokens_per_char(tokenizer):
+    new, added, _ = vocab.extend_bpe(tokenizer, TRAIN * 3, 60)
+    assert 0 < len(added) <= 60 and len(new) == len(tokenizer) + len(added)
+    old = tokenizer.get_vocab()
+    assert {t: new.get_vocab()[t] for t in old} == old  # every existing id unchanged
+    assert sorted(new.get_vocab()[t] for t in added) == list(range(len(tokenizer), len(new)))
+    before, after = tokens_per_char(tokenizer, HELD), tokens_per_char(new, HELD)
+    assert after < 0.6 * before, (before, after)
+    english = "The quick brown fox jumps over the lazy dog."
+    assert new(english)["input_ids"] == tokenizer(english)["input_ids"]  # text the base covers: same ids
+    assert all(new.decode(new(t)["input_ids"]) == t for t in HELD)  # lossless
+
+
+def extended(tiny_model_dir, tmp_path, *extra):
+    corpus = tmp_path / "zh.jsonl"
+    corpus.write_text("".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in TRAIN * 3))
+    out = tmp_path / "ext"
+    vocab_cli.main([str(tiny_model_dir), "--corpus", str(corpus), "--add", "40", "--out", str(out), *extra])
+    return out
+
+
+def test_extend_vocab_checkpoint_new_rows_mean_and_record(tiny_model_dir, tmp_path):
+    out = extended(tiny_model_dir, tmp_path)
+    old = load_file(tiny_model_dir / "model.safetensors")["model.embed_tokens.weight"]
+    new = load_file(out / "model.safetensors")["model.embed_tokens.weight"]
+    meta = io.read_meta(str(out))["vocab"]
+    n = old.shape[0]
+    assert meta["method"] == "bpe" and meta["base_vocab"] == n and meta["first_new_id"] == n
+    assert meta["added"] == new.shape[0] - n > 0 and meta["source"] == [str(tmp_path / "zh.jsonl")]
+    assert torch.equal(new[:n], old)
+    assert torch.allclose(new[n:], old.mean(0).expand(new.shape[0] - n, -1), atol=1e-6)
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == new.shape[0]
+
+
+def test_noise_spreads_the_new_rows(tiny_model_dir, tmp_path):
+    out = extended(tiny_model_dir, tmp_path, "--noise_std", "0.01")
+    w = load_file(out / "model.safetensors")["model.embed_tokens.weight"]
+    n = io.read_meta(str(out))["vocab"]["base_vocab"]
+    spread = (w[n:] - w[:n].mean(0)).std().item()
+    assert 0.007 < spread < 0.013
+
+
+def test_save_reload_keeps_the_vocab_and_logits(tiny_model_dir, tmp_path):
+    loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32", device="cpu"))
+    new, added, _ = vocab.extend_bpe(loaded.tokenizer, TRAIN * 3, 40)
+    info = vocab.Extension("bpe", len(loaded.tokenizer), len(added), len(loaded.tokenizer), 0, ["x"], "mean")
+    vocab.extend(loaded, new, info, noise_std=0.02)
+    ids = torch.tensor([new(HELD[0])["input_ids"]])
+    assert ids.max() >= info.base_vocab  # the sample uses new tokens
+    with torch.no_grad():
+        before = loaded.model(ids).logits
+    io.save(tmp_path / "ckpt", loaded, meta={"vocab": info.to_json()})
+    again = io.load(ModelConfig(str(tmp_path / "ckpt"), dtype="fp32", device="cpu"))
+    assert len(again.tokenizer) == len(new) and again.tokenizer(HELD[0])["input_ids"] == ids[0].tolist()
+    with torch.no_grad():
+        assert torch.equal(again.model(ids).logits, before)
+
+
+def test_too_large_a_vocabulary_is_refused_naming_file_and_sizes(tiny_model_dir, tmp_path):
+    with pytest.raises(vocab.VocabError) as e:
+        extended(tiny_model_dir, tmp_path, "--max_vocab", "420")
+    n = json.loads((tiny_model_dir / "config.json").read_text())["vocab_size"]
+    assert str(tiny_model_dir / "tokenizer.json") in str(e.value)
+    assert f"{n} tokens by 40 gives {n + 40}, over the maximum of 420" in str(e.value)
+    assert not (tmp_path / "ext").exists()
+
+
+def test_pt_with_modules_to_save_trains_the_new_rows(tiny_model_dir, tmp_path):
+    ext = extended(tiny_model_dir, tmp_path)
+    n = io.read_meta(str(ext))["vocab"]["base_vocab"]
+    text = tmp_path / "pt.jsonl"
+    text.write_text("".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in SENTENCES * 2))
+    cfg = config.load(
+        None,
+        [f"--model.name_or_path={ext}", "--model.dtype=fp32", f"--data.path={text}", "--data.eval_size=4",
+         "--data.max_len=64", f"--train.output_dir={tmp_path / 'pt'}", "--train.lr=1e-2", "--train.batch_size=4",
+         "--train.max_steps=4", "--train.warmup_ratio=0", "--lora.r=4",
+         "--lora.modules_to_save=embed_tokens,lm_head"],
+    )  # fmt: skip
+    final = sft.run(cfg, stage="pt")
+    start = load_file(ext / "model.safetensors")["model.embed_tokens.weight"]
+    loaded = io.load(ModelConfig(str(final), dtype="fp32", device="cpu"))
+    trained = loaded.model.get_input_embeddings().weight.detach()
+    assert not torch.allclose(trained[n:], start[n:], atol=1e-4)  # the new rows moved off their mean
+    assert io.read_meta(str(final))["vocab"]["base_vocab"] == n  # the record carries over to the adapter
+    assert len(loaded.tokenizer) == trained.shape[0]
+    merged = loaded.model.merge_and_unload()
+    assert torch.equal(
+        merged.get_input_embeddings().weight, merged.get_output_embeddings().weight
+    )  # still tied
+
+
+def test_sentencepiece_merge_appends_pieces(tmp_path):
+    if (
+        importlib.util.find_spec("sentencepiece") is None
+        or importlib.util.find_spec("google.protobuf") is None
+    ):
+        pytest.skip("needs `pip install sentencepiece protobuf` (the [vocab] extra)")
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    def train(name, texts, size):
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_prefix=str(tmp_path / name), vocab_size=size,
+            model_type="bpe", character_coverage=1.0, byte_fallback=True, minloglevel=2,
+        )  # fmt: skip
+        return tmp_path / f"{name}.model"
+
+    english = ["the quick brown fox jumps over the lazy dog", "hello world, hello there"] * 20
+    (tmp_path / "base").mkdir()  # a Llama 2 style tokenizer: tokenizer.model, converted on load
+    (tmp_path / "base" / vocab.SP_FILE).write_bytes(train("base", english + SENTENCES[:2], 300).read_bytes())
+    (tmp_path / "base" / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
+    base = AutoTokenizer.from_pretrained(tmp_path / "base")
+    assert len(base) == 300
+    zh = train("zh", SENTENCES * 5, 400)
+    new, added, merged = vocab.extend_sentencepiece(base, tmp_path / "base", zh)
+    assert added and len(new) == len(base) + len(added)
+    old = base.get_vocab()
+    assert {t: new.get_vocab()[t] for t in old} == old
+    assert tokens_per_char(new, HELD) < 0.6 * tokens_per_char(base, HELD)
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / vocab.SP_FILE).write_bytes(merged)
+    (tmp_path / "merged" / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
+    again = AutoTokenizer.from_pretrained(tmp_path / "merged")  # the written tokenizer.model alone
+    assert again.get_vocab() == new.get_vocab() and again(HELD[0])["input_ids"] == new(HELD[0])["input_ids"]
+    with pytest.raises(vocab.VocabError, match="has no tokenizer.model"):
+        vocab.extend_sentencepiece(base, tmp_path, zh)
