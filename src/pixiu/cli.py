@@ -292,6 +292,7 @@ STAGE_HELP = {  # `pixiu train` lists the stages with these lines
     "ppo": "PPO against a reward model and/or a reward function (InstructGPT's third stage)",
     "grpo": "GRPO against a task's checkable reward (group baseline, no critic)",
     "rloo": "RLOO: GRPO with the leave-one-out baseline",
+    "distill": "token-level distillation from a teacher model (forward/reverse KL, GKD's JSD, on-policy)",
 }
 
 

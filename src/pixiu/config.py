@@ -369,6 +369,50 @@ class GuardConfig:
 
 
 @dataclass
+class DistillConfig:
+    """`pixiu train distill`: token-level distillation of a teacher's next-token distributions into the student
+    (model.name_or_path) on the replies of data.path (train/distill.py). Both models must share one vocabulary.
+    Sequence-level KD (Kim & Rush 2016) needs no stage of its own: it is SFT on the teacher's replies
+    (`pixiu data generate --method answer`, then `pixiu train sft`)."""
+
+    teacher: str = ""
+    """The teacher model: a Hugging Face directory or name, or 'smollm2-135m'. Loaded frozen, with model.dtype.
+    May be empty when teacher_logprobs already exists."""
+    loss: str = "forward_kl"
+    """'forward_kl' KL(teacher || student) (classic KD), 'reverse_kl' KL(student || teacher) (MiniLLM), or 'jsd'
+    the generalized Jensen-Shannon divergence of GKD with weight `beta` (losses.generalized_jsd)."""
+    beta: float = 0.5
+    """jsd only: the mixture weight of the teacher, M = beta teacher + (1 - beta) student (TRL's convention:
+    0 is forward KL, 1 reverse KL)."""
+    temperature: float = 1.0
+    """Both distributions are softmax(logits / temperature) (> 1 softens them). The loss is not scaled by
+    temperature^2, as in TRL's GKD."""
+    lmbda: float = 0.0
+    """On-policy share (GKD's lambda): each micro-batch is, with this probability, replaced by replies the student
+    samples (through the engine, with the gen section) to the training prompts, scored by the live teacher."""
+    teacher_logprobs: str = ""
+    """A .safetensors file of the teacher's top-k token ids and log-probs at every target token of the training
+    and eval rows. When it does not exist the teacher writes it first and is freed before the student loads, so
+    the two models are never resident together; when it exists, training reads it (the teacher is not loaded)."""
+    top_k: int = 0
+    """Tokens per position stored in teacher_logprobs (0 = the whole vocabulary). The rest of the teacher's mass
+    is one tail bucket (losses.topk_support), so the loss is a lower bound of the full one."""
+
+    def __post_init__(self):
+        _choice("distill.loss", self.loss, ("forward_kl", "reverse_kl", "jsd"))
+        if not (0 <= self.beta <= 1 and 0 <= self.lmbda <= 1):
+            raise ConfigError(
+                f"distill.beta and distill.lmbda must be in [0, 1], got {self.beta}, {self.lmbda}"
+            )
+        if self.temperature <= 0 or self.top_k < 0:
+            raise ConfigError("distill.temperature must be > 0 and distill.top_k >= 0")
+        if self.lmbda > 0 and self.teacher_logprobs:
+            raise ConfigError(
+                "distill.lmbda > 0 needs a live teacher: stored log-probs cannot score new samples"
+            )
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -380,6 +424,7 @@ class RunConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def shared_prefix(self) -> bool:

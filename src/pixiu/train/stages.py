@@ -51,6 +51,7 @@ STAGES: dict[str, Stage] = {
         Stage("ppo", "pixiu.train.ppo", Role("policy", reads_reward_model=True)),
         Stage("grpo", "pixiu.train.grpo", POLICY),
         Stage("rloo", "pixiu.train.grpo", POLICY),
+        Stage("distill", "pixiu.train.distill", POLICY),
     )
 }
 
