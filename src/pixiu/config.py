@@ -66,12 +66,21 @@ class ModelConfig:
             raise ConfigError(f"model.device: {e}") from None
 
 
+# lora.method names; model/adapters.py maps each to the peft config it builds (a test keeps the two in step)
+PEFT_METHODS = ("lora", "rslora", "dora", "pissa", "olora", "adalora", "ia3", "prefix", "ptuning_v2")
+
+
 @dataclass
 class LoraConfig:
     r: int = 0
-    """LoRA rank; 0 trains all weights (full fine-tuning)."""
+    """LoRA rank; 0 trains all weights (full fine-tuning). r > 0 switches adapters on for every `method`; ia3,
+    prefix and ptuning_v2 have no rank and use r only as that switch."""
+    method: str = "lora"
+    """PEFT method (peft, see model/adapters.py and the README's "PEFT methods" table): lora, rslora (scale
+    alpha / sqrt(r)), dora, pissa / olora (LoRA initialised from the weights' SVD / QR), adalora, ia3, prefix
+    (prefix tuning, MLP-reparametrised) or ptuning_v2 (per-layer prefixes trained directly)."""
     alpha: int = 32
-    """LoRA scaling numerator: the update is scaled by alpha / r."""
+    """LoRA scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) for rslora)."""
     dropout: float = 0.05
     """Dropout on the LoRA input."""
     target_modules: str = "all-linear"
@@ -81,10 +90,30 @@ class LoraConfig:
     modules_to_save: str = ""
     """Modules trained in full beside the adapters and saved with them, comma-separated: 'embed_tokens,lm_head'
     trains the rows of tokens added by `pixiu data extend-vocab` under LoRA."""
+    loraplus_lr_ratio: float = 1.0
+    """LoRA+ (https://arxiv.org/abs/2402.12354): the B matrices learn at train.lr times this (the paper: 16);
+    1 = one learning rate for all. LoRA-family methods (lora, rslora, dora, pissa, olora) only."""
+    adalora_target_r: int = 0
+    """adalora: the average rank its budget prunes the initial rank r down to (0 = r // 2)."""
+    virtual_tokens: int = 16
+    """prefix, ptuning_v2: trained key/value positions placed in front of every layer's attention."""
 
     def __post_init__(self):
         if self.r < 0:
             raise ConfigError(f"lora.r must be >= 0, got {self.r}")
+        _choice("lora.method", self.method, PEFT_METHODS)
+        if self.method != "lora" and self.r == 0:
+            raise ConfigError(
+                f"lora.method={self.method} trains adapters: set lora.r > 0 (r = 0 means full fine-tuning)"
+            )
+        if self.loraplus_lr_ratio <= 0 or self.virtual_tokens < 1 or self.adalora_target_r < 0:
+            raise ConfigError(
+                "lora.loraplus_lr_ratio must be > 0, lora.virtual_tokens >= 1, adalora_target_r >= 0"
+            )
+        if self.loraplus_lr_ratio != 1 and self.method in ("adalora", "ia3", "prefix", "ptuning_v2"):
+            raise ConfigError(
+                f"lora.loraplus_lr_ratio needs a LoRA-family method (B matrices), not {self.method}"
+            )
         if self.qlora and self.r == 0:
             raise ConfigError("lora.qlora needs lora.r > 0: QLoRA trains adapters over a 4-bit base")
 

@@ -31,7 +31,7 @@ from pixiu.engine.cache import SlotCache
 from pixiu.engine.sampler import Choice, pick
 from pixiu.engine.text import Reply, stop_token_ids
 from pixiu.model.forward import base_lm
-from pixiu.model.io import Loaded, unwrap
+from pixiu.model.io import Loaded, merged, unwrap
 
 log = logging.getLogger(__name__)
 # Padded tokens per prefill forward: batching the prompts that arrive together reads the weights once for all
@@ -270,9 +270,7 @@ def serving_model(model, quantize: str = "none"):
     """The plain causal LM to serve: unwrapped, LoRA adapters merged into the weights (one matmul per layer
     instead of three), eval mode, SDPA attention (the slot cache passes boolean length masks), its linear
     layers int8 when asked (see engine/quant.py)."""
-    model = unwrap(model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model = merged(unwrap(model))  # a clear error for adapters that cannot fold (prefix tuning)
     model.eval()
     if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
         model.set_attn_implementation("sdpa")

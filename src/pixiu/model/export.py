@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixiu.model import io
 from pixiu.model.io import Loaded, ModelError, unwrap
 
 
@@ -56,9 +57,7 @@ TOP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head
 
 def merged(loaded: Loaded) -> torch.nn.Module:
     """The plain causal LM with any LoRA adapter folded in, fp32 on the CPU."""
-    model = unwrap(loaded.model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model = io.merged(unwrap(loaded.model))  # a clear error for adapters that cannot fold (prefix tuning)
     return model.float().cpu().eval()
 
 

@@ -42,7 +42,11 @@ def base_lm(model: nn.Module) -> nn.Module:
 
 def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
     """-> (B, T, H) the decoder's last hidden states (no LM head)."""
-    base, mask = base_lm(lm), batch.attention_mask
+    base, mask, positions = base_lm(lm), batch.attention_mask, batch.position_ids
+    past = prefix_kv(lm, batch)
+    if past is not None:  # prefix tuning: every row attends to the P virtual positions first, as peft does
+        n = past.get_seq_length()
+        mask, positions = with_prefix(mask, positions, n), positions + n
     if mask is not None and mask.dim() == 4:  # shared-prompt rows: transformers passes 4D masks through as is
         impl = base.config._attn_implementation
         if impl not in ("sdpa", "eager"):
@@ -54,9 +58,34 @@ def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
     return base.get_decoder()(
         input_ids=batch.input_ids,
         attention_mask=mask,
-        position_ids=batch.position_ids,
+        position_ids=positions,
+        past_key_values=past,
         use_cache=False,  # a cache would also disable the packed-sample attention mask
     ).last_hidden_state
+
+
+def prefix_kv(lm: nn.Module, batch: TokenBatch):
+    """The key/value cache holding a prefix-tuning adapter's P virtual positions per layer, or None (no such
+    adapter, or adapters switched off by peft's `disable_adapter`)."""
+    config = getattr(lm, "active_peft_config", None)
+    if config is None or not config.is_prompt_learning or lm._adapters_disabled:
+        return None
+    rows, length = batch.input_ids.shape
+    return lm.get_prompt(rows, max_cache_len=length + config.num_virtual_tokens)
+
+
+def with_prefix(mask: torch.Tensor | None, positions: torch.Tensor, n: int) -> torch.Tensor:
+    """A (B, T) padding mask, (B, 1, T, T) boolean mask or None (packed rows: samples restart their positions at
+    0) -> the mask over n prefix positions + T: (B, n + T), or (B, 1, T, n + T) that sees the prefix everywhere.
+    Packed rows get their block-causal mask spelled out, since transformers infers it only without a cache."""
+    if mask is not None and mask.dim() == 2:
+        return torch.cat([mask.new_ones(mask.shape[0], n), mask], dim=1)
+    if mask is None:
+        sample = (positions == 0).cumsum(1)  # (B, T) index of each token's sample within its row
+        causal = torch.ones(positions.shape[1], positions.shape[1], dtype=torch.bool, device=positions.device)
+        mask = (sample[:, :, None] == sample[:, None, :]) & causal.tril()
+        mask = mask[:, None]
+    return torch.cat([mask.new_ones(*mask.shape[:3], n), mask], dim=3)
 
 
 def at_targets(hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:

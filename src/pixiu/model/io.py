@@ -231,6 +231,10 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path, is_trainable=for_training)
+        if for_training and lora is not None:  # an adapter trained further keeps LoRA+'s B learning rate
+            from pixiu.model.adapters import mark_loraplus
+
+            mark_loraplus(model, lora.loraplus_lr_ratio)
     elif lora is not None and lora.r > 0:
         model = add_lora(model, lora)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
@@ -251,22 +255,10 @@ def device_of(cfg: ModelConfig) -> torch.device:
 
 
 def add_lora(model, lora: LoraConfig):
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+    """New adapters of `lora.method` (LoRA, DoRA, IA3, prefix tuning, ...: model/adapters.py) over `model`."""
+    from pixiu.model import adapters
 
-    targets = lora.target_modules
-    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
-    full = [m.strip() for m in lora.modules_to_save.split(",") if m.strip()]
-    cfg = PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=targets,
-        modules_to_save=full or None,
-        ensure_weight_tying=bool(full),  # tied embeddings and head (SmolLM2) stay one trained matrix
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, cfg)
+    return adapters.build(model, lora)
 
 
 def enable_gradient_checkpointing(model) -> None:
@@ -306,9 +298,13 @@ def save(
     model = unwrap(loaded.model)
     is_adapter = hasattr(model, "peft_config")
     if merge and is_adapter:
-        model = model.merge_and_unload()  # folds the adapter into the base in place: save merged last
+        model = merged(model)  # folds the adapter into the base in place: save merged last
         is_adapter = False
     model.save_pretrained(tmp, safe_serialization=True)
+    if is_adapter:
+        from pixiu.model.adapters import save_as_lora
+
+        save_as_lora(model, tmp)  # PiSSA/OLoRA: a plain LoRA over the untouched base, as `base` below says
     loaded.tokenizer.save_pretrained(tmp)
     vocab = read_meta(loaded.base_path).get("vocab")
     meta = {"template": loaded.template.to_json(), **({"vocab": vocab} if vocab else {}), **(meta or {})}
@@ -329,6 +325,17 @@ def save(
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def merged(model):
+    """The plain model with any adapter folded into its weights; ModelError for methods that cannot fold."""
+    config = getattr(model, "active_peft_config", None)
+    if config is not None and config.is_prompt_learning:
+        raise ModelError(
+            f"a {config.peft_type.value} adapter cannot be merged into the weights (its prefix key/values are no "
+            "weight update), and pixiu's engine serves merged models: use a LoRA-family method or ia3 to serve"
+        )
+    return model.merge_and_unload() if hasattr(model, "peft_config") else model
 
 
 def load_head(path: str | Path) -> dict[str, torch.Tensor]:

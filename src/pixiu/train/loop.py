@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from pixiu.chat.templates import Rendered
 from pixiu.config import TrainConfig
 from pixiu.data.collate import GroupBatch, TokenBatch, collate, collate_groups, collate_shared, plan
+from pixiu.model.adapters import lr_groups, schedule
 from pixiu.model.forward import autocast
 from pixiu.train import checkpoint
 
@@ -37,16 +38,19 @@ class Optimizer:
 
     def __init__(self, params: list[torch.nn.Parameter], cfg: TrainConfig, accelerator):
         self.params, self.max_norm, self.accelerator = params, cfg.max_grad_norm, accelerator
-        self.torch = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # one group per learning-rate scale: LoRA+ B matrices learn faster (model/adapters.py)
+        self.torch = torch.optim.AdamW(lr_groups(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.after_step: Callable[[], None] | None = None  # AdaLoRA's rank allocation (adapters.schedule)
 
     @property
     def lr(self) -> float:
-        return self.torch.param_groups[0]["lr"]
+        g = self.torch.param_groups[0]
+        return g["lr"] / g.get("lr_scale", 1.0)  # checkpoints from before LoRA+ have no scale
 
     @lr.setter
     def lr(self, value: float) -> None:
         for g in self.torch.param_groups:
-            g["lr"] = value
+            g["lr"] = value * g.get("lr_scale", 1.0)
 
     def update(self) -> float:
         """Clip the accumulated gradients to train.max_grad_norm (0 = no clipping), take one AdamW step and clear
@@ -57,6 +61,8 @@ class Optimizer:
             norms = [p.grad.detach().norm() for p in self.params if p.grad is not None]
             norm = float(torch.stack(norms).norm()) if norms else 0.0
         self.torch.step()
+        if self.after_step:  # reads the gradients: before they are cleared
+            self.after_step()
         self.torch.zero_grad(set_to_none=True)
         return norm
 
@@ -107,6 +113,7 @@ def fit(
     start, extra = checkpoint.restore(ckpts, model, opt.torch) if cfg.resume else (0, {})
     if start and hooks.load_state:
         hooks.load_state(extra)
+    opt.after_step = schedule(model, total, start)
     log = MetricsLog(out, start, enabled=main)
     if start == 0 and hooks.evaluate:
         log.write({"step": 0, **hooks.evaluate()})

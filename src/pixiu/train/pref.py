@@ -29,7 +29,7 @@ from pixiu.data import load_data, read_rows
 from pixiu.data.collate import TokenBatch, fit
 from pixiu.data.formats import rename
 from pixiu.data.records import Labelled, PreferencePair, Ranking
-from pixiu.model import TargetLM, io
+from pixiu.model import TargetLM, adapters, io
 from pixiu.model.forward import autocast, sequence_logps
 from pixiu.train.loop import Groups, train
 from pixiu.train.stages import Job, begin, finish, print_report
@@ -355,6 +355,7 @@ def cache_reference(model, sets: dict[str, Groups], cfg: RunConfig, job: Job, dt
     """Every reply's reference log-prob as extra["ref_logps"], once before training; also written to
     reference_logps.safetensors for inspection (a resumed run recomputes them)."""
     fresh_adapter = cfg.lora.r > 0 and not io.read_meta(io.resolve(cfg.model.name_or_path)).get("adapter")
+    fresh_adapter = fresh_adapter and adapters.off_is_base(cfg.lora)  # PiSSA: the adapter on at step 0 is the base
     cached = {}
     for name, s in sets.items():
         cached[name] = reference_logps(model, s, job.accelerator, dtype, fresh_adapter)

@@ -87,6 +87,9 @@ def begin(cfg: RunConfig, stage: str) -> Job:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from pixiu.model.adapters import check
+
+    check(cfg, stage)  # a PEFT method that cannot run in this stage fails before any loading
     # cpu=True without CUDA lets `torchrun` / `accelerate launch --multi_gpu` start CPU data parallel (gloo)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.train.seed)

@@ -1,0 +1,273 @@
+"""PEFT methods: `lora.method` -> the peft config it builds, and what each method asks of the rest of pixiu.
+
+`METHODS` maps a name to a `Method`: a small function building the peft config from `LoraConfig`, and the facts
+the other parts read: whether the adapter folds into the weights (prefix tuning has key/values, not weight
+updates), whether it rewrites the base (PiSSA/OLoRA leave the residual W - B0 A0 in the base, so "adapter off"
+is no longer the start model), and which stages it cannot run in, with the reason (`check`). The methods'
+runtime needs live where they act: LoRA+ learning-rate groups in the loop's optimizer (`lr_groups`), AdaLoRA's
+rank allocation after each optimizer step (`schedule`), prefix key/values in `forward.hidden_states`, and the
+conversion of a PiSSA/OLoRA adapter to a plain LoRA over the untouched base when it is saved (`save_as_lora`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pixiu.config import ConfigError, LoraConfig, RunConfig
+
+ROLLOUTS = ("ppo", "grpo", "rloo")  # stages whose replies come from pixiu's engine during training
+LR_SCALE = "pixiu_lr_scale"  # attribute on a parameter: its learning rate is train.lr times this (LoRA+)
+INITIAL = "pixiu_initial_adapter"  # attribute on a PiSSA/OLoRA PeftModel: the adapter's initial tensors
+
+
+@dataclass(frozen=True)
+class Method:
+    build: Callable[[LoraConfig], object]  # -> a peft config
+    prompt: bool = False  # virtual key/values in front of every layer (prefix tuning): nothing to merge
+    mutates_base: bool = False  # the base holds W - B0 A0 while training (PiSSA, OLoRA)
+    unsupported: tuple[tuple[tuple[str, ...], str], ...] = ()  # (stages, why) it cannot run in
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, **facts):
+    def add(build: Callable[[LoraConfig], object]):
+        METHODS[name] = Method(build, **facts)
+        return build
+
+    return add
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"unknown lora.method {name!r}; valid: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def _targets(lora: LoraConfig) -> str | list[str]:
+    t = lora.target_modules
+    return t if t == "all-linear" else [m.strip() for m in t.split(",") if m.strip()]
+
+
+def _saved(lora: LoraConfig) -> list[str] | None:
+    return [m.strip() for m in lora.modules_to_save.split(",") if m.strip()] or None
+
+
+def _lora(lora: LoraConfig, **extra):
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=_targets(lora),
+        modules_to_save=_saved(lora),
+        ensure_weight_tying=bool(_saved(lora)),  # tied embeddings and head (SmolLM2) stay one trained matrix
+        task_type="CAUSAL_LM",
+        **extra,
+    )
+
+
+register("lora")(_lora)
+# rsLoRA (https://arxiv.org/abs/2312.03732): alpha / sqrt(r) keeps the update's scale stable as r grows
+register("rslora")(lambda lora: _lora(lora, use_rslora=True))
+# DoRA (https://arxiv.org/abs/2402.09353): a trained magnitude per output row times the LoRA-updated direction
+register("dora")(lambda lora: _lora(lora, use_dora=True))
+
+_RESIDUAL = (
+    (
+        ROLLOUTS,
+        "its reference is the base with the adapter off, and {method} leaves the residual W - B0 A0 there",
+    ),
+)
+# PiSSA (https://arxiv.org/abs/2404.02948): A, B from the top-r singular vectors (exact SVD: seconds for a 135M
+# model); OLoRA (https://arxiv.org/abs/2406.01775): from a QR decomposition. Both subtract B0 A0 from the base.
+register("pissa", mutates_base=True, unsupported=_RESIDUAL)(
+    lambda lora: _lora(lora, init_lora_weights="pissa")
+)
+register("olora", mutates_base=True, unsupported=_RESIDUAL)(
+    lambda lora: _lora(lora, init_lora_weights="olora")
+)
+
+
+@register(
+    "adalora",
+    unsupported=(
+        (ROLLOUTS, "its rank budget is scheduled over optimizer updates, and {stage} takes several per step"),
+    ),
+)
+def _adalora(lora: LoraConfig):
+    """AdaLoRA (https://arxiv.org/abs/2303.10512): SVD-form adapters starting at rank r, pruned to an average of
+    adalora_target_r by importance. total_step is a placeholder until `schedule` sets the run's real one."""
+    from peft import AdaLoraConfig
+
+    return AdaLoraConfig(
+        init_r=lora.r,
+        target_r=lora.adalora_target_r or max(1, lora.r // 2),
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=_targets(lora),
+        modules_to_save=_saved(lora),
+        total_step=100,
+        task_type="CAUSAL_LM",
+    )
+
+
+@register("ia3")
+def _ia3(lora: LoraConfig):
+    """(IA)^3 (https://arxiv.org/abs/2205.05638): learned vectors scaling keys, values and the MLP's inner
+    activations. 'all-linear' means peft's per-architecture choice (k_proj, v_proj, down_proj for Llama), the
+    paper's; a given list scales the inputs of its *down_proj / fc2 entries (feed-forward) and the outputs of the
+    rest."""
+    from peft import IA3Config
+
+    targets = _targets(lora)
+    custom = isinstance(targets, list)
+    return IA3Config(
+        target_modules=targets if custom else None,
+        feedforward_modules=[t for t in targets if t.endswith(("down_proj", "fc2"))] if custom else None,
+        modules_to_save=_saved(lora),
+        task_type="CAUSAL_LM",
+    )
+
+
+_PROMPT = (
+    (
+        ROLLOUTS,
+        "rollouts come from pixiu's engine, whose KV cache has no room for the adapter's virtual key/values",
+    ),
+)
+
+
+def _prefix(lora: LoraConfig, projection: bool):
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(
+        num_virtual_tokens=lora.virtual_tokens, prefix_projection=projection, task_type="CAUSAL_LM"
+    )
+
+
+# Prefix tuning (https://arxiv.org/abs/2101.00190) trains the prefixes through an MLP (stabler); P-tuning v2
+# (https://arxiv.org/abs/2110.07602, ChatGLM's) trains each layer's prefix key/values directly.
+register("prefix", prompt=True, unsupported=_PROMPT)(lambda lora: _prefix(lora, projection=True))
+register("ptuning_v2", prompt=True, unsupported=_PROMPT)(lambda lora: _prefix(lora, projection=False))
+
+
+def build(model, lora: LoraConfig):
+    """Wrap `model` with new adapters of `lora.method` -> the peft model. PiSSA/OLoRA keep their initial adapter
+    tensors for `save_as_lora`; LoRA+ marks the B matrices' learning-rate scale."""
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    method = get_method(lora.method)
+    peft_model = get_peft_model(model, method.build(lora))
+    if method.mutates_base:
+        initial = get_peft_model_state_dict(peft_model)
+        setattr(peft_model, INITIAL, {k: v.detach().clone() for k, v in initial.items() if ".lora_" in k})
+    mark_loraplus(peft_model, lora.loraplus_lr_ratio)
+    return peft_model
+
+
+# ---------------------------------------------------------------- what the training stages ask
+
+
+def check(cfg: RunConfig, stage: str) -> None:
+    """A ConfigError naming the method and the stage when `cfg.lora.method` cannot train in `stage`."""
+    if cfg.lora.r == 0:
+        return
+    name, method = cfg.lora.method, get_method(cfg.lora.method)
+    for stages, why in method.unsupported:
+        if stage in stages:
+            raise ConfigError(
+                f"lora.method={name} does not work in `{stage}`: {why.format(method=name, stage=stage)}"
+            )
+    if method.prompt and cfg.train.merge_lora:
+        raise ConfigError(
+            f"lora.method={name} cannot merge (train.merge_lora): prefix key/values are no weights"
+        )
+    if method.prompt and cfg.model.attn_implementation not in ("sdpa", "eager"):
+        raise ConfigError(
+            f"lora.method={name} needs attention masks over the prefix: model.attn_implementation=sdpa"
+        )
+
+
+def off_is_base(lora: LoraConfig) -> bool:
+    """Whether a new adapter switched off gives the start model (not for PiSSA/OLoRA: the base is the residual)."""
+    return not get_method(lora.method).mutates_base
+
+
+def mark_loraplus(model, ratio: float) -> None:
+    """LoRA+ (https://arxiv.org/abs/2402.12354): the B matrices (zero at init, they set the update's direction
+    scale) learn `ratio` times faster than A. Marked on the parameters, so every stage's optimizer (`lr_groups`)
+    sees it without the stage passing it along."""
+    if ratio == 1:
+        return
+    for name, p in model.named_parameters():
+        if p.requires_grad and ".lora_B." in name:
+            setattr(p, LR_SCALE, ratio)
+
+
+def lr_groups(params: list[torch.nn.Parameter]) -> list[dict]:
+    """Parameters -> AdamW param groups by their LR_SCALE (1 first), each with its `lr_scale`."""
+    groups: dict[float, list] = {1.0: []}
+    for p in params:
+        groups.setdefault(float(getattr(p, LR_SCALE, 1.0)), []).append(p)
+    return [{"params": ps, "lr_scale": s} for s, ps in groups.items() if ps]
+
+
+def schedule(model: torch.nn.Module, total: int, start: int = 0) -> Callable[[], None] | None:
+    """AdaLoRA's rank allocation, to run after every optimizer step (before the gradients are cleared), over a
+    run of `total` updates: importance warms up for the first 10%, ranks are final for the last 20% (tinit,
+    tfinal as in the paper's schedules). None for every other method. The importance averages are not in
+    checkpoints: a resumed run restarts them (its budget still follows the step count)."""
+    from peft.tuners.adalora import AdaLoraModel
+
+    ada = next((m for m in model.modules() if isinstance(m, AdaLoraModel)), None)
+    if ada is None:
+        return None
+    config = ada.peft_config[ada.trainable_adapter_name]
+    config.total_step, config.tinit, config.tfinal = total, total // 10, total // 5
+    step = [start]
+
+    def allocate() -> None:
+        ada.update_and_allocate(step[0])
+        step[0] += 1
+
+    return allocate
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_as_lora(model, out: Path) -> None:
+    """Rewrite a PiSSA/OLoRA adapter just saved in `out` as a plain LoRA of rank 2r over the original base:
+    W + dW = W_res + B A with W = W_res + B0 A0 gives dW = B A - B0 A0 = [B | -B0] [A ; A0] (peft's
+    `subtract_mutated_init`, done from the tensors kept in memory). Nothing for other methods."""
+    initial = getattr(model, INITIAL, None)
+    if initial is None:
+        return
+    from safetensors.torch import load_file, save_file
+
+    file, config_file = out / "adapter_model.safetensors", out / "adapter_config.json"
+    tensors = load_file(file)
+    for k, v in tensors.items():
+        if ".lora_A." in k:
+            tensors[k] = torch.cat([v, initial[k].to(v)], dim=0)
+        elif ".lora_B." in k:
+            tensors[k] = torch.cat([v, -initial[k].to(v)], dim=1)
+    save_file(tensors, file, metadata={"format": "pt"})
+    config = json.loads(config_file.read_text())
+    scale = math.sqrt(2) if config.get("use_rslora") else 2  # keeps alpha / r (alpha / sqrt(r)) as it was
+    config.update(r=2 * config["r"], lora_alpha=scale * config["lora_alpha"], init_lora_weights=True)
+    config_file.write_text(json.dumps(config, indent=2))
+
+
+def trainable_count(model) -> int:
+    """Parameters that train (the README's PEFT table counts them on SmolLM2-135M)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
