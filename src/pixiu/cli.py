@@ -275,6 +275,14 @@ COMMANDS = {
 # `pixiu data NAME`: a function here or "module:function" (imported when it runs) taking argv, and its help line
 DATA_COMMANDS: dict[str, tuple] = {
     "inspect": (inspect, "format, counts, token lengths and one rendered sample with trained tokens marked"),
+    "generate": (
+        "pixiu.teach.cli:generate",
+        "training data from a teacher: self-instruct, evol, self-chat, answer, rank",
+    ),
+    "filter": (
+        "pixiu.teach.cli:filter",
+        "judge rating, exact / near duplicates, length, language, refusals; report",
+    ),
     "extend-vocab": (
         "pixiu.data.vocab:main",
         "new tokens for a corpus (BPE) or SentencePiece pieces; resize",

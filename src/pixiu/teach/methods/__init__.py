@@ -1,0 +1,154 @@
+"""Generation methods, one module each, in one registry: `METHODS[name](cfg)` -> a Method.
+
+A Method turns its inputs into Jobs (stable keys, so a resumed run skips finished ones), runs one Job against
+the teacher in a worker thread (`run`: stateless filters there), and judges each candidate row in the main
+thread (`accept`: filters that depend on what was kept before, such as Alpaca's ROUGE-L against kept items).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixiu.teach.teacher import Teacher
+
+METHODS: dict[str, type[Method]] = {}
+MODULES = {"self-instruct": "self_instruct", "evol": "evol", "self-chat": "self_chat", "answer": "answer",
+           "rank": "rank"}  # fmt: skip
+
+
+def register(name: str):
+    def add(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return add
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in MODULES:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(MODULES)}")
+    importlib.import_module(f"pixiu.teach.methods.{MODULES[name]}")
+    return METHODS[name]
+
+
+@dataclass
+class GenerateConfig:
+    """What `pixiu data generate` makes; each method reads the fields it needs."""
+
+    method: str = "self-instruct"
+    """self-instruct, evol, self-chat, answer or rank."""
+    out: str = "runs/teach/data.jsonl"
+    """Output JSONL (kept items); OUT.journal.jsonl and OUT.failed.jsonl sit beside it."""
+    inputs: str = ""
+    """Seeds or items to work on: seed tasks (self-instruct), instructions (evol, answer), questions (self-chat),
+    prompts with replies (rank). Empty: the shared Alpaca / BELLE seeds for self-instruct."""
+    lang: str = "en"
+    """en or zh: the prompt language and, for self-instruct, the filters (Chinese: character ROUGE, no ASCII rule)."""
+    target: int = 0
+    """Stop once this many items are kept (0: when the inputs run out). Self-instruct needs it: its jobs never end."""
+    time_limit: float = 0.0
+    """Stop submitting new jobs after this many seconds (0: no limit); jobs in flight still finish and are kept."""
+    max_tokens: int = 1024
+    """Reply cap per teacher request."""
+    temperature: float = 1.0
+    """Sampling temperature (Alpaca used 1.0)."""
+    top_p: float = 1.0
+    """Nucleus sampling."""
+    seed: int = 0
+    """Seeds the sampling of prompt examples and evolution operations: a resumed run makes the same jobs."""
+    api: str = "chat"
+    """chat (/v1/chat/completions) or completions (/v1/completions, as Alpaca prompted text-davinci-003)."""
+    num_prompt: int = 3
+    """Self-instruct: seed tasks shown in each prompt."""
+    num_asked: int = 20
+    """Self-instruct: the list length the prompt asks for (so num_asked - num_prompt new items per request)."""
+    rouge: float = 0.7
+    """Self-instruct: drop an instruction whose ROUGE-L with any seed or kept one is above this."""
+    n: int = 1
+    """Answer: replies per instruction."""
+    rounds: int = 4
+    """Evol: evolution rounds per instruction."""
+    max_turns: int = 4
+    """Self-chat: user turns at most per conversation."""
+    format: str = "rankings"
+    """Rank: rankings (all K replies, best first) or pairs (best vs worst)."""
+
+
+@dataclass
+class Job:
+    key: str  # stable across runs: resume skips keys the journal has
+    asked: int  # items this job asks for; kept + dropped + failed adds up to it
+    payload: dict
+
+
+@dataclass
+class Result:
+    rows: list[dict] = field(default_factory=list)  # candidate rows in a pixiu format, before `accept`
+    dropped: list[list] = field(default_factory=list)  # [reason, example text]
+    failed: str = ""  # the teacher's error when it failed for good (the rest of `asked` counts as failed)
+    prompt_hash: str = ""
+
+
+class Method:
+    name = ""
+
+    def __init__(self, cfg: GenerateConfig):
+        self.cfg = cfg
+
+    def jobs(self) -> Iterator[Job]:
+        raise NotImplementedError
+
+    def run(self, job: Job, teacher: Teacher) -> Result:
+        raise NotImplementedError
+
+    def accept(self, row: dict) -> str | None:
+        """None to keep `row`, or the reason to drop it; called in order, in one thread."""
+        return None
+
+    def restore(self, rows: list[dict]) -> None:
+        """Rebuild `accept`'s state from the rows a killed run had kept."""
+        for row in rows:
+            self.accept(row)
+
+    def ask(self, teacher: Teacher, messages: list[dict], **over) -> object:
+        """One chat request with the run's sampling settings (`over` replaces some)."""
+        s = {
+            "max_tokens": self.cfg.max_tokens,
+            "temperature": self.cfg.temperature,
+            "top_p": self.cfg.top_p,
+        } | over
+        return teacher.chat(messages, **s)
+
+
+def prompt_hash(prompt) -> str:
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def read_items(path: str) -> list[dict]:
+    """Rows of a JSON list or JSONL file; a plain-text file gives one {"instruction": line} per non-empty line."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith((".json", ".jsonl")):
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            return json.loads(stripped)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [{"instruction": line.strip()} for line in text.splitlines() if line.strip()]
+
+
+def instruction_of(row: dict) -> str:
+    """The user's request in an alpaca, prompts, messages or plain row (instruction and input joined)."""
+    if "instruction" in row:
+        return "\n\n".join(p for p in (row["instruction"], row.get("input") or "") if p)
+    for key in ("prompt", "question", "text"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    msgs = row.get("messages") or row.get("prompt") or []
+    users = [m["content"] for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
+    return users[-1] if users else ""

@@ -1,0 +1,158 @@
+"""The generation methods on hand-made inputs: Alpaca's self-instruct filters one by one, ROUGE-L, the Chinese
+mode, WizardLM's elimination rules, Baize's stop rules, the judge's ranking."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_teacher import FakeTeacher  # noqa: E402
+
+from pixiu.teach.methods import GenerateConfig, get_method  # noqa: E402
+from pixiu.teach.methods.evol import eliminated  # noqa: E402
+from pixiu.teach.methods.rank import parse_scores  # noqa: E402
+from pixiu.teach.methods.self_chat import clean_human, stop_reason  # noqa: E402
+from pixiu.teach.methods.self_instruct import encode_prompt, parse_reply, rule  # noqa: E402
+from pixiu.teach.run import generate  # noqa: E402
+from pixiu.teach.teacher import HTTPTeacher, TeacherConfig  # noqa: E402
+from pixiu.teach.text import chars_zh, lcs, rouge_l, words_en  # noqa: E402
+
+SEEDS = [{"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."},
+         {"instruction": "Translate to French:", "input": "Good morning", "output": "Bonjour"},
+         {"instruction": "What is  the capital of France?", "input": "", "output": "Paris."}]  # fmt: skip
+
+
+def item(instruction: str, output: str = "ok") -> dict:
+    return {"instruction": instruction, "input": "", "output": output}
+
+
+def test_encode_prompt_matches_alpaca():
+    prompt = encode_prompt(SEEDS, "HEADER")
+    assert prompt == (
+        "HEADER\n###\n1. Instruction: Give three tips for staying healthy.\n1. Input:\n<noinput>\n1. Output:\nEat well.\n"
+        "###\n2. Instruction: Translate to French\n2. Input:\nGood morning\n2. Output:\nBonjour\n"
+        "###\n3. Instruction: What is the capital of France?\n3. Input:\n<noinput>\n3. Output:\nParis.\n"
+        "###\n4. Instruction:"
+    )
+
+
+def test_parse_reply_splits_numbered_items_and_drops_the_cut_last():
+    reply = (" Name a primary colour.\n4. Input:\n<noinput>\n4. Output:\nRed.\n###\n"
+             "5. Instruction: Sort these numbers.\n5. Input:\n3, 1, 2\n5. Output:\n1, 2, 3\n###\n"
+             "6. Instruction: garbled without fields\n###\n7. Instruction: Cut off here")  # fmt: skip
+    items, dropped = parse_reply(reply, "length", 3)
+    assert items == [item("Name a primary colour.", "Red."),
+                     {"instruction": "Sort these numbers.", "input": "3, 1, 2", "output": "1, 2, 3"}]  # fmt: skip
+    assert [d[0] for d in dropped] == ["unparsed", "cut by length"]
+    items, dropped = parse_reply(
+        "4. Instruction: Name a primary colour.\n4. Input:\n\n4. Output:\nRed.", "stop", 3
+    )
+    assert (
+        items == [item("Name a primary colour.", "Red.")] and not dropped
+    )  # a chat reply repeating "4." parses
+
+
+@pytest.mark.parametrize(
+    "instruction,reason",
+    [
+        ("Say hi now", "too short (<= 3 words)"),
+        ("word " * 151, "too long (> 150 words)"),
+        ("Describe the image of a sunset.", "blacklist: image"),
+        ("Make a Flowchart of your day.", "blacklist: flowchart"),
+        ("Tell me how to go to the station.", "blacklist: go to"),
+        ("Write a program that adds two numbers.", "starts with 'Write a program'"),
+        ('"Quote" this sentence back to me please.', "leading punctuation"),
+        ("Énumérez trois couleurs primaires ici.", "non-ASCII first character"),
+        ("Explain how plants make their food.", None),
+        ("Describe imagery in this poem please.", None),  # \b: "imagery" is not "image"
+        ("Write a poem about programs and files", "blacklist: files"),
+    ],
+)
+def test_alpaca_filters(instruction, reason):
+    assert rule(item(instruction), "en") == reason
+
+
+def test_alpaca_word_bounds_are_exclusive_inclusive():
+    assert rule(item("one two three four"), "en") is None  # 4 words: kept (> 3)
+    assert rule(item(" ".join(["w"] * 150)), "en") is None  # 150 words: kept (<= 150)
+
+
+def test_chinese_mode_rules():
+    assert rule(item("请写一首关于秋天的诗"), "zh") is None  # non-ASCII first character is fine in Chinese
+    assert rule(item("你好吗"), "zh") == "too short (<= 3 characters)"
+    assert rule(item("请描述这张图片里的内容"), "zh") == "blacklist: 图片"
+    assert rule(item("《红楼梦》的作者是谁？"), "zh") == "leading punctuation"
+    assert rule(item("编写一个程序计算阶乘"), "zh") == "starts with 'Write a program'"
+
+
+def test_rouge_l_as_rouge_score():
+    """'the cat sat on the mat' vs 'the cat lay on a mat': LCS the, cat, on, mat = 4; P = R = 4/6, F = 2/3."""
+    a, b = words_en("The cat sat on the mat."), words_en("the cat lay on a mat")
+    assert a == ["the", "cat", "sat", "on", "the", "mat"] and lcs(a, b) == 4
+    assert rouge_l(a, b) == pytest.approx(2 / 3)
+    assert words_en("你好 world") == ["world"]  # rouge_score's tokenizer deletes Chinese: hence chars_zh
+    # 今天天气很好 vs 今天天气不好: LCS 5 of 6 characters each, F = 5/6
+    assert rouge_l(chars_zh("今天天气很好。"), chars_zh("今天天气不好")) == pytest.approx(5 / 6)
+    assert rouge_l([], ["a"]) == 0.0
+
+
+def self_instruct_reply(text: str) -> str:
+    lines = ["List the planets of the solar system in order.", "List the planets of the solar system in order!",
+             "Describe the image below.", "Explain why the sky looks blue during the day."]  # fmt: skip
+    return "\n###\n".join(f"{i}. Instruction: {t}\n{i}. Input:\n<noinput>\n{i}. Output:\nAnswer {i}."
+                          for i, t in enumerate(lines, 4))[len("4. Instruction:"):]  # fmt: skip
+
+
+def test_self_instruct_end_to_end(tmp_path):
+    """Target 2 with 2 jobs in flight, 16 asked each. Job 1: the near-copy (ROUGE-L 1.0 with the item kept before
+    it) and the blacklisted one are dropped, 12 never returned; job 2 repeats job 1, so its two good items drop as
+    copies of job 1's. A resumed method rebuilds the ROUGE pool from the kept rows."""
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"instruction": s["instruction"], "instances": [
+        {"input": s["input"], "output": s["output"]}]}) + "\n" for s in SEEDS))  # fmt: skip
+    server = FakeTeacher(reply=self_instruct_reply)
+    try:
+        cfg = GenerateConfig(inputs=str(seeds), out=str(tmp_path / "si.jsonl"), target=2)
+        teacher = HTTPTeacher(TeacherConfig(url=server.url, model="fake", retries=0))
+        out = generate(cfg, get_method("self-instruct")(cfg), teacher, concurrency=1, bar=False)
+        assert (out.tally.asked, out.tally.kept, out.tally.dropped) == (32, 2, 30)
+        assert out.tally.reasons == {"ROUGE-L > 0.7": 4, "blacklist: image": 2, "not returned": 24}
+        method = get_method("self-instruct")(cfg)
+        out = generate(cfg, method, teacher, concurrency=1, bar=False)  # resumed at its target: no new job
+        assert out.tally.kept == 2 and server.requests == 2 and len(method.pool) == len(SEEDS) + 2
+        assert method.accept(item("Explain why the sky looks blue during the day!")) == "ROUGE-L > 0.7"
+    finally:
+        server.close()
+
+
+def test_evol_elimination_rules():
+    p = "Name a fruit."
+    assert (
+        eliminated(p, "Rewrite the #Given Prompt# with more detail", "Apple.", "Not Equal")
+        == "copies the evolving prompt"
+    )
+    assert eliminated(p, "Name a tropical fruit rich in vitamin C.", "Sorry, I can't.", "Not Equal") == (
+        "answer says sorry and is short")  # fmt: skip
+    assert eliminated(p, "Name a tropical fruit.", "sorry " + "word " * 80, "Not Equal") is None  # long: kept
+    assert eliminated(p, "Name a tropical fruit.", "It is what it is.", "Not Equal") == (
+        "answer is only punctuation and stop words")  # fmt: skip
+    assert eliminated(p, "Name one fruit.", "Mango.", "Equal") == "no information gain (judged equal)"
+    assert eliminated(p, "Name a tropical fruit rich in vitamin C.", "Guava.", "Not Equal") is None
+
+
+def test_self_chat_stop_rules():
+    assert clean_human(" [|Human|] What about cats? [|AI|] Cats are...") == "What about cats?"
+    assert stop_reason("", ["hi"]) == "human turn empty"
+    assert stop_reason("Tell me about dogs.", ["tell me  about DOGS."]) == "human repeats itself"
+    assert stop_reason("Thanks, goodbye!", ["hi"]) == "human says goodbye"
+    assert stop_reason("谢谢，再见！", ["你好"]) == "human says goodbye"
+    assert stop_reason("And what do they eat?", ["Tell me about dogs."]) is None
+
+
+def test_rank_scores_order_replies():
+    assert parse_scores("Reply 1: 3\nReply 2: 9\nReply 3：5", 3) == [3.0, 9.0, 5.0]
+    assert parse_scores("Reply 1: 3", 2) is None
