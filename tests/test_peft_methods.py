@@ -3,18 +3,31 @@ checkpoint reloads with the same logits, pixiu's forward matches peft's own, mer
 clearly for prefix tuning); LoRA+ learning rates, AdaLoRA's rank allocation, and clear errors for the stages a
 method cannot run in."""
 
+import math
+
 import pytest
+import test_grpo
+import test_ppo
+import test_pref
+import test_rm
 import torch
+from test_ppo import reward_model  # noqa: F401 - the module's fixture: a LoRA reward model
 from test_sft import make_cfg
 
 from pixiu import config
 from pixiu.batch import collate
 from pixiu.chat import Conversation
 from pixiu.config import ConfigError, ModelConfig
-from pixiu.model import adapters, io
+from pixiu.data import load_data
+from pixiu.data.records import Prompt
+from pixiu.model import adapters, heads, io
 from pixiu.model.forward import base_lm, hidden_states
-from pixiu.train import sft
+from pixiu.model.heads import ScalarLM
+from pixiu.model.reward import score_replies
+from pixiu.train import ppo, pref, rm, sft
+from pixiu.train.actors import build
 from pixiu.train.loop import Optimizer
+from pixiu.train.stages import get_stage
 
 RUNS = {  # name -> overrides
     "lora": ["--lora.method=lora"],
@@ -149,7 +162,7 @@ def test_adalora_allocates_ranks(tmp_path, tiny_model_dir, capture):
         ("ptuning_v2", "grpo", "KV cache"),
         ("pissa", "ppo", "residual"),
         ("olora", "rloo", "residual"),
-        ("adalora", "ppo", "optimizer updates"),
+        ("adalora", "ppo", "one adapter per model"),
     ],
 )
 def test_unsupported_stage_is_a_clear_error(method, stage, words):
@@ -182,3 +195,70 @@ def test_prefix_cannot_merge_or_use_flash():
     )
     with pytest.raises(ConfigError, match="attn_implementation=sdpa"):
         adapters.check(cfg, "dpo")
+
+
+# ---------------------------------------------------------------- other stages
+
+
+def test_dpo_reference_of_pissa_is_the_start_model(tmp_path, tiny_model_dir):
+    """PiSSA leaves W - B0 A0 in the base, so its reference keeps the adapter on: at step 0 the policy is the
+    reference and DPO's loss is exactly log 2 (with the adapter off it would not be)."""
+    args = [
+        "--lora.method=pissa",
+        "--lora.r=4",
+        "--lora.dropout=0",
+        "--train.max_steps=1",
+        "--data.eval_size=0",
+    ]
+    cfg = test_pref.make_cfg(tmp_path, tiny_model_dir, "dpo", *args)
+    pref.run(cfg, "dpo")
+    first = next(row for row in test_pref.metrics(tmp_path / "run") if "loss" in row)
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_rm_with_ptuning_v2_reloads_with_the_same_scores(tmp_path, tiny_model_dir, capture):
+    """A P-tuning v2 reward model: training moves the prefixes, and the saved model scores pairs (shared-prompt
+    rows: the 4D mask path) exactly as the trained one did."""
+    cfg = test_rm.make_cfg(
+        tmp_path, tiny_model_dir, "--lora.method=ptuning_v2", "--lora.r=4", "--train.max_steps=4"
+    )
+    final = rm.run(cfg)
+    lm = capture["lm"]
+    assert all(not torch.equal(p, dict(lm.named_parameters())[n]) for n, p in capture["start"].items())
+    trained = ScalarLM(lm, heads.load_scalar(ModelConfig(str(final), dtype="fp32"))[1].head)
+    loaded, again = heads.load_scalar(ModelConfig(str(final), dtype="fp32"))
+    convs = [
+        Conversation.from_openai([{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply}])
+        for reply in ("hello there", "no")
+    ]
+    want = score_replies(trained, loaded.tokenizer, loaded.template, convs)
+    assert score_replies(again, loaded.tokenizer, loaded.template, convs) == want
+
+
+def test_ppo_with_ia3_trains_policy_and_critic_beside_a_lora_reward_model(tmp_path, tiny_model_dir, request):
+    """peft holds one adapter type per model: a LoRA reward model under an IA3 policy is loaded on its own."""
+    rm_path = request.getfixturevalue("reward_model")  # test_ppo's: a LoRA reward model over the tiny base
+    cfg = test_ppo.make_cfg(
+        tmp_path, tiny_model_dir, "--lora.method=ia3", "--lora.r=4", "--train.lr=3e-2", "--train.max_steps=2",
+        f"--ppo.reward_model={rm_path}", "--ppo.critic_from_rm=false",
+    )  # fmt: skip
+    actors, loaded, _ = build(cfg)
+    assert actors.reward.lm is not actors.lm  # its own model
+    snap = {n: p.detach().clone() for n, p in actors.lm.named_parameters() if ".ia3_l." in n}
+    prompts, _ = ppo.fit_prompts(load_data(cfg.data, want=Prompt).train, loaded.template, 64, 8)
+    ppo.Trainer(actors, loaded, cfg, None, None, test_ppo.accelerator()).fit(prompts, tmp_path / "run")
+    moved = {
+        n.split(".ia3_l.")[1]
+        for n, p in actors.lm.named_parameters()
+        if n in snap and not torch.equal(p, snap[n])
+    }
+    assert moved == {"default", "critic"}  # both IA3 adapters trained
+
+
+def test_grpo_with_adalora_allocates_ranks(tmp_path, tiny_model_dir, capture):
+    cfg = test_grpo.make_cfg(
+        tmp_path, tiny_model_dir, "--lora.method=adalora", "--lora.r=4", "--train.max_steps=5"
+    )
+    get_stage("grpo").run(cfg)
+    peft_cfg = capture["lm"].peft_config["default"]
+    assert peft_cfg.total_step == 5 and peft_cfg.rank_pattern

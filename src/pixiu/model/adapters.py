@@ -100,7 +100,10 @@ register("olora", mutates_base=True, unsupported=_RESIDUAL)(
 @register(
     "adalora",
     unsupported=(
-        (ROLLOUTS, "its rank budget is scheduled over optimizer updates, and {stage} takes several per step"),
+        (
+            ("ppo",),
+            "peft's AdaLoRA trains one adapter per model, and ppo trains two over one base (policy, critic)",
+        ),
     ),
 )
 def _adalora(lora: LoraConfig):
@@ -221,11 +224,12 @@ def lr_groups(params: list[torch.nn.Parameter]) -> list[dict]:
     return [{"params": ps, "lr_scale": s} for s, ps in groups.items() if ps]
 
 
-def schedule(model: torch.nn.Module, total: int, start: int = 0) -> Callable[[], None] | None:
-    """AdaLoRA's rank allocation, to run after every optimizer step (before the gradients are cleared), over a
-    run of `total` updates: importance warms up for the first 10%, ranks are final for the last 20% (tinit,
-    tfinal as in the paper's schedules). None for every other method. The importance averages are not in
-    checkpoints: a resumed run restarts them (its budget still follows the step count)."""
+def schedule(model: torch.nn.Module, total: int) -> Callable[[int], None] | None:
+    """AdaLoRA's rank allocation, to run after every optimizer step (before the gradients are cleared) with the
+    loop's step, over a run of `total` steps: importance warms up for the first 10%, ranks are final for the last
+    20% (tinit, tfinal as in the paper's schedules). Stages with several updates per step (GRPO epochs) update
+    the importance averages at each and the budget per step. None for every other method. The averages are not
+    in checkpoints: a resumed run restarts them (its budget still follows the step)."""
     from peft.tuners.adalora import AdaLoraModel
 
     ada = next((m for m in model.modules() if isinstance(m, AdaLoraModel)), None)
@@ -233,13 +237,7 @@ def schedule(model: torch.nn.Module, total: int, start: int = 0) -> Callable[[],
         return None
     config = ada.peft_config[ada.trainable_adapter_name]
     config.total_step, config.tinit, config.tfinal = total, total // 10, total // 5
-    step = [start]
-
-    def allocate() -> None:
-        ada.update_and_allocate(step[0])
-        step[0] += 1
-
-    return allocate
+    return ada.update_and_allocate
 
 
 # ---------------------------------------------------------------- saving

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -114,9 +115,9 @@ class Actors(nn.Module):
 
 
 def _adapter_of(name: str) -> str | None:
-    """'...q_proj.lora_A.critic.weight' -> 'critic'; None for base weights."""
+    """'...q_proj.lora_A.critic.weight' -> 'critic' (IA3's '...k_proj.ia3_l.critic' too); None for base weights."""
     parts = name.split(".")
-    return next((parts[i + 1] for i, p in enumerate(parts[:-1]) if p.startswith("lora_")), None)
+    return next((parts[i + 1] for i, p in enumerate(parts[:-1]) if p.startswith(("lora_", "ia3_"))), None)
 
 
 def build(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
@@ -139,6 +140,7 @@ def _shared(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:
     reward = template = None
     rm_base = _rm_base(rm_path) if rm_path else ""
     same_base = bool(rm_base) and not merged and rm_base == _canonical(loaded.base_path)
+    same_base = same_base and _same_kind(rm_path, lm)
     if same_base:
         _check_tokenizer(rm_path, loaded.tokenizer)
         lm.load_adapter(io.resolve(rm_path), adapter_name=REWARD, is_trainable=False)
@@ -216,6 +218,13 @@ def _rm_base(rm_path: str) -> str:
             f"{rm_path} is not a pixiu reward model (no score head); train one with `pixiu train rm`"
         )
     return _canonical(meta["base"]) if meta.get("adapter") else ""
+
+
+def _same_kind(rm_path: str, lm) -> bool:
+    """Whether the RM's adapter is of the policy's PEFT type: peft holds one type per model, so a LoRA reward model
+    under an IA3 policy (lora.method) is loaded as a model of its own."""
+    config = json.loads((Path(io.resolve(rm_path)) / "adapter_config.json").read_text())
+    return config.get("peft_type") == lm.peft_config[POLICY].peft_type
 
 
 def _head(rm_path: str, trainable: bool) -> nn.Linear:

@@ -40,7 +40,8 @@ class Optimizer:
         self.params, self.max_norm, self.accelerator = params, cfg.max_grad_norm, accelerator
         # one group per learning-rate scale: LoRA+ B matrices learn faster (model/adapters.py)
         self.torch = torch.optim.AdamW(lr_groups(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.after_step: Callable[[], None] | None = None  # AdaLoRA's rank allocation (adapters.schedule)
+        self.after_step: Callable[[int], None] | None = None  # AdaLoRA's rank allocation (adapters.schedule)
+        self.at_step = 0  # the loop's step (from 0) the current updates belong to
 
     @property
     def lr(self) -> float:
@@ -62,7 +63,7 @@ class Optimizer:
             norm = float(torch.stack(norms).norm()) if norms else 0.0
         self.torch.step()
         if self.after_step:  # reads the gradients: before they are cleared
-            self.after_step()
+            self.after_step(self.at_step)
         self.torch.zero_grad(set_to_none=True)
         return norm
 
@@ -113,14 +114,14 @@ def fit(
     start, extra = checkpoint.restore(ckpts, model, opt.torch) if cfg.resume else (0, {})
     if start and hooks.load_state:
         hooks.load_state(extra)
-    opt.after_step = schedule(model, total, start)
+    opt.after_step = schedule(model, total)
     log = MetricsLog(out, start, enabled=main)
     if start == 0 and hooks.evaluate:
         log.write({"step": 0, **hooks.evaluate()})
     bar = tqdm(total=total, initial=start, desc=hooks.name, unit="step", disable=not main)
     for step in range(start, total):
         done = step + 1
-        opt.lr = lr_at(step, total, cfg)
+        opt.lr, opt.at_step = lr_at(step, total, cfg), step
         row = {"step": done, **hooks.step(step, opt), "lr": opt.lr}
         bar.update(1)
         bar.set_postfix({k: f"{row[k]:.4g}" for k in hooks.show if k in row})
