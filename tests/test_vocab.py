@@ -161,3 +161,37 @@ def test_sentencepiece_merge_appends_pieces(tmp_path):
     assert again.get_vocab() == new.get_vocab() and again(HELD[0])["input_ids"] == new(HELD[0])["input_ids"]
     with pytest.raises(vocab.VocabError, match="has no tokenizer.model"):
         vocab.extend_sentencepiece(base, tmp_path, zh)
+
+
+def pt_cfg(tmp_path, model, run, *extra):
+    text = tmp_path / "pt.jsonl"
+    text.write_text("".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in SENTENCES * 2))
+    return config.load(
+        None,
+        [f"--model.name_or_path={model}", "--model.dtype=fp32", f"--data.path={text}", "--data.eval_size=0",
+         "--data.max_len=64", f"--train.output_dir={tmp_path / run}", "--train.lr=1e-2", "--train.batch_size=4",
+         "--train.warmup_ratio=0", "--train.log_every=1", *extra],
+    )  # fmt: skip
+
+
+def test_new_rows_first_then_everything(tiny_model_dir, tmp_path):
+    """pt.new_rows_first_steps=2: after 2 steps only the added rows moved; after 4 the rest has moved too."""
+    ext = extended(tiny_model_dir, tmp_path)
+    n = io.read_meta(str(ext))["vocab"]["first_new_id"]
+    start = load_file(ext / "model.safetensors")
+    key = "model.embed_tokens.weight"
+    for steps, rest_moved in ((2, False), (4, True)):
+        cfg = pt_cfg(tmp_path, ext, f"s{steps}", f"--train.max_steps={steps}", "--pt.new_rows_first_steps=2")
+        final = load_file(sft.run(cfg, stage="pt") / "model.safetensors")
+        assert torch.equal(final[key][:n], start[key][:n]) != rest_moved
+        assert not torch.equal(final[key][n:], start[key][n:])
+        moved = [k for k in start if k != key and not torch.equal(final[k], start[k])]
+        assert bool(moved) == rest_moved, moved
+    rows = [json.loads(line) for line in (tmp_path / "s4" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["new_rows_only"] for r in rows] == [1, 1, 0, 0]
+
+
+def test_new_rows_first_needs_an_extended_checkpoint(tiny_model_dir, tmp_path):
+    cfg = pt_cfg(tmp_path, tiny_model_dir, "x", "--train.max_steps=1", "--pt.new_rows_first_steps=1")
+    with pytest.raises(config.ConfigError, match="has none"):
+        sft.run(cfg, stage="pt")

@@ -442,6 +442,19 @@ class DistillConfig:
 
 
 @dataclass
+class PTConfig:
+    """`pixiu train pt` (continued pretraining) over a checkpoint from `pixiu data extend-vocab`."""
+
+    new_rows_first_steps: int = 0
+    """The first N steps train only the embedding (and head) rows of the tokens the extension added, everything
+    else frozen, before all weights train (full fine-tuning, lora.r=0; under LoRA use lora.modules_to_save)."""
+
+    def __post_init__(self):
+        if self.new_rows_first_steps < 0:
+            raise ConfigError(f"pt.new_rows_first_steps must be >= 0, got {self.new_rows_first_steps}")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -454,6 +467,7 @@ class RunConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    pt: PTConfig = field(default_factory=PTConfig)
 
     @property
     def shared_prefix(self) -> bool:

@@ -6,6 +6,7 @@ token of raw text, split into max_len pieces and always packed. Both are the sha
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -14,13 +15,14 @@ import torch
 from pixiu import losses
 from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Rendered
-from pixiu.config import RunConfig
+from pixiu.config import ConfigError, RunConfig
 from pixiu.data import load_data
 from pixiu.data.collate import collate, fit, pack
 from pixiu.data.records import Text
 from pixiu.model import TargetLM, io
 from pixiu.model.forward import autocast, compile_layers
-from pixiu.train.loop import Rows, train
+from pixiu.train import loop
+from pixiu.train.loop import Hooks, Rows
 from pixiu.train.stages import begin, finish, print_report
 
 REPORT_LINE = (
@@ -58,8 +60,45 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
         if eval_rows
         else None
     )
-    history = train(model, rows, sft_loss, cfg.train, accelerator, job.out, evaluate, dtype)
+    hooks = loop.supervised(model, rows, sft_loss, cfg.train, accelerator, dtype, evaluate)
+    if stage == "pt" and cfg.pt.new_rows_first_steps:
+        hooks = new_rows_first(hooks, loaded, cfg)
+    history = loop.fit(model, hooks, cfg.train, accelerator, job.out)
     return finish(job, loaded, history, data=report)
+
+
+def new_rows_first(hooks: Hooks, loaded: io.Loaded, cfg: RunConfig) -> Hooks:
+    """Steps below pt.new_rows_first_steps train only the rows an extension added (ids from the checkpoint's
+    "vocab" record on) of the input embedding and of an untied head: other weights get no gradient (AdamW leaves
+    them as they are) and a hook zeroes the old rows' gradient (zero moments: Adam moves them by 0, weight decay
+    aside). Later steps train everything. Fresh rows at the mean first learn against the frozen model, so the
+    first full updates do not tear the trained weights to fit random-looking inputs."""
+    first = io.read_meta(loaded.base_path).get("vocab", {}).get("first_new_id")
+    if first is None or cfg.lora.r > 0:
+        raise ConfigError(
+            "pt.new_rows_first_steps needs full fine-tuning (lora.r=0) of a checkpoint from `pixiu data "
+            f"extend-vocab` (pixiu.json with a 'vocab' record; {loaded.base_path} has "
+            f"{'one' if first is not None else 'none'}); under LoRA use lora.modules_to_save=embed_tokens,lm_head"
+        )
+    model, phase = loaded.model, {"new_rows_only": True}
+    tables = {
+        id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m
+    }
+    others = [p for p in model.parameters() if id(p) not in tables]
+
+    def mask(grad: torch.Tensor) -> torch.Tensor:  # (V, d): rows below `first` are the base's
+        return torch.cat([torch.zeros_like(grad[:first]), grad[first:]]) if phase["new_rows_only"] else grad
+
+    for w in tables.values():
+        w.register_hook(mask)
+
+    def step(i: int, opt) -> dict:
+        phase["new_rows_only"] = i < cfg.pt.new_rows_first_steps
+        for p in others:
+            p.requires_grad_(not phase["new_rows_only"])
+        return {**hooks.step(i, opt), "new_rows_only": int(phase["new_rows_only"])}
+
+    return dataclasses.replace(hooks, step=step)
 
 
 def prepare(stage: str, train_records: list, eval_records: list, loaded: io.Loaded, cfg: RunConfig):
