@@ -108,9 +108,9 @@ def self_instruct_reply(text: str) -> str:
 
 
 def test_self_instruct_end_to_end(tmp_path):
-    """Target 2 with 2 jobs in flight, 16 asked each. Job 1: the near-copy (ROUGE-L 1.0 with the item kept before
-    it) and the blacklisted one are dropped, 12 never returned; job 2 repeats job 1, so its two good items drop as
-    copies of job 1's. A resumed method rebuilds the ROUGE pool from the kept rows."""
+    """One request, 16 asked: the near-copy (ROUGE-L 1.0 with the item kept just before it) and the blacklisted
+    one are dropped, 12 never returned. Resumed with a higher target, the method rebuilds its ROUGE pool from the
+    kept rows, so the next request's items (the same four) all drop as copies."""
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"instruction": s["instruction"], "instances": [
         {"input": s["input"], "output": s["output"]}]}) + "\n" for s in SEEDS))  # fmt: skip
@@ -119,12 +119,18 @@ def test_self_instruct_end_to_end(tmp_path):
         cfg = GenerateConfig(inputs=str(seeds), out=str(tmp_path / "si.jsonl"), target=2)
         teacher = HTTPTeacher(TeacherConfig(url=server.url, model="fake", retries=0))
         out = generate(cfg, get_method("self-instruct")(cfg), teacher, concurrency=1, bar=False)
-        assert (out.tally.asked, out.tally.kept, out.tally.dropped) == (32, 2, 30)
-        assert out.tally.reasons == {"ROUGE-L > 0.7": 4, "blacklist: image": 2, "not returned": 24}
+        assert (out.tally.asked, out.tally.kept, out.tally.dropped, out.tally.failed) == (16, 2, 14, 0)
+        assert out.tally.reasons == {"ROUGE-L > 0.7": 1, "blacklist: image": 1, "not returned": 12}
+        cfg.target, cfg.time_limit = 3, 0.3  # the target is out of reach: the time limit ends the run
         method = get_method("self-instruct")(cfg)
-        out = generate(cfg, method, teacher, concurrency=1, bar=False)  # resumed at its target: no new job
-        assert out.tally.kept == 2 and server.requests == 2 and len(method.pool) == len(SEEDS) + 2
-        assert method.accept(item("Explain why the sky looks blue during the day!")) == "ROUGE-L > 0.7"
+        assert len(method.pool) == len(SEEDS)
+        out = generate(cfg, method, teacher, concurrency=1, bar=False)
+        assert len(method.pool) == len(SEEDS) + 2 and out.tally.kept == 2
+        assert out.tally.reasons["ROUGE-L > 0.7"] == 1 + 3 * (out.tally.jobs - 1)
+        kept = [json.loads(x) for x in Path(cfg.out).read_text().splitlines()]
+        assert [r["instruction"] for r in kept] == ["List the planets of the solar system in order.",
+                                                    "Explain why the sky looks blue during the day."]  # fmt: skip
+        assert kept[0]["meta"]["job"] == "si-0" and kept[0]["meta"]["teacher"] == f"fake@{server.url}"
     finally:
         server.close()
 

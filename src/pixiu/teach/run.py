@@ -29,7 +29,12 @@ def generate(
     try:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="teach") as pool:
             while True:
-                room = 0 if _enough(cfg, out, start) else 2 * concurrency - len(inflight)
+                enough = _enough(cfg, out, start)
+                if (
+                    enough
+                ):  # jobs queued but not started stay undone (a resumed run does them); running ones finish
+                    inflight = {f: job for f, job in inflight.items() if not f.cancel()}
+                room = 0 if enough else concurrency - len(inflight)
                 for job in itertools.islice(pending, max(0, room)):
                     inflight[pool.submit(_work, method, job, teacher)] = job
                 if not inflight:
@@ -93,9 +98,7 @@ def _bar(cfg: GenerateConfig, out: Output, show: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(
-        total=cfg.target or None, initial=out.tally.kept, unit="item", file=sys.stderr, dynamic_ncols=True
-    )
+    return tqdm(total=cfg.target or None, initial=out.tally.kept, unit="item", file=sys.stderr, mininterval=5)
 
 
 def _show(progress, out: Output, teacher: Teacher) -> None:
@@ -103,6 +106,7 @@ def _show(progress, out: Output, teacher: Teacher) -> None:
         return
     t, u = out.tally, teacher.usage
     progress.update(t.kept - progress.n)
+    # refresh=False: tqdm redraws at its own pace (mininterval), not once a second per call
     progress.set_postfix(
-        kept=t.kept, dropped=t.dropped, failed=t.failed, tokens=u.tokens, cost=f"{u.cost:.4f}"
+        kept=t.kept, dropped=t.dropped, failed=t.failed, tokens=u.tokens, cost=f"{u.cost:.4f}", refresh=False
     )

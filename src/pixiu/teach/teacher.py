@@ -259,7 +259,8 @@ class EngineTeacher(Teacher):
         from pixiu.engine import EngineError, Sampling
 
         s = Sampling(max_new_tokens=sampling.get("max_tokens") or 256, temperature=sampling.get("temperature") or 0.0,
-                     top_p=sampling.get("top_p") or 1.0, seed=sampling.get("seed"))  # fmt: skip
+                     top_p=sampling.get("top_p") or 1.0, seed=sampling.get("seed"),
+                     repetition_penalty=sampling.get("repetition_penalty") or 1.0)  # fmt: skip
         try:
             done = self.engine.generate([prompt], s, stop=sampling.get("stop") or ())[0]
         except (EngineError, ValueError) as e:

@@ -60,6 +60,8 @@ class GenerateConfig:
     """Sampling temperature (Alpaca used 1.0)."""
     top_p: float = 1.0
     """Nucleus sampling."""
+    repetition_penalty: float = 1.0
+    """> 1 discourages repeats (CTRL); sent only when not 1 (vLLM and pixiu serve read it, OpenAI does not)."""
     seed: int = 0
     """Seeds the sampling of prompt examples and evolution operations: a resumed run makes the same jobs."""
     api: str = "chat"
@@ -116,14 +118,17 @@ class Method:
         for row in rows:
             self.accept(row)
 
-    def ask(self, teacher: Teacher, messages: list[dict], **over) -> object:
-        """One chat request with the run's sampling settings (`over` replaces some)."""
-        s = {
-            "max_tokens": self.cfg.max_tokens,
-            "temperature": self.cfg.temperature,
-            "top_p": self.cfg.top_p,
-        } | over
-        return teacher.chat(messages, **s)
+    def sampling(self, **over) -> dict:
+        """The run's sampling settings as request fields (`over` replaces some). repetition_penalty is an
+        extension (vLLM, pixiu serve), sent only when set, since OpenAI itself refuses unknown fields."""
+        s = {"max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature, "top_p": self.cfg.top_p}
+        if self.cfg.repetition_penalty != 1.0:
+            s["repetition_penalty"] = self.cfg.repetition_penalty
+        return s | over
+
+    def ask(self, teacher: Teacher, messages: list[dict], **over):
+        """One chat request with the run's sampling settings."""
+        return teacher.chat(messages, **self.sampling(**over))
 
 
 def prompt_hash(prompt) -> str:
@@ -132,13 +137,17 @@ def prompt_hash(prompt) -> str:
 
 
 def read_items(path: str) -> list[dict]:
-    """Rows of a JSON list or JSONL file; a plain-text file gives one {"instruction": line} per non-empty line."""
+    """Rows of a JSON list or JSONL file (a bare string is {"prompt": it}); a plain-text file gives one
+    {"instruction": line} per non-empty line."""
     text = Path(path).read_text(encoding="utf-8")
     if path.endswith((".json", ".jsonl")):
         stripped = text.lstrip()
-        if stripped.startswith("["):
-            return json.loads(stripped)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = (
+            json.loads(stripped)
+            if stripped.startswith("[")
+            else [json.loads(x) for x in text.splitlines() if x.strip()]
+        )
+        return [{"prompt": r} if isinstance(r, str) else r for r in rows]  # a file of JSON strings: prompts
     return [{"instruction": line.strip()} for line in text.splitlines() if line.strip()]
 
 

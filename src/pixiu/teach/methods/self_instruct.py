@@ -165,8 +165,7 @@ class SelfInstruct(Method):
 
     def run(self, job: Job, teacher) -> Result:
         prompt = encode_prompt(job.payload["tasks"], HEADER_ZH if self.cfg.lang == "zh" else HEADER_EN)
-        s = {"max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
-             "stop": STOP}  # fmt: skip
+        s = self.sampling(stop=STOP)
         if self.cfg.api == "completions":
             reply = teacher.complete(prompt, **s)
         else:
