@@ -48,8 +48,8 @@ def test_registry_matches_config():
     assert set(adapters.METHODS) == set(config.PEFT_METHODS)
 
 
-def probe(tokenizer):
-    """Two right-padded rows of different lengths: padding and the prefix mask both matter."""
+def probe_samples(tokenizer):
+    """Two rendered conversations of different lengths."""
     convs = [
         Conversation.from_openai(
             [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
@@ -59,7 +59,12 @@ def probe(tokenizer):
     from pixiu.chat.templates import get_template
 
     template = get_template("default", tokenizer)
-    return collate([[template.render(c)] for c in convs], tokenizer.pad_token_id)
+    return [template.render(c) for c in convs]
+
+
+def probe(tokenizer):
+    """Two right-padded rows of different lengths: padding and the prefix mask both matter."""
+    return collate([[s] for s in probe_samples(tokenizer)], tokenizer.pad_token_id)
 
 
 def logits(lm, batch) -> torch.Tensor:
@@ -262,3 +267,34 @@ def test_grpo_with_adalora_allocates_ranks(tmp_path, tiny_model_dir, capture):
     get_stage("grpo").run(cfg)
     peft_cfg = capture["lm"].peft_config["default"]
     assert peft_cfg.total_step == 5 and peft_cfg.rank_pattern
+
+
+def test_prefix_sees_packed_samples_as_separate_rows(tiny_model_dir):
+    """Packed rows (positions restart per sample, no 2D mask) get a block-causal mask over the prefix + row: each
+    sample's states equal those of the sample alone in a padded row."""
+    torch.manual_seed(0)
+    lora = config.LoraConfig(r=4, method="ptuning_v2", virtual_tokens=3)
+    loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"), lora, for_training=True)
+    rendered = probe_samples(loaded.tokenizer)
+    packed = collate([rendered], loaded.tokenizer.pad_token_id)
+    alone = collate([[s] for s in rendered], loaded.tokenizer.pad_token_id)
+    assert packed.attention_mask is None and alone.attention_mask is not None
+    lm = loaded.model.eval()
+    with torch.no_grad():
+        got, want = hidden_states(lm, packed)[0], hidden_states(lm, alone)
+    n = len(rendered[0].input_ids)
+    torch.testing.assert_close(got[:n], want[0, :n], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        got[n : n + len(rendered[1].input_ids)], want[1, : len(rendered[1].input_ids)], atol=1e-5, rtol=0
+    )
+    with lm.disable_adapter(), torch.no_grad():  # adapters off: no prefix, as peft's switch promises
+        assert not torch.allclose(hidden_states(lm, alone), want)
+
+
+def test_engine_refuses_a_prefix_adapter(tiny_model_dir):
+    from pixiu.engine.torch_engine import serving_model
+
+    lora = config.LoraConfig(r=4, method="prefix", virtual_tokens=2)
+    loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"), lora, for_training=True)
+    with pytest.raises(io.ModelError, match="PREFIX_TUNING adapter cannot be merged"):
+        serving_model(loaded.model)
