@@ -162,3 +162,68 @@ def test_self_chat_stop_rules():
 def test_rank_scores_order_replies():
     assert parse_scores("Reply 1: 3\nReply 2: 9\nReply 3：5", 3) == [3.0, 9.0, 5.0]
     assert parse_scores("Reply 1: 3", 2) is None
+
+
+def run_method(tmp_path, name: str, reply, inputs: list, **cfg):
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in inputs))
+    server = FakeTeacher(reply=reply)
+    try:
+        c = GenerateConfig(
+            method=name, inputs=str(tmp_path / "in.jsonl"), out=str(tmp_path / "out.jsonl"), **cfg
+        )
+        teacher = HTTPTeacher(TeacherConfig(url=server.url, model="fake", retries=0))
+        out = generate(c, get_method(name)(c), teacher, concurrency=2, bar=False)
+    finally:
+        server.close()
+    return out.tally, [json.loads(x) for x in Path(c.out).read_text().splitlines()]
+
+
+def test_evol_rounds_and_eliminations(tmp_path):
+    """Round 1 evolves (judged Not Equal); round 2's rewrite is judged Equal, so it is dropped and round 3 evolves
+    the round-1 prompt again."""
+    calls = {"n": 0}
+
+    def reply(text):
+        if text.startswith("Here are two Instructions"):
+            return "Equal" if "v2" in text.split("The Second Prompt:")[1] else "Not Equal"
+        if "#Rewritten Prompt#:" in text or "#Created Prompt#:" in text:
+            calls["n"] += 1
+            return f"Name a tropical fruit rich in vitamin C, version v{calls['n']}."
+        return "Guava is a tropical fruit with plenty of vitamin C."
+
+    tally, rows = run_method(tmp_path, "evol", reply, [{"instruction": "Name a fruit."}], rounds=3)
+    assert (tally.asked, tally.kept, tally.dropped, tally.failed) == (3, 2, 1, 0)
+    assert tally.reasons == {"no information gain (judged equal)": 1}
+    assert [r["instruction"].split()[-1] for r in rows] == ["v1.", "v3."] and rows[0]["output"].startswith(
+        "Guava"
+    )
+
+
+def test_self_chat_turns_and_stop(tmp_path):
+    def reply(text):
+        if "[|Human|]" not in text:
+            return f"Assistant reply to: {text[:20]}"
+        return (
+            "Thanks, goodbye!" if text.count("[|AI|]") >= 3 else f"Follow-up number {text.count('[|AI|]')}?"
+        )
+
+    tally, rows = run_method(
+        tmp_path, "self-chat", reply, ["What is tea?", "Why is the sky blue?"], max_turns=5
+    )
+    assert (tally.asked, tally.kept) == (2, 2)
+    roles = [m["role"] for m in rows[0]["messages"]]
+    assert roles == ["user", "assistant"] * 2 and rows[0]["stop"] == "human says goodbye"
+
+
+def test_rank_into_rankings_and_pairs(tmp_path):
+    inputs = [
+        {"prompt": "2+2?", "responses": ["five", "4", "four"]},
+        {"prompt": "x", "responses": ["a", "a"]},
+    ]
+    verdict = lambda text: "Reply 1: 2\nReply 2: 9\nReply 3: 7"  # noqa: E731
+    tally, rows = run_method(tmp_path, "rank", verdict, inputs)
+    assert (tally.kept, tally.reasons) == (1, {"fewer than two distinct replies": 1})
+    assert rows[0]["responses"] == ["4", "four", "five"]
+    (tmp_path / "p").mkdir()
+    _, rows = run_method(tmp_path / "p", "rank", verdict, inputs[:1], format="pairs")
+    assert (rows[0]["chosen"], rows[0]["rejected"]) == ("4", "five")
