@@ -1,0 +1,167 @@
+"""Distillation vs SFT alone (issue 17.4): SmolLM2-135M teaches a student made of every third of its layers.
+
+The student keeps the teacher's embeddings, final norm and head and its layers 0, 3, 6, ... (10 of 30 for
+every=3), so it starts as a damaged copy of the teacher with the same vocabulary. Each run trains that same
+student for the same steps on the same Alpaca rows (the first --rows after the held-out split, SmolLM2's chat
+template, loss on the reply), full fine-tuning, with one of:
+- sft: the reference replies' NLL (`pixiu train sft`);
+- forward_kl, reverse_kl, jsd (beta 0.5): `pixiu train distill` against the teacher's top-k log-probs, written
+  once by the teacher alone (distill.teacher_logprobs) and read by all three runs.
+Held-out: data.eval_size rows split off the whole Alpaca file; eval_loss is the student's NLL of the reference
+replies there (what SFT optimises), eval_fkl the forward KL to the teacher on them (top-k with a tail bucket).
+
+Run from the repository root; it writes bench/results/distill.md and distill.jsonl:
+    python bench/distill.py                                   # the measured run
+    python bench/distill.py --rows 16 --steps 2 --eval-rows 8 # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json"
+RESULTS = ROOT / "bench" / "results"
+RUNS = ("forward_kl", "reverse_kl", "jsd", "sft")  # the first distill run writes the teacher file
+
+
+def make_student(teacher_dir: str, out: Path, every: int) -> Path:
+    """A smaller model of the teacher's architecture holding its layers 0, every, 2*every, ... and all its other
+    weights (embeddings, final norm, head): same vocabulary, initialised from the teacher's layers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (out / "model.safetensors").exists():
+        return out
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    keep = list(range(0, teacher.config.num_hidden_layers, every))
+    cfg = teacher.config.__class__.from_dict({**teacher.config.to_dict(), "num_hidden_layers": len(keep)})
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = [teacher.config.layer_types[i] for i in keep]
+    student = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    state, prefix = teacher.state_dict(), "model.layers."
+    moved = {}
+    for new, old in enumerate(keep):
+        moved.update(
+            {
+                k.replace(f"{prefix}{old}.", f"{prefix}{new}.", 1): v
+                for k, v in state.items()
+                if k.startswith(f"{prefix}{old}.")
+            }
+        )
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    missing, unexpected = student.load_state_dict({**rest, **moved}, strict=False)
+    assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+    student.save_pretrained(out)
+    AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(out)
+    print(
+        f"student: layers {keep} of {teacher.config.num_hidden_layers}, {student.num_parameters() / 1e6:.1f}M params -> {out}"
+    )
+    return out
+
+
+def overrides(args, student: Path, out: Path, loss: str) -> list[str]:
+    common = [
+        f"--model.name_or_path={student}",
+        "--model.dtype=fp32",
+        f"--data.path={ALPACA}",
+        f"--data.eval_size={args.eval_rows}",
+        f"--data.max_samples={args.rows}",
+        f"--data.max_len={args.max_len}",
+        f"--train.output_dir={out / loss}",
+        f"--train.lr={args.lr}",
+        f"--train.batch_size={args.batch_size}",
+        f"--train.max_steps={args.steps}",
+        "--train.warmup_ratio=0.1",
+        "--lora.r=0",
+        "--data.skip_bad_rows=true",  # Alpaca has rows with an empty output
+    ]
+    if loss == "sft":
+        return common
+    return [
+        *common,
+        f"--distill.teacher={args.teacher}",
+        f"--distill.loss={loss}",
+        f"--distill.teacher_logprobs={out / f'teacher_top{args.top_k}.safetensors'}",
+        f"--distill.top_k={args.top_k}",
+    ]
+
+
+def run_one(args, student: Path, out: Path, loss: str) -> dict:
+    from pixiu import config
+    from pixiu.train.stages import get_stage
+
+    cfg = config.load(None, overrides(args, student, out, loss))
+    t0 = time.perf_counter()
+    get_stage("sft" if loss == "sft" else "distill").run(cfg)
+    rows = [json.loads(line) for line in (out / loss / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_loss" in r]
+    return {
+        "run": loss,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "eval_loss_start": evals[0]["eval_loss"],
+        "eval_loss": evals[-1]["eval_loss"],
+        "eval_ppl": evals[-1]["eval_ppl"],
+        **({"eval_fkl": evals[-1].get("eval_forward_kl")} if loss == "forward_kl" else {}),
+        "last_train_loss": [r["loss"] for r in rows if "loss" in r][-1],
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| student trained by | held-out NLL start | held-out NLL end | perplexity end | seconds |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['run']} | {r['eval_loss_start']} | {r['eval_loss']} | {r['eval_ppl']} | {r['seconds']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="smollm2-135m")
+    p.add_argument("--every", type=int, default=3, help="the student keeps every N-th teacher layer")
+    p.add_argument("--rows", type=int, default=320)
+    p.add_argument("--eval-rows", type=int, default=64)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-len", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--top-k", type=int, default=64)
+    p.add_argument("--out", default="runs/bench_distill")
+    p.add_argument("--runs", default=",".join(RUNS))
+    args = p.parse_args()
+    from pixiu.model import io
+
+    out = Path(args.out)
+    student = make_student(io.resolve(args.teacher), out / f"student_every{args.every}", args.every)
+    results = []
+    for loss in args.runs.split(","):
+        results.append(run_one(args, student, out, loss))
+        print(json.dumps(results[-1]), flush=True)
+    command = "python bench/distill.py " + " ".join(
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+    )
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    doc = (
+        f"# Distillation vs SFT alone (SmolLM2-135M -> every {args.every}rd layer)\n\n"
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
+        f"load after the run: `{load}`\n\nCommand: `{command}`\n\n{table(results)}\n"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "distill.md").write_text(doc)
+    (RESULTS / "distill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    print(doc)
+
+
+if __name__ == "__main__":
+    main()
