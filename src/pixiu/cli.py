@@ -287,6 +287,10 @@ DATA_COMMANDS: dict[str, tuple] = {
         "pixiu.data.vocab:main",
         "new tokens for a corpus (BPE) or SentencePiece pieces; resize",
     ),
+    "stackexchange": (
+        "pixiu.data.stackexchange:main",
+        "Q&A with votes (Posts.xml, Zhihu-style JSONL) -> SFT, RM pairs, PPO prompts",
+    ),
 }
 
 HELP = ("-h", "--help", "help")
