@@ -151,3 +151,21 @@ def test_fatal_status_stops_the_run(tmp_path):
     err.read = lambda: b"bad key"
     with pytest.raises(TeacherFatal, match="401"):
         teacher._http_error(err)
+
+
+def test_engine_teacher_answers_and_counts(lively_dir, tmp_path):
+    """`--url engine:DIR`: a local pixiu model through the engine, same accounting as over HTTP."""
+    from pixiu.teach.teacher import make_teacher
+
+    teacher = make_teacher(TeacherConfig(url=f"engine:{lively_dir}", concurrency=2))
+    try:
+        (tmp_path / "in.txt").write_text("Hello world\nWhat is two plus two?")
+        cfg = GenerateConfig(method="answer", inputs=str(tmp_path / "in.txt"), out=str(tmp_path / "o.jsonl"),
+                             max_tokens=8, temperature=0.0)  # fmt: skip
+        out = generate(cfg, get_method("answer")(cfg), teacher, concurrency=2, bar=False)
+    finally:
+        teacher.close()
+    t, u = out.tally, teacher.usage
+    assert t.kept + t.dropped == t.asked == 2 and t.failed == 0, lines(f"{cfg.out}.failed.jsonl")
+    assert u.requests == t.kept + t.dropped and u.completion_tokens <= 8 * u.requests and u.prompt_tokens > 0
+    assert all(r["output"].strip() and r["meta"]["teacher"] == f"engine:{lively_dir}" for r in lines(cfg.out))
