@@ -213,3 +213,38 @@ def test_fsdp_on_two_cpu_processes_matches_one(tmp_path, tiny_model_dir):
     gathered = load_file(tmp_path / "2" / "weights.safetensors")
     for k, v in saved.items():
         torch.testing.assert_close(gathered["lm." + k], v, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sharded_final_save_gathers_on_every_process(tmp_path, tiny_model_dir, rank):
+    """Under FSDP / ZeRO-3 the full weights must be gathered by every process (a collective): before, only the
+    main process saved, so the others never joined and the run hung at its last step. Each rank gathers; the
+    main one writes those gathered weights (here: doubled, to see they are the ones written); no out/merged."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    from pixiu.train import stages
+
+    cfg = config.load(None, [f"--train.output_dir={tmp_path}", "--train.merge_lora", "--lora.r=0"])
+    loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"))
+    calls = []
+
+    def get_state_dict(model):
+        calls.append(rank)
+        return {k: v * 2 for k, v in model.state_dict().items()}
+
+    acc = SimpleNamespace(
+        distributed_type="DistributedType.FSDP", is_main_process=rank == 0, get_state_dict=get_state_dict,
+        wait_for_everyone=lambda: None,
+    )  # fmt: skip
+    job = stages.Job(cfg, "sft", acc, tmp_path, 0.0)
+    final = stages.finish(job, loaded, [])
+    assert calls == [rank]
+    if rank == 0:
+        saved = load_file(final / "model.safetensors")
+        name = "model.layers.0.mlp.up_proj.weight"
+        torch.testing.assert_close(saved[name], 2 * loaded.model.state_dict()[name])
+        assert not (tmp_path / "merged").exists()
+    else:
+        assert not final.exists()

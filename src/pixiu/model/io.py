@@ -288,19 +288,23 @@ def save(
     merge: bool = False,
     head: torch.nn.Module | None = None,
     meta: dict | None = None,
+    state_dict: dict | None = None,
 ) -> Path:
     """Write weights (or the adapter), tokenizer, template and an optional scalar head atomically: a temp dir
     renamed into place. `meta`: more pixiu.json fields; a vocabulary extension recorded in the base's pixiu.json
-    (model/vocab.py) carries over."""
+    (model/vocab.py) carries over. `state_dict`: the model's full weights gathered across processes (FSDP,
+    ZeRO-3: see train/stages.py `finish`), written instead of this process's shards."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model = unwrap(loaded.model)
     is_adapter = hasattr(model, "peft_config")
     if merge and is_adapter:
+        if state_dict is not None:
+            raise ModelError("a merged save of sharded (FSDP / ZeRO-3) weights is not supported: merge after")
         model = merged(model)  # folds the adapter into the base in place: save merged last
         is_adapter = False
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     if is_adapter:
         from pixiu.model.adapters import save_as_lora
 

@@ -116,8 +116,9 @@ def finish(job: Job, loaded, rows: list[dict], head=None, folded: bool = False, 
     """Save out/final and summary.json (the stage, its seconds, `summary`, the first and last metrics rows);
     -> out/final. See `save_model` for what final holds."""
     final = job.out / "final"
+    state = gathered(job.accelerator, loaded.model)  # every process takes part, or a sharded run hangs here
     if job.main:
-        save_model(job.out, loaded, job.cfg, head, folded)
+        save_model(job.out, loaded, job.cfg, head, folded, state)
         doc = {
             "stage": job.stage,
             "seconds": round(time.perf_counter() - job.t0, 1),
@@ -130,14 +131,25 @@ def finish(job: Job, loaded, rows: list[dict], head=None, folded: bool = False, 
     return final
 
 
-def save_model(out: Path, loaded, cfg: RunConfig, head=None, folded: bool = False) -> Path:
+def gathered(accelerator, model) -> dict | None:
+    """The full weights of a model sharded over processes (FSDP, DeepSpeed ZeRO-3): gathering them is a
+    collective, so every process calls this and the main one saves what it returns. None when unsharded (each
+    process holds the whole model: save it directly)."""
+    if str(accelerator.distributed_type).rsplit(".", 1)[-1] not in ("FSDP", "DEEPSPEED"):
+        return None
+    return accelerator.get_state_dict(model)
+
+
+def save_model(out: Path, loaded, cfg: RunConfig, head=None, folded: bool = False, state=None) -> Path:
     """out/final: the LoRA adapter (with a reward model's score head) or full weights; saved merged when the run
     started from an adapter folded into its base (that base exists only in memory). With train.merge_lora also
     out/merged, the full model a next stage stacks its adapter on (a reward model is always read with its head,
     so it has none)."""
     from pixiu.model import io
 
-    final = io.save(out / "final", loaded, head=head, merge=folded)
-    if cfg.train.merge_lora and cfg.lora.r > 0 and not folded and head is None:
+    final = io.save(out / "final", loaded, head=head, merge=folded, state_dict=state)
+    if cfg.train.merge_lora and state is not None:
+        print("train.merge_lora: no out/merged from a sharded run; merge out/final afterwards (pixiu export)")
+    elif cfg.train.merge_lora and cfg.lora.r > 0 and not folded and head is None:
         io.save(out / "merged", loaded, merge=True)
     return final
