@@ -71,7 +71,7 @@ def test_every_item_is_accounted_for(fake, tmp_path):
 
 def test_kill9_then_resume(tmp_path):
     """SIGKILL a running generate, add a torn line, resume: every job once, none lost, none twice."""
-    server = FakeTeacher(delay=0.05)
+    server = FakeTeacher(delay=0.1)
     try:
         (tmp_path / "in.txt").write_text("\n".join(f"item {i}" for i in range(40)))
         out = tmp_path / "out.jsonl"

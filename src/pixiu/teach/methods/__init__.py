@@ -81,6 +81,18 @@ class GenerateConfig:
     format: str = "rankings"
     """Rank: rankings (all K replies, best first) or pairs (best vs worst)."""
 
+    def __post_init__(self):
+        checks = {
+            "api must be chat or completions": self.api in ("chat", "completions"),
+            "lang must be en or zh": self.lang in ("en", "zh"),
+            "n, rounds and max_turns must be >= 1": min(self.n, self.rounds, self.max_turns) >= 1,
+            "num_asked must exceed num_prompt + 1": self.num_asked > self.num_prompt + 1 >= 2,
+            "target and time_limit must be >= 0": self.target >= 0 and self.time_limit >= 0,
+        }
+        bad = [msg for msg, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"generate: {'; '.join(bad)}")
+
 
 @dataclass
 class Job:
@@ -99,8 +111,11 @@ class Result:
 
 class Method:
     name = ""
+    inputs = "the items to work on"  # what --inputs holds; "" when the method has a default
 
     def __init__(self, cfg: GenerateConfig):
+        if self.inputs and not cfg.inputs:
+            raise ValueError(f"{self.name}: give {self.inputs} with --inputs FILE")
         self.cfg = cfg
 
     def jobs(self) -> Iterator[Job]:

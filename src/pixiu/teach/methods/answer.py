@@ -14,9 +14,9 @@ from pixiu.teach.text import is_refusal
 
 @register("answer")
 class Answer(Method):
+    inputs = "the instructions to answer"
+
     def jobs(self) -> Iterator[Job]:
-        if not self.cfg.inputs:
-            raise ValueError("answer: give the instructions with --inputs FILE")
         for i, row in enumerate(read_items(self.cfg.inputs)):
             for k in range(self.cfg.n):
                 yield Job(f"answer-{i}-{k}", 1, {"row": row, "sample": k})

@@ -87,9 +87,9 @@ def eliminated(parent: str, child: str, answer: str, verdict: str) -> str | None
 
 @register("evol")
 class Evol(Method):
+    inputs = "the instructions to evolve"
+
     def jobs(self) -> Iterator[Job]:
-        if not self.cfg.inputs:
-            raise ValueError("evol: give the instructions to evolve with --inputs FILE")
         for i, row in enumerate(read_items(self.cfg.inputs)):
             yield Job(f"evol-{i}", self.cfg.rounds, {"instruction": instruction_of(row)})
 

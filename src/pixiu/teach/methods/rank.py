@@ -33,11 +33,14 @@ def parse_scores(text: str, k: int) -> list[float] | None:
 
 @register("rank")
 class Rank(Method):
+    inputs = "{prompt, responses} rows"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.format not in ("rankings", "pairs"):
+            raise ValueError(f"rank: format must be rankings or pairs, got {cfg.format!r}")
+
     def jobs(self) -> Iterator[Job]:
-        if not self.cfg.inputs:
-            raise ValueError("rank: give {prompt, responses} rows with --inputs FILE")
-        if self.cfg.format not in ("rankings", "pairs"):
-            raise ValueError(f"rank: format must be rankings or pairs, got {self.cfg.format!r}")
         for i, row in enumerate(read_items(self.cfg.inputs)):
             yield Job(f"rank-{i}", 1, {"row": row})
 

@@ -44,9 +44,9 @@ def stop_reason(turn: str, earlier: list[str]) -> str | None:
 
 @register("self-chat")
 class SelfChat(Method):
+    inputs = "the seed questions"
+
     def jobs(self) -> Iterator[Job]:
-        if not self.cfg.inputs:
-            raise ValueError("self-chat: give seed questions with --inputs FILE")
         for i, row in enumerate(read_items(self.cfg.inputs)):
             yield Job(f"chat-{i}", 1, {"question": instruction_of(row)})
 

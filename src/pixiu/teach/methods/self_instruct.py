@@ -142,6 +142,8 @@ def default_seeds(lang: str) -> str:
 class SelfInstruct(Method):
     """Alpaca (en) / BELLE (zh) self-instruct: alpaca rows {instruction, input, output}."""
 
+    inputs = ""  # default: the shared Alpaca / BELLE seed tasks
+
     def __init__(self, cfg):
         super().__init__(cfg)
         if cfg.lang not in SEEDS:
