@@ -161,7 +161,7 @@ def test_recipe_errors_are_clear(tmp_path):
 
     # one registry: every `pixiu train` stage is a pipeline stage, and the CLI's usage lists them all
     assert not hasattr(pipeline, "ROLES") and not hasattr(cli, "STAGES")
-    with pytest.raises(SystemExit, match=r"pixiu train \{sft,pt,rm,dpo,kto,rrhf,ppo,grpo,rloo\}"):
+    with pytest.raises(SystemExit, match=r"pixiu train \{sft,pt,rm,dpo,kto,rrhf,ppo,grpo,rloo,distill\}"):
         cli.main(["train", "nope"])
     assert {k for k, s in STAGES.items() if s.role.reads_reward_model} == {"ppo"}
     assert {k for k, s in STAGES.items() if s.role.makes == "reward_model"} == {"rm"}
