@@ -20,6 +20,7 @@ Files (each row also names the family, the language and the flaw, for per-kind e
   heldout_prompts.jsonl {prompt, answer}: evaluation prompts with the reference answer ("105", "Athens", "门")
                         that eval/route.py's exact match looks for; no question here appears in any other file
   heldout_pairs.jsonl   pairs on the held-out prompts: the reward model's held-out accuracy
+  wrong_pairs.jsonl     {prompt, chosen, rejected}: the good reply against a wrong one, computed families only
 """
 
 import json
@@ -56,7 +57,8 @@ PAIR_KINDS = {"wrong": 0.2, "language": 0.2, "rambling": 0.2, "garbled": 0.25, "
 # "wrong" flaw from 0.70 to 0.54 (runs/quickstart under load 11-25). Off, so the data is the measured one.
 NEAR_MISS = 0.0  # share of wrong answers that are near misses (near_miss)
 RANK_WRONG = False  # a wrong answer may take the third place of a ranking
-SIZES = {"pairs": 640, "rankings": 240, "prompts": 480, "heldout_prompts": 96, "heldout_pairs": 192}
+SIZES = {"pairs": 640, "rankings": 240, "prompts": 480, "heldout_prompts": 96, "heldout_pairs": 192,
+         "wrong_pairs": 480}  # fmt: skip
 # Arithmetic answers ("7 × 10 = 70.") read the same in both languages, so its wrong-language reply spells it out.
 SPELLED_ARITH = {"en": "{a} {w} {b} equals {c}.", "zh": "{a}{w}{b}等于{c}。"}
 RAMBLE = {lang: {k: v for k, *v in table(t)} for lang, t in (("en", RAMBLE_EN), ("zh", RAMBLE_ZH))}
@@ -260,6 +262,15 @@ def pair_rows(drawn, per_prompt=1):
     return rows
 
 
+def wrong_rows(drawn):
+    """The right answer against a wrong one only: the flaw a reward model learns last (0.70 held-out accuracy
+    with the mixed pairs alone), since it must check the value, not the form."""
+    return [
+        dict(prompt=q, chosen=replies["good"], rejected=replies["wrong"], family=name, lang=lang, kind="wrong")
+        for name, lang, q, replies, _ in drawn
+    ]
+
+
 def ranking_rows(drawn):
     """good > rambling or language > wrong or garbled > rude: right answers first (flawed but usable before a
     wrong or garbled one), a refusal last. A wrong answer always ranks below a right but long one: the other
@@ -301,7 +312,7 @@ def check(files, sft_questions, arithmetic_errors):
                 f"held-out question in {name}"
             )
     checked = 0
-    for name in ("pairs", "heldout_pairs", "rankings"):
+    for name in ("pairs", "heldout_pairs", "rankings", "wrong_pairs"):
         for row in files[name]:
             replies = row["responses"] if name == "rankings" else [row["chosen"], row["rejected"]]
             kinds = row["kinds"] if name == "rankings" else ["good", row["kind"]]
@@ -310,8 +321,9 @@ def check(files, sft_questions, arithmetic_errors):
                 n, bad = arithmetic_errors(row["prompt"], text)
                 checked += n
                 assert not bad or kind in ("wrong", "garbled"), (row, bad)
-                if row["family"] == "arith" and kind == "wrong":
-                    assert bad, row  # a wrong arithmetic reply states a wrong sum
+                if row["family"] == "arith" and kind == "wrong" and name != "wrong_pairs":
+                    assert bad, row  # a wrong arithmetic reply states a wrong sum (wrong_pairs may also
+                    # answer another operation rightly: "62 - 15?" "62 + 15 = 77.")
                 said = lang_of(text)
                 if kind == "language":
                     assert said not in (None, row["lang"]), row
@@ -335,6 +347,8 @@ def main(demo_dir, sft_questions, write_jsonl, arithmetic_errors):
         "pairs": pair_rows(draws(SIZES["pairs"], list(WEIGHTS), set(banned))),
         "rankings": ranking_rows(draws(SIZES["rankings"], list(WEIGHTS), set(banned))),
         "prompts": prompt_rows(draws(SIZES["prompts"], [*computed_names, "identity"], set(banned))),
+        # drawn last, so the files above stay as they were measured before it existed
+        "wrong_pairs": wrong_rows(draws(SIZES["wrong_pairs"], computed_names, set(banned))),
     }
     for name, rows in files.items():
         write_jsonl(demo_dir / f"{name}.jsonl", rows)
