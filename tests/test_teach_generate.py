@@ -140,13 +140,13 @@ def test_pacer_spaces_requests():
     assert now[0] == 10.0
 
 
-def test_fatal_status_stops_the_run(tmp_path):
+def test_fatal_status_stops_the_run():
+    """401/403/404 mean a wrong key, URL or model: TeacherFatal, which ends the run instead of failing each item."""
+    import urllib.error
+
     from pixiu.teach.teacher import TeacherFatal
 
     teacher = HTTPTeacher(TeacherConfig(url="http://127.0.0.1:9/nowhere", model="m", retries=0))
-    teacher._http_error  # noqa: B018 - exists
-    import urllib.error
-
     err = urllib.error.HTTPError("u", 401, "no", {}, None)
     err.read = lambda: b"bad key"
     with pytest.raises(TeacherFatal, match="401"):
@@ -169,3 +169,18 @@ def test_engine_teacher_answers_and_counts(lively_dir, tmp_path):
     assert t.kept + t.dropped == t.asked == 2 and t.failed == 0, lines(f"{cfg.out}.failed.jsonl")
     assert u.requests == t.kept + t.dropped and u.completion_tokens <= 8 * u.requests and u.prompt_tokens > 0
     assert all(r["output"].strip() and r["meta"]["teacher"] == f"engine:{lively_dir}" for r in lines(cfg.out))
+
+
+def test_a_4xx_fails_at_once_and_counts():
+    """400 (say, a prompt too long for the context) is not retried: one request, one failure."""
+    import urllib.error
+
+    teacher = HTTPTeacher(
+        TeacherConfig(url="http://127.0.0.1:9/v1", model="m", retries=3), sleep=lambda s: None
+    )
+    err = urllib.error.HTTPError("u", 400, "bad", {}, None)
+    err.read = lambda: b"too long"
+    teacher._attempt = lambda *a: teacher._http_error(err)
+    with pytest.raises(TeacherError, match="HTTP 400"):
+        teacher.chat([{"role": "user", "content": "x"}])
+    assert (teacher.usage.failures, teacher.usage.retries) == (1, 0)

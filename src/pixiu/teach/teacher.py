@@ -170,7 +170,11 @@ class HTTPTeacher(Teacher):
                 self.usage.bump("retries")
             with self.slots:
                 self.pacer.wait()
-                reply, last, wait = self._attempt(path, body, text_of)
+                try:
+                    reply, last, wait = self._attempt(path, body, text_of)
+                except TeacherError:  # a 4xx that retrying cannot fix: this request fails now
+                    self.usage.bump("failures")
+                    raise
             if reply is not None:
                 self.usage.add(reply)
                 return reply
