@@ -206,3 +206,40 @@ def test_zhihu_style_jsonl_same_pairs(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "question_id"} for r in rows]  # noqa: E731
     assert strip(pair_rows(dump.questions[0])) == strip(pair_rows(xml_q))
     assert len(dump.skipped) == 1
+
+
+def test_recipe_runs_on_the_commands_output(tmp_path, tiny_model_dir, monkeypatch):
+    """recipes/qa-votes.yaml as written (paths, stages, held-out evaluation) on the tiny model and data made by
+    `pixiu data stackexchange` from the hand-written dump, cut to a couple of steps per stage."""
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "qa-votes.yaml")
+    rows = list(ROWS)
+    for i in range(12):
+        q = 100 + 3 * i
+        rows += [f'<row Id="{q}" PostTypeId="1" Score="1" Title="Beer {q}?" Body="Why {q}?" />'] + [
+            f'<row Id="{q + k}" PostTypeId="2" ParentId="{q}" Score="{4 * k + i}" Body="Answer {q + k}" />'
+            for k in (1, 2)
+        ]
+    monkeypatch.chdir(tmp_path)  # the recipe reads runs/qa-votes-data and writes runs/qa-votes, as documented
+    main(
+        [
+            "data",
+            "stackexchange",
+            str(write(tmp_path, rows)),
+            "--out",
+            "runs/qa-votes-data",
+            "--held_out",
+            "4",
+        ]
+    )
+    main(["pipeline", recipe, f"--model.name_or_path={tiny_model_dir}", "--model.template=default",
+          "--data.max_len=96", "--stage.sft.train.max_steps=2", "--stage.rm.train.max_steps=2",
+          "--stage.ppo.train.max_steps=1", "--stage.ppo.ppo.rollout_prompts=4", "--stage.ppo.ppo.minibatch=4",
+          "--stage.ppo.guard.probe_size=0", "--gen.max_new_tokens=8", "--pipeline.eval.max_prompts=4",
+          "--pipeline.eval.samples=1"])  # fmt: skip
+    summary = json.loads((tmp_path / "runs/qa-votes/summary.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["sft", "rm", "ppo"]
+    held = [
+        json.loads(line) for line in Path("runs/qa-votes-data/heldout_pairs.jsonl").read_text().splitlines()
+    ]
+    assert summary["reward_model"]["pairs"] == len(held) > 0  # every pair of the held-out questions
+    assert summary["policies"]["prompts"] == 4 and "kl_final_to_start" in summary["policies"]
