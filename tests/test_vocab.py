@@ -164,6 +164,22 @@ def test_sentencepiece_merge_appends_pieces(tmp_path):
     with pytest.raises(vocab.VocabError, match="has no tokenizer.model"):
         vocab.extend_sentencepiece(base, tmp_path, zh)
 
+    from transformers import LlamaConfig, LlamaForCausalLM  # the command on a tiny Llama with that tokenizer
+
+    cfg = LlamaConfig(vocab_size=len(base), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False)  # fmt: skip
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    run = [str(tmp_path / "base"), "--sp_model", str(zh), "--template", "llama2", "--out"]
+    with pytest.raises(
+        vocab.VocabError, match="base/tokenizer.model: extending a vocabulary of 300 tokens by"
+    ):
+        vocab_cli.main([*run, str(tmp_path / "o"), "--max_vocab", "400"])
+    vocab_cli.main([*run, str(tmp_path / "out")])
+    assert (tmp_path / "out" / vocab.SP_FILE).read_bytes() == merged
+    assert io.read_meta(str(tmp_path / "out"))["vocab"]["method"] == "sentencepiece"
+    head = load_file(tmp_path / "out" / "model.safetensors")["lm_head.weight"]  # untied: resized, mean-filled
+    assert head.shape[0] == len(new) and torch.allclose(head[300:], head[:300].mean(0).expand(len(added), -1))
+
 
 def pt_cfg(tmp_path, model, run, *extra):
     text = tmp_path / "pt.jsonl"

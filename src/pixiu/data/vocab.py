@@ -38,7 +38,13 @@ def corpus(paths: list[str], max_records: int = 0) -> Iterator[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pixiu data extend-vocab", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="pixiu data extend-vocab",
+        description="New tokens for a corpus (byte-level BPE bases) or another SentencePiece model's pieces "
+        "(SentencePiece bases); embeddings resized, new rows at the mean of the old.\n\n"
+        + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model", help="checkpoint dir, HF dir, .gguf file or smollm2-135m (full weights)")
     p.add_argument("--out", required=True, help="where the extended checkpoint goes")
     src = p.add_mutually_exclusive_group(required=True)
@@ -55,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
         "--noise_std", type=float, default=0.0, help="std of noise added to the new rows' mean init"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--template", default="default", help="chat template to record (a base without one needs a name)"
+    )
     return p
 
 
@@ -66,7 +75,7 @@ def main(argv: list[str]) -> None:
     from pixiu.config import ModelConfig
     from pixiu.model import io, vocab
 
-    loaded = io.load(ModelConfig(a.model, dtype="fp32", device="cpu"))
+    loaded = io.load(ModelConfig(a.model, dtype="fp32", template=a.template, device="cpu"))
     tok, base = loaded.tokenizer, len(loaded.tokenizer)
     where = str(Path(io.resolve(a.model)) / "tokenizer.json")
     if a.sp_model:
