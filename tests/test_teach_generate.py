@@ -61,6 +61,7 @@ def test_every_item_is_accounted_for(fake, tmp_path):
     failed = lines(f"{cfg.out}.failed.jsonl")
     assert len(failed) == 12 and {f["error"].split(":")[0] for f in failed} == {"HTTP 500", "an unreadable reply",
                                                                                "an empty reply (3 attempts)"}  # fmt: skip
+    assert all(len(f["prompt_hash"]) == 16 for f in failed)
     assert t.reasons == {"refusal": 4}
     u = teacher.usage
     assert (

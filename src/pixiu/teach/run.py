@@ -12,7 +12,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from pixiu.teach.methods import GenerateConfig, Job, Method, Result
+from pixiu.teach.methods import GenerateConfig, Job, Method, Result, prompt_hash
 from pixiu.teach.output import Output
 from pixiu.teach.teacher import Teacher, TeacherError
 
@@ -56,7 +56,8 @@ def _work(method: Method, job: Job, teacher: Teacher) -> Result:
     try:
         return method.run(job, teacher)
     except TeacherError as e:
-        return Result(failed=str(e) or type(e).__name__)
+        # the job's payload identifies what was asked, for the failure record
+        return Result(failed=str(e) or type(e).__name__, prompt_hash=prompt_hash(job.payload))
 
 
 def _record(method: Method, out: Output, job: Job, future: Future, teacher: str) -> None:
