@@ -29,12 +29,8 @@ def generate(
     try:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="teach") as pool:
             while True:
-                enough = _enough(cfg, out, start)
-                if (
-                    enough
-                ):  # jobs queued but not started stay undone (a resumed run does them); running ones finish
-                    inflight = {f: job for f, job in inflight.items() if not f.cancel()}
-                room = 0 if enough else concurrency - len(inflight)
+                # at most `concurrency` jobs in flight: at the target or the time limit none is left queued
+                room = 0 if _enough(cfg, out, start) else concurrency - len(inflight)
                 for job in itertools.islice(pending, max(0, room)):
                     inflight[pool.submit(_work, method, job, teacher)] = job
                 if not inflight:
