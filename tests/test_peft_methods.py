@@ -11,6 +11,8 @@ import test_ppo
 import test_pref
 import test_rm
 import torch
+from interrupt import killed_after
+from safetensors.torch import load_file
 from test_ppo import reward_model  # noqa: F401 - the module's fixture: a LoRA reward model
 from test_sft import make_cfg
 
@@ -309,3 +311,27 @@ def test_smollm2_trains_and_reloads(method, tmp_path, capture):
     reloaded = io.load(ModelConfig(str(final), dtype="fp32"))
     batch = probe(reloaded.tokenizer)
     assert (logits(capture["lm"], batch) - logits(reloaded.model, batch)).abs().max() <= 1e-5
+
+
+def test_loraplus_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
+    """The optimizer's LoRA+ groups (and their lr scale) come back from a checkpoint: a run killed after step 4
+    and resumed ends with the weights of an uninterrupted one."""
+    args = ["--lora.r=4", "--lora.loraplus_lr_ratio=16", "--lora.dropout=0", "--data.eval_size=0"]
+    full = sft.run(make_cfg(tmp_path, tiny_model_dir, *args, run="a"))
+    with killed_after(4):
+        sft.run(make_cfg(tmp_path, tiny_model_dir, *args, "--train.save_every=4", run="b"))
+    resumed = sft.run(config.load(tmp_path / "b" / "config.yaml", ["--train.resume"]))
+    a, b = load_file(full / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pt_with_prefix_tuning_lowers_held_out_loss(tmp_path, tiny_model_dir):
+    """Continued pretraining packs every row: the prefix reaches each packed sample (block-causal mask)."""
+    text = tmp_path / "corpus.jsonl"
+    text.write_text(
+        "".join(f'{{"text": "the quick brown fox {i} jumps over the lazy dog"}}\n' for i in range(40))
+    )
+    cfg = make_cfg(tmp_path, tiny_model_dir, f"--data.path={text}", "--lora.method=prefix", "--lora.r=4")
+    sft.run(cfg, stage="pt")
+    rows = test_pref.metrics(tmp_path / "run")
+    assert rows[-1]["eval_loss"] < rows[0]["eval_loss"]
