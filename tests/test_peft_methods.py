@@ -11,6 +11,7 @@ import test_ppo
 import test_pref
 import test_rm
 import torch
+import yaml
 from interrupt import killed_after
 from safetensors.torch import load_file
 from test_ppo import reward_model  # noqa: F401 - the module's fixture: a LoRA reward model
@@ -335,3 +336,18 @@ def test_pt_with_prefix_tuning_lowers_held_out_loss(tmp_path, tiny_model_dir):
     sft.run(cfg, stage="pt")
     rows = test_pref.metrics(tmp_path / "run")
     assert rows[-1]["eval_loss"] < rows[0]["eval_loss"]
+
+
+def test_pipeline_refuses_a_method_a_later_stage_cannot_train(tmp_path):
+    """Prefix tuning in a recipe whose third stage is PPO: refused when the recipe loads, not after SFT and RM."""
+    from pixiu import pipeline
+
+    recipe = tmp_path / "r.yaml"
+    stages = [{"name": "sft"}, {"name": "rm"}, {"name": "ppo"}]
+    recipe.write_text(yaml.safe_dump({"lora": {"r": 8, "method": "prefix"}, "pipeline": {"stages": stages}}))
+    with pytest.raises(ConfigError, match="lora.method=prefix does not work in `ppo`"):
+        pipeline.load(recipe)
+    recipe.write_text(
+        yaml.safe_dump({"lora": {"r": 8, "method": "prefix"}, "pipeline": {"stages": stages[:2]}})
+    )
+    pipeline.load(recipe)  # sft and rm train prefixes fine

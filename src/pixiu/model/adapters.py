@@ -16,10 +16,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from pixiu.config import ConfigError, LoraConfig, RunConfig
+
+if TYPE_CHECKING:  # torch loads only where tensors are touched: the pipeline's recipe check calls `check`
+    import torch
 
 ROLLOUTS = ("ppo", "grpo", "rloo")  # stages whose replies come from pixiu's engine during training
 LR_SCALE = "pixiu_lr_scale"  # attribute on a parameter: its learning rate is train.lr times this (LoRA+)
@@ -252,6 +254,7 @@ def save_as_lora(model, out: Path) -> None:
     initial = getattr(model, INITIAL, None)
     if initial is None:
         return
+    import torch
     from safetensors.torch import load_file, save_file
 
     file, config_file = out / "adapter_model.safetensors", out / "adapter_config.json"
