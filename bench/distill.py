@@ -6,13 +6,17 @@ student for the same steps on the same Alpaca rows (the first --rows after the h
 template, loss on the reply), full fine-tuning, with one of:
 - sft: the reference replies' NLL (`pixiu train sft`);
 - forward_kl, reverse_kl, jsd (beta 0.5): `pixiu train distill` against the teacher's top-k log-probs, written
-  once by the teacher alone (distill.teacher_logprobs) and read by all three runs.
-Held-out: data.eval_size rows split off the whole Alpaca file; eval_loss is the student's NLL of the reference
-replies there (what SFT optimises), eval_fkl the forward KL to the teacher on them (top-k with a tail bucket).
+  once by the teacher alone (distill.teacher_logprobs) and read by all three runs;
+- reverse_kl_live, jsd_live: the same with the teacher in memory, over the whole vocabulary (the top-k tail bucket
+  hides how little the teacher likes the student's own favourite tokens, which reverse KL and JSD weigh).
+Held-out: data.eval_size rows split off the whole Alpaca file. Each run logs the student's NLL of the reference
+replies there (what SFT optimises) at step 0 and at the end; afterwards every final student (and the start) is
+scored against the live teacher over the whole vocabulary: NLL, KL both ways, top-1 agreement.
 
 Run from the repository root; it writes bench/results/distill.md and distill.jsonl:
-    python bench/distill.py                                   # the measured run
+    python bench/distill.py                                   # the defaults
     python bench/distill.py --rows 16 --steps 2 --eval-rows 8 # smoke test
+    python bench/distill.py ... --skip-train                  # only score the runs already under --out
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import json
 import os
 import platform
 import subprocess
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json"
 RESULTS = ROOT / "bench" / "results"
-RUNS = ("forward_kl", "reverse_kl", "jsd", "sft")  # the first distill run writes the teacher file
+RUNS = ("forward_kl", "reverse_kl", "jsd", "reverse_kl_live", "jsd_live", "sft")  # the first writes the file
 
 
 def make_student(teacher_dir: str, out: Path, every: int) -> Path:
@@ -85,43 +88,90 @@ def overrides(args, student: Path, out: Path, loss: str) -> list[str]:
     ]
     if loss == "sft":
         return common
-    return [
-        *common,
-        f"--distill.teacher={args.teacher}",
-        f"--distill.loss={loss}",
-        f"--distill.teacher_logprobs={out / f'teacher_top{args.top_k}.safetensors'}",
-        f"--distill.top_k={args.top_k}",
-    ]
+    teacher = [f"--distill.teacher={args.teacher}", f"--distill.loss={loss.removesuffix('_live')}"]
+    if loss.endswith("_live"):  # the teacher in memory beside the student: the whole vocabulary, every step
+        return [*common, *teacher]
+    stored = out / f"teacher_top{args.top_k}.safetensors"
+    return [*common, *teacher, f"--distill.teacher_logprobs={stored}", f"--distill.top_k={args.top_k}"]
 
 
-def run_one(args, student: Path, out: Path, loss: str) -> dict:
+def train(args, student: Path, out: Path, loss: str) -> None:
     from pixiu import config
     from pixiu.train.stages import get_stage
 
-    cfg = config.load(None, overrides(args, student, out, loss))
-    t0 = time.perf_counter()
-    get_stage("sft" if loss == "sft" else "distill").run(cfg)
+    get_stage("sft" if loss == "sft" else "distill").run(
+        config.load(None, overrides(args, student, out, loss))
+    )
+
+
+def summarise(out: Path, loss: str) -> dict:
+    """A run's held-out NLL at step 0 and at the end (its metrics.jsonl) and its seconds (summary.json)."""
     rows = [json.loads(line) for line in (out / loss / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval_loss" in r]
     return {
         "run": loss,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": json.loads((out / loss / "summary.json").read_text())["seconds"],
         "eval_loss_start": evals[0]["eval_loss"],
         "eval_loss": evals[-1]["eval_loss"],
-        "eval_ppl": evals[-1]["eval_ppl"],
-        **({"eval_fkl": evals[-1].get("eval_forward_kl")} if loss == "forward_kl" else {}),
-        "last_train_loss": [r["loss"] for r in rows if "loss" in r][-1],
+        "last_train_loss": round([r["loss"] for r in rows if "loss" in r][-1], 5),
     }
 
 
-def table(results: list[dict]) -> str:
+@torch.no_grad()
+def held_out(args, student: Path, out: Path, runs: list[str]) -> list[dict]:
+    """Every student (the start and each run's final) against the live teacher on the held-out rows, over the whole
+    vocabulary: reference NLL, forward and reverse KL to the teacher, and how often its top token is the teacher's."""
+    from pixiu import config, losses
+    from pixiu.chat.messages import Conversation
+    from pixiu.config import ModelConfig
+    from pixiu.data import load_data
+    from pixiu.data.collate import collate
+    from pixiu.model import TargetLM, io
+    from pixiu.train.sft import prepare
+
+    cfg = config.load(None, overrides(args, student, out, "sft"))
+    data = load_data(cfg.data, want=Conversation)
+    teacher = io.load(ModelConfig(args.teacher, dtype="fp32", device="cpu"))
+    rows = prepare("sft", data.train, data.eval, teacher, cfg)[1]  # the rows every run evaluated on
+    pad, size = teacher.tokenizer.pad_token_id, 8
+    batches = [collate(rows[i : i + size], pad) for i in range(0, len(rows), size)]
+    found = []
+    for name in ["start", *runs]:
+        path = student if name == "start" else out / name / "final"
+        lm = TargetLM(io.load(ModelConfig(str(path), dtype="fp32", device="cpu")).model.eval())
+        sums = {"nll": 0.0, "forward_kl": 0.0, "reverse_kl": 0.0, "top1_agree": 0.0}
+        count = 0
+        for batch in batches:
+            t_logits, targets = TargetLM(teacher.model)(batch)
+            s_logits, _ = lm(batch)
+            s, t = losses.tempered(s_logits), losses.tempered(t_logits)
+            sums["nll"] += -s.gather(-1, targets[:, None]).sum().item()
+            sums["forward_kl"] += losses.forward_kl(s, t).sum().item()
+            sums["reverse_kl"] += losses.reverse_kl(s, t).sum().item()
+            sums["top1_agree"] += (s.argmax(-1) == t.argmax(-1)).sum().item()
+            count += len(targets)
+        found.append({"student": name, "targets": count, **{k: round(v / count, 4) for k, v in sums.items()}})
+        print(json.dumps(found[-1]), flush=True)
+    return found
+
+
+def table(results: list[dict], compare: list[dict]) -> str:
     lines = [
-        "| student trained by | held-out NLL start | held-out NLL end | perplexity end | seconds |",
+        "| student trained by | held-out NLL at step 0 | held-out NLL at the end | last training loss | seconds |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['run']} | {r['eval_loss_start']} | {r['eval_loss']} | {r['eval_ppl']} | {r['seconds']} |"
+            f"| {r['run']} | {r['eval_loss_start']} | {r['eval_loss']} | {r['last_train_loss']} | {r['seconds']} |"
+        )
+    lines += [
+        "",
+        "| student | held-out NLL | KL(teacher ‖ student) | KL(student ‖ teacher) | top-1 = teacher's |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in compare:
+        lines.append(
+            f"| {c['student']} | {c['nll']} | {c['forward_kl']} | {c['reverse_kl']} | {c['top1_agree']} |"
         )
     return "\n".join(lines)
 
@@ -139,27 +189,28 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=64)
     p.add_argument("--out", default="runs/bench_distill")
     p.add_argument("--runs", default=",".join(RUNS))
+    p.add_argument("--skip-train", action="store_true", help="only evaluate the runs already under --out")
     args = p.parse_args()
     from pixiu.model import io
 
-    out = Path(args.out)
+    out, runs = Path(args.out), args.runs.split(",")
     student = make_student(io.resolve(args.teacher), out / f"student_every{args.every}", args.every)
-    results = []
-    for loss in args.runs.split(","):
-        results.append(run_one(args, student, out, loss))
-        print(json.dumps(results[-1]), flush=True)
+    for loss in runs if not args.skip_train else []:
+        train(args, student, out, loss)
+    results = [summarise(out, loss) for loss in runs]
+    compare = held_out(args, student, out, runs)
     command = "python bench/distill.py " + " ".join(
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "skip_train"
     )
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     doc = (
         f"# Distillation vs SFT alone (SmolLM2-135M -> every {args.every}rd layer)\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
-        f"load after the run: `{load}`\n\nCommand: `{command}`\n\n{table(results)}\n"
+        f"load after the run: `{load}`\n\nCommand: `{command}`\n\n{table(results, compare)}\n"
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "distill.md").write_text(doc)
-    (RESULTS / "distill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    (RESULTS / "distill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results + compare))
     print(doc)
 
 

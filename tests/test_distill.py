@@ -164,3 +164,16 @@ def test_resume_with_on_policy_batches_matches_uninterrupted_run(tmp_path, stude
     ra, rb = metrics(tmp_path / "a"), metrics(tmp_path / "b")
     assert [r["loss"] for r in ra if "loss" in r] == [r["loss"] for r in rb if "loss" in r]
     assert {r["on_policy"] for r in ra if "on_policy" in r} == {0.0, 1.0}
+
+
+def test_stored_logprobs_follow_packed_rows(tmp_path, student_dir, lively_dir):
+    """Packed rows (several samples per row, targets in TargetLM's row-major order): the stored file still gives
+    the live teacher's first loss within 1e-5."""
+    pack = ("--data.packing=true", "--distill.loss=jsd")
+    distill.run(make_cfg(tmp_path, student_dir, lively_dir, *pack, run="live", steps=1))
+    path = tmp_path / "packed.safetensors"
+    distill.run(
+        make_cfg(tmp_path, student_dir, lively_dir, *pack, f"--distill.teacher_logprobs={path}", steps=1)
+    )
+    live, stored = metrics(tmp_path / "live"), metrics(tmp_path / "run")
+    assert abs(live[1]["loss"] - stored[1]["loss"]) < 1e-5 and live[1]["loss"] > 0

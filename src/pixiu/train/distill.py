@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import random
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ def run(cfg: RunConfig, stage: str = "distill") -> Path:
             rows = prepare("sft", data.train, data.eval, teacher.loaded, cfg)
             write_logprobs(stored, teacher, {"train": rows[0], "eval": rows[1]}, cfg)
             del teacher, rows
+            gc.collect()  # the teacher's weights go before the student's arrive
         job.accelerator.wait_for_everyone()
     loaded = io.load(cfg.model, cfg.lora, for_training=True)
     train_rows, eval_rows, report = prepare("sft", data.train, data.eval, loaded, cfg)
