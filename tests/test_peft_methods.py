@@ -20,6 +20,7 @@ from test_sft import make_cfg
 from pixiu import config
 from pixiu.batch import collate
 from pixiu.chat import Conversation
+from pixiu.chat.templates import Rendered
 from pixiu.config import ConfigError, ModelConfig
 from pixiu.data import load_data
 from pixiu.data.records import Prompt
@@ -154,8 +155,6 @@ def test_loraplus_param_groups(tiny_model_dir):
 @pytest.mark.parametrize(
     ("method", "stage", "words"),
     [
-        ("prefix", "ppo", "KV cache"),
-        ("ptuning_v2", "grpo", "KV cache"),
         ("pissa", "ppo", "residual"),
         ("olora", "rloo", "residual"),
         ("adalora", "ppo", "one adapter per model"),
@@ -282,36 +281,40 @@ def test_prefix_sees_packed_samples_as_separate_rows(tiny_model_dir):
         assert not torch.allclose(hidden_states(lm, alone), want)
 
 
-def test_engine_refuses_a_prefix_adapter(tiny_model_dir):
-    from pixiu.engine.torch_engine import serving_model
+def test_engine_serves_a_prefix_adapter_as_trained(lively_dir, tmp_path):
+    """The engine prefills the prefix key/values and offsets positions as training does: greedy tokens and their
+    log-probs from the served checkpoint (batched, unequal prompt lengths) and from the live model (rollouts,
+    evaluation) equal a greedy loop over pixiu's training forward."""
+    from pixiu.engine import Sampling, load_engine, sample
 
-    lora = config.LoraConfig(r=4, method="prefix", virtual_tokens=2)
-    loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"), lora, for_training=True)
-    with pytest.raises(io.ModelError, match="PREFIX_TUNING adapter cannot be merged"):
-        serving_model(loaded.model)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["dora", "ptuning_v2"])
-def test_smollm2_trains_and_reloads(method, tmp_path, capture):
-    """The real SmolLM2-135M: 6 SFT steps lower the loss on a repeated toy set, and the saved adapter reloads
-    with the logits of the trained model."""
-    args = [
-        f"--lora.method={method}",
-        "--lora.r=8",
-        "--lora.dropout=0",
-        "--train.max_steps=6",
-        "--train.lr=1e-2",
+    torch.manual_seed(0)
+    lora = config.LoraConfig(r=4, method="ptuning_v2", virtual_tokens=3)
+    loaded = io.load(ModelConfig(str(lively_dir), dtype="fp32"), lora, for_training=True)
+    for p in loaded.model.parameters():
+        if p.requires_grad:
+            p.data.normal_(0, 1.0)  # a prefix that changes the replies
+    final = io.save(tmp_path / "final", loaded)
+    convs = [
+        Conversation.from_openai([{"role": "user", "content": q}]) for q in ("hi", "what is two plus two")
     ]
-    cfg = make_cfg(
-        tmp_path, "smollm2-135m", *args, "--data.eval_size=0", "--data.max_len=64", "--train.batch_size=4"
-    )
-    final = sft.run(cfg)
-    losses = [row["loss"] for row in test_pref.metrics(tmp_path / "run") if "loss" in row]
-    assert losses[-1] < losses[0]
-    reloaded = io.load(ModelConfig(str(final), dtype="fp32"))
-    batch = probe(reloaded.tokenizer)
-    assert (logits(capture["lm"], batch) - logits(reloaded.model, batch)).abs().max() <= 1e-5
+    greedy = Sampling(max_new_tokens=6, temperature=0, logprobs=0)
+    engine = load_engine(str(final), dtype="fp32", max_batch=4)
+    try:
+        served = [[(t.token, t.logprob) for t in c.logprobs] for c in engine.generate(convs, greedy)]
+    finally:
+        engine.close()
+    lm = io.load(ModelConfig(str(final), dtype="fp32")).model.eval()
+    live = sample(lm, loaded.tokenizer, loaded.template, convs, greedy)
+    for conv, got, rollout in zip(convs, served, live):
+        ids, want = loaded.template.prompt_ids(conv), []
+        for _ in got:
+            row = logits(lm, collate([[Rendered(ids, [1] * len(ids))]], 0))[0, -1].log_softmax(-1)
+            want.append((int(row.argmax()), float(row.max())))
+            ids = ids + [want[-1][0]]
+        assert [t for t, _ in got] == [t for t, _ in want] == rollout.reply_ids[: len(got)]
+        assert max(abs(a[1] - b[1]) for a, b in zip(got, want)) < 1e-4
+    with pytest.raises(io.ModelError, match="PREFIX_TUNING adapter cannot be merged"):
+        io.merged(lm)
 
 
 def test_loraplus_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
@@ -339,15 +342,52 @@ def test_pt_with_prefix_tuning_lowers_held_out_loss(tmp_path, tiny_model_dir):
 
 
 def test_pipeline_refuses_a_method_a_later_stage_cannot_train(tmp_path):
-    """Prefix tuning in a recipe whose third stage is PPO: refused when the recipe loads, not after SFT and RM."""
+    """PiSSA in a recipe whose third stage is PPO: refused when the recipe loads, not after SFT and RM."""
     from pixiu import pipeline
 
     recipe = tmp_path / "r.yaml"
     stages = [{"name": "sft"}, {"name": "rm"}, {"name": "ppo"}]
-    recipe.write_text(yaml.safe_dump({"lora": {"r": 8, "method": "prefix"}, "pipeline": {"stages": stages}}))
-    with pytest.raises(ConfigError, match="lora.method=prefix does not work in `ppo`"):
+    recipe.write_text(yaml.safe_dump({"lora": {"r": 8, "method": "pissa"}, "pipeline": {"stages": stages}}))
+    with pytest.raises(ConfigError, match="lora.method=pissa does not work in `ppo`"):
         pipeline.load(recipe)
     recipe.write_text(
-        yaml.safe_dump({"lora": {"r": 8, "method": "prefix"}, "pipeline": {"stages": stages[:2]}})
+        yaml.safe_dump({"lora": {"r": 8, "method": "pissa"}, "pipeline": {"stages": stages[:2]}})
     )
-    pipeline.load(recipe)  # sft and rm train prefixes fine
+    pipeline.load(recipe)  # sft and rm train PiSSA fine
+
+
+@pytest.mark.parametrize("stage", ["ppo", "grpo"])
+def test_prefix_tuning_trains_in_rollout_stages(stage, tmp_path, tiny_model_dir, capture, request):
+    """P-tuning v2 in PPO (policy and critic prefixes over one base, a LoRA RM of its own) and GRPO: rollouts
+    come from the engine with the prefix, the prefixes train."""
+    args = ["--lora.method=ptuning_v2", "--lora.r=4", "--lora.virtual_tokens=4", "--train.max_steps=2"]
+    if stage == "ppo":
+        rm_path = request.getfixturevalue("reward_model")
+        cfg = test_ppo.make_cfg(tmp_path, tiny_model_dir, *args, f"--ppo.reward_model={rm_path}")
+    else:
+        cfg = test_grpo.make_cfg(tmp_path, tiny_model_dir, *args)
+    get_stage(stage).run(cfg)
+    lm = capture["lm"]
+    trained = dict(lm.named_parameters())
+    moved = {n for n, p in capture["start"].items() if not torch.equal(p, trained[n])}
+    assert "prompt_encoder.default.embedding.weight" in moved
+
+
+def test_grpo_prompt_once_forward_equals_full_rows_with_a_prefix(tiny_model_dir):
+    """GRPO's PrefixLM (the prompt once, K replies on its cache) puts the adapter's prefix before the prompt."""
+    from pixiu.model import TargetLM
+    from pixiu.train import grpo
+    from pixiu.train.prefix import PrefixLM
+
+    torch.manual_seed(0)
+    lora = config.LoraConfig(r=4, method="prefix", virtual_tokens=3)
+    loaded = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"), lora, for_training=True)
+    prompt, replies = [5, 17, 42, 9, 33], [[7, 8, 9], [11], [12, 13]]
+    group = grpo.Rollouts([prompt], replies, *(torch.zeros(1, 3),) * 2, torch.tensor([1.0, -1.0, 0.5]),
+                          torch.tensor([3, 1, 2]), torch.ones(3))  # fmt: skip
+    (batch,) = grpo.group_batches(group, pad_id=0, device="cpu")
+    logits, targets = PrefixLM(loaded.model)(batch)
+    rows = [Rendered(prompt + r, [0] * len(prompt) + [1] * len(r)) for r in replies]
+    want, want_targets = TargetLM(loaded.model)(collate([[r] for r in rows], 0))
+    assert targets.tolist() == want_targets.tolist()
+    torch.testing.assert_close(logits, want, atol=1e-5, rtol=0)

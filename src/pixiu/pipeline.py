@@ -131,7 +131,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineConfig, d
     config.from_dict(shared, RunConfig)  # a typo in a shared section fails here, before any training
     from pixiu.model.adapters import check  # (pixiu.model loads torch: only once a recipe is being run)
 
-    for s in stages:  # so does a PEFT method a stage cannot train with (prefix tuning in PPO, ...)
+    for s in stages:  # so does a PEFT method a stage cannot train with (PiSSA in PPO, ...)
         check(
             config.from_dict(config.merge(shared, s.sections), RunConfig, f"pipeline stage {s.name}"), s.kind
         )

@@ -60,16 +60,20 @@ class TorchEngine(Engine):
     ):
         """live: generate with `loaded.model` as it stands (no merge, no copy, no thread; see `run`).
         decode: 'auto' (CUDA graphs on a GPU, eager on a CPU), 'graphs', 'compile' or 'eager' (engine/graphs.py)."""
+        self.prompts = prompt_adapter(loaded.model)  # prefix tuning: its key/values lead every sequence
+        self.n_prefix = self.prompts.active_peft_config.num_virtual_tokens if self.prompts else 0
         self.model = base_lm(unwrap(loaded.model)) if live else serving_model(loaded.model, quantize)
         self.tokenizer, self.template, self.name = loaded.tokenizer, loaded.template, name
-        self.context_len = context_window(self.model.config)
+        self.context_len = context_window(self.model.config) - self.n_prefix
         self.max_batch = max_batch
         self._threads = torch.get_num_threads()
         self.device = next(self.model.parameters()).device
         self.vocab = self.model.get_output_embeddings().out_features
         self.stop_ids = stop_token_ids(self.tokenizer, self.template.stop)
-        self.cache = SlotCache(self.model.config.num_hidden_layers, max_batch, self.context_len, self.device)
-        self._positions = torch.arange(self.context_len, device=self.device)
+        self.cache = SlotCache(
+            self.model.config.num_hidden_layers, max_batch, self.context_len + self.n_prefix, self.device
+        )
+        self._positions = torch.arange(self.context_len + self.n_prefix, device=self.device)
         # transformers renamed `past_key_values` to `cache` in 5.2x; pass whichever this version takes
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -192,7 +196,16 @@ class TorchEngine(Engine):
         mask = (
             None if min(lengths) == width else (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
         )
-        prefill = DynamicCache(config=self.model.config)
+        prefill, p = DynamicCache(config=self.model.config), self.n_prefix
+        if self.prompts is not None:  # rows start after the prefix: positions p.., as peft trains them
+            prefill = self.prompts.get_prompt(len(prompts), max_cache_len=p + width)
+            mask = torch.cat(
+                [
+                    torch.ones(len(prompts), p, dtype=torch.long),
+                    torch.ones_like(ids) if mask is None else mask,
+                ],
+                1,
+            )
         hidden = self.model.get_decoder()(
             input_ids=ids.to(self.device),
             attention_mask=None if mask is None else mask.to(self.device),
@@ -203,7 +216,7 @@ class TorchEngine(Engine):
         logits = self.model.get_output_embeddings()(last)[torch.tensor(rows, device=self.device)]  # (B, V)
         seqs = []
         for request, i in zip(requests, rows):
-            n = lengths[i]
+            n = p + lengths[i]  # positions in the cache: the prefix, then the prompt
             self.cache.put(len(self._running), prefill, n, source=i)
             choice = Choice.new(
                 request.sampling, request.prompt_ids, self.vocab, self.device, request.sampled_logps
@@ -266,11 +279,20 @@ class TorchEngine(Engine):
                 running[i] = last
 
 
+def prompt_adapter(model):
+    """The peft model of a prefix-tuning adapter (its `get_prompt` gives the virtual key/values), else None."""
+    model = unwrap(model)
+    config = getattr(model, "active_peft_config", None)
+    return model if config is not None and config.is_prompt_learning else None
+
+
 def serving_model(model, quantize: str = "none"):
     """The plain causal LM to serve: unwrapped, LoRA adapters merged into the weights (one matmul per layer
     instead of three), eval mode, SDPA attention (the slot cache passes boolean length masks), its linear
-    layers int8 when asked (see engine/quant.py)."""
-    model = merged(unwrap(model))  # a clear error for adapters that cannot fold (prefix tuning)
+    layers int8 when asked (see engine/quant.py). A prefix-tuning adapter has no weights to merge: the base
+    serves, and the engine prefills its key/values (`prompt_adapter`)."""
+    model = unwrap(model)
+    model = model.get_base_model() if prompt_adapter(model) is not None else merged(model)
     model.eval()
     if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
         model.set_attn_implementation("sdpa")

@@ -5,8 +5,8 @@ the other parts read: whether the adapter folds into the weights (prefix tuning 
 updates), whether it rewrites the base (PiSSA/OLoRA leave the residual W - B0 A0 in the base, so "adapter off"
 is no longer the start model), and which stages it cannot run in, with the reason (`check`). The methods'
 runtime needs live where they act: LoRA+ learning-rate groups in the loop's optimizer (`lr_groups`), AdaLoRA's
-rank allocation after each optimizer step (`schedule`), prefix key/values in `forward.hidden_states`, and the
-conversion of a PiSSA/OLoRA adapter to a plain LoRA over the untouched base when it is saved (`save_as_lora`).
+rank allocation after each optimizer step (`schedule`), prefix key/values in `forward.hidden_states`, GRPO's
+`train/prefix.PrefixLM` and the engine's prefill (engine/torch_engine.py), and the conversion of a PiSSA/OLoRA adapter to a plain LoRA over the untouched base when it is saved (`save_as_lora`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pixiu.config import ConfigError, LoraConfig, RunConfig
 if TYPE_CHECKING:  # torch loads only where tensors are touched: the pipeline's recipe check calls `check`
     import torch
 
-ROLLOUTS = ("ppo", "grpo", "rloo")  # stages whose replies come from pixiu's engine during training
+ROLLOUTS = ("ppo", "grpo", "rloo")  # stages whose reference is the policy with its adapter switched off
 LR_SCALE = "pixiu_lr_scale"  # attribute on a parameter: its learning rate is train.lr times this (LoRA+)
 INITIAL = "pixiu_initial_adapter"  # attribute on a PiSSA/OLoRA PeftModel: the adapter's initial tensors
 
@@ -145,14 +145,6 @@ def _ia3(lora: LoraConfig):
     )
 
 
-_PROMPT = (
-    (
-        ROLLOUTS,
-        "rollouts come from pixiu's engine, whose KV cache has no room for the adapter's virtual key/values",
-    ),
-)
-
-
 def _prefix(lora: LoraConfig, projection: bool):
     from peft import PrefixTuningConfig
 
@@ -163,8 +155,8 @@ def _prefix(lora: LoraConfig, projection: bool):
 
 # Prefix tuning (https://arxiv.org/abs/2101.00190) trains the prefixes through an MLP (stabler); P-tuning v2
 # (https://arxiv.org/abs/2110.07602, ChatGLM's) trains each layer's prefix key/values directly.
-register("prefix", prompt=True, unsupported=_PROMPT)(lambda lora: _prefix(lora, projection=True))
-register("ptuning_v2", prompt=True, unsupported=_PROMPT)(lambda lora: _prefix(lora, projection=False))
+register("prefix", prompt=True)(lambda lora: _prefix(lora, projection=True))
+register("ptuning_v2", prompt=True)(lambda lora: _prefix(lora, projection=False))
 
 
 def build(model, lora: LoraConfig):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixiu import losses
+from pixiu import compat, losses
 from pixiu.batch import TokenBatch
 
 
@@ -43,7 +43,7 @@ def base_lm(model: nn.Module) -> nn.Module:
 def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
     """-> (B, T, H) the decoder's last hidden states (no LM head)."""
     base, mask, positions = base_lm(lm), batch.attention_mask, batch.position_ids
-    past = prefix_kv(lm, batch)
+    past = prefix_kv(lm, *batch.input_ids.shape)
     if past is not None:  # prefix tuning: every row attends to the P virtual positions first, as peft does
         n = past.get_seq_length()
         mask, positions = with_prefix(mask, positions, n), positions + n
@@ -59,18 +59,17 @@ def hidden_states(lm: nn.Module, batch: TokenBatch) -> torch.Tensor:
         input_ids=batch.input_ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=past,
         use_cache=False,  # a cache would also disable the packed-sample attention mask
+        **({compat.CACHE: past} if past is not None else {}),
     ).last_hidden_state
 
 
-def prefix_kv(lm: nn.Module, batch: TokenBatch):
-    """The key/value cache holding a prefix-tuning adapter's P virtual positions per layer, or None (no such
-    adapter, or adapters switched off by peft's `disable_adapter`)."""
+def prefix_kv(lm: nn.Module, rows: int, length: int):
+    """The key/value cache holding a prefix-tuning adapter's P virtual positions per layer for `rows` rows of
+    `length` tokens, or None (no such adapter, or adapters switched off by peft's `disable_adapter`)."""
     config = getattr(lm, "active_peft_config", None)
     if config is None or not config.is_prompt_learning or lm._adapters_disabled:
         return None
-    rows, length = batch.input_ids.shape
     return lm.get_prompt(rows, max_cache_len=length + config.num_virtual_tokens)
 
 

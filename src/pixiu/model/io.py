@@ -336,8 +336,8 @@ def merged(model):
     config = getattr(model, "active_peft_config", None)
     if config is not None and config.is_prompt_learning:
         raise ModelError(
-            f"a {config.peft_type.value} adapter cannot be merged into the weights (its prefix key/values are no "
-            "weight update), and pixiu's engine serves merged models: use a LoRA-family method or ia3 to serve"
+            f"a {config.peft_type.value} adapter cannot be merged into the weights: its prefix key/values are no "
+            "weight update (pixiu's engine serves it unmerged; a GGUF export needs a LoRA-family method or ia3)"
         )
     return model.merge_and_unload() if hasattr(model, "peft_config") else model
 

@@ -115,9 +115,11 @@ class Actors(nn.Module):
 
 
 def _adapter_of(name: str) -> str | None:
-    """'...q_proj.lora_A.critic.weight' -> 'critic' (IA3's '...k_proj.ia3_l.critic' too); None for base weights."""
+    """'...q_proj.lora_A.critic.weight' -> 'critic' (IA3's '...ia3_l.critic', prefix tuning's
+    'prompt_encoder.critic.embedding.weight' too); None for base weights."""
     parts = name.split(".")
-    return next((parts[i + 1] for i, p in enumerate(parts[:-1]) if p.startswith(("lora_", "ia3_"))), None)
+    hit = (i for i, p in enumerate(parts[:-1]) if p.startswith(("lora_", "ia3_")) or p == "prompt_encoder")
+    return next((parts[i + 1] for i in hit), None)
 
 
 def build(cfg: RunConfig) -> tuple[Actors, io.Loaded, bool]:

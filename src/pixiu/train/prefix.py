@@ -12,7 +12,7 @@ from torch import nn
 
 from pixiu import compat
 from pixiu.data.collate import GroupBatch
-from pixiu.model.forward import base_lm, token_logps
+from pixiu.model.forward import base_lm, prefix_kv, token_logps
 
 
 class PrefixLM(nn.Module):
@@ -33,13 +33,14 @@ class PrefixLM(nn.Module):
         decoder = base.get_decoder()
         prompt, replies, mask = split_prompt(g)
         k, width = replies.shape
-        out = decoder(input_ids=prompt, use_cache=True)
+        past = prefix_kv(self.lm, 1, prompt.shape[1] + width)  # prefix tuning: its key/values come first
+        out = decoder(input_ids=prompt, use_cache=True, **({compat.CACHE: past} if past is not None else {}))
         first = out.last_hidden_state[:, -1:].expand(k, 1, -1)  # (K, 1, H): predicts each reply's first token
         hidden = first
         if width > 1:
             cache = compat.output_cache(out)
             cache.batch_repeat_interleave(k)
-            start = prompt.shape[1]
+            start = cache.get_seq_length()  # the prompt's length (plus the prefix's)
             positions = torch.arange(start, start + width - 1, device=prompt.device).expand(k, -1)
             # right padding sits after every real token, so the causal mask alone keeps it out of sight
             rest = decoder(
