@@ -317,10 +317,12 @@ def test_engine_serves_a_prefix_adapter_as_trained(lively_dir, tmp_path):
         io.merged(lm)
 
 
-def test_loraplus_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
-    """The optimizer's LoRA+ groups (and their lr scale) come back from a checkpoint: a run killed after step 4
-    and resumed ends with the weights of an uninterrupted one."""
-    args = ["--lora.r=4", "--lora.loraplus_lr_ratio=16", "--lora.dropout=0", "--data.eval_size=0"]
+@pytest.mark.parametrize("method", ["lora", "pissa"])
+def test_resume_matches_uninterrupted_run(method, tmp_path, tiny_model_dir):
+    """A run killed after step 4 and resumed ends with the weights of an uninterrupted one: the optimizer's LoRA+
+    groups (and their lr scale) come back from the checkpoint, and PiSSA's seeded init gives the same residual."""
+    args = [f"--lora.method={method}", "--lora.r=4", "--lora.loraplus_lr_ratio=16", "--lora.dropout=0"]
+    args.append("--data.eval_size=0")
     full = sft.run(make_cfg(tmp_path, tiny_model_dir, *args, run="a"))
     with killed_after(4):
         sft.run(make_cfg(tmp_path, tiny_model_dir, *args, "--train.save_every=4", run="b"))
