@@ -19,7 +19,8 @@ Files (each row also names the family, the language and the flaw, for per-kind e
   prompts.jsonl         {prompt}: PPO's prompts
   heldout_prompts.jsonl {prompt, answer}: evaluation prompts with the reference answer ("105", "Athens", "门")
                         that eval/route.py's exact match looks for; no question here appears in any other file
-  heldout_pairs.jsonl   pairs on the held-out prompts: the reward model's held-out accuracy
+  heldout_pairs.jsonl   pairs on the held-out prompts (with their `answer`): the reward model's held-out accuracy,
+                        alone and summed with the PPO stage's rule reward
   wrong_pairs.jsonl     {prompt, chosen, rejected}: the good reply against a wrong one, computed families only
 """
 
@@ -247,9 +248,11 @@ def draws(n, names, used):
     return [(name, lang, *draw(name, lang, used)) for name, lang in zip(order, ("en", "zh") * n)]
 
 
-def pair_rows(drawn, per_prompt=1):
+def pair_rows(drawn, per_prompt=1, answers=False):
+    """Pairs of the good reply and flawed ones; with `answers`, each row also carries its prompt's reference
+    answer when it has one (the held-out pairs: the summed reward's accuracy needs it)."""
     rows = []
-    for name, lang, q, replies, _ in drawn:
+    for name, lang, q, replies, answer in drawn:
         kinds = [k for k in PAIR_KINDS if k in replies]
         picked = (
             r.sample(kinds, per_prompt)
@@ -258,7 +261,7 @@ def pair_rows(drawn, per_prompt=1):
         )
         for kind in picked:
             rows.append(dict(prompt=q, chosen=replies["good"], rejected=replies[kind], family=name, lang=lang,
-                             kind=kind))  # fmt: skip
+                             kind=kind) | ({"answer": answer} if answers and answer is not None else {}))  # fmt: skip
     return rows
 
 
@@ -343,7 +346,7 @@ def main(demo_dir, sft_questions, write_jsonl, arithmetic_errors):
     banned = {q for _, _, q, _, _ in held}
     files = {
         "heldout_prompts": prompt_rows(held),
-        "heldout_pairs": pair_rows(held, SIZES["heldout_pairs"] // SIZES["heldout_prompts"]),
+        "heldout_pairs": pair_rows(held, SIZES["heldout_pairs"] // SIZES["heldout_prompts"], answers=True),
         "pairs": pair_rows(draws(SIZES["pairs"], list(WEIGHTS), set(banned))),
         "rankings": ranking_rows(draws(SIZES["rankings"], list(WEIGHTS), set(banned))),
         "prompts": prompt_rows(draws(SIZES["prompts"], [*computed_names, "identity"], set(banned))),

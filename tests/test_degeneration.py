@@ -191,3 +191,31 @@ def test_pixiu_eval_degeneration_task(tmp_path, monkeypatch):
     worst = [r["prompt"] for r in res["rows"]]
     assert worst == ["Name the capital of Japan.", "写一首关于雪的俳句。", "What is 2 + 3?"]
     assert "degeneration" in (run.load_modules() or run.EVALS)
+
+
+def test_rm_accuracy_with_the_rule_reward_ppo_adds(tmp_path, monkeypatch):
+    """Two held-out pairs the reward model gets wrong on the 'wrong' flaw (scores by hand: right 1.0 < wrong 1.5;
+    right 0.2 > rude -1.0): RM accuracy 0.5, wrong 0.0. With `reference` x 2 (the row's answer '105' appears in
+    the right reply only) the summed reward gives 3.0 > 1.5: accuracy 1.0, wrong 1.0. A row without an answer
+    gets no bonus."""
+    import json
+    from types import SimpleNamespace
+
+    from pixiu.data.tasks import reward_fn
+    from pixiu.eval import route
+
+    rows = [
+        {"prompt": "41 + 64?", "chosen": "41 + 64 = 105.", "rejected": "41 + 64 = 96.", "kind": "wrong",
+         "answer": "105"},
+        {"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away.", "kind": "rude"},
+    ]  # fmt: skip
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(route, "chunked", lambda *a, **k: [1.0, 1.5, 0.2, -1.0])
+    ev = SimpleNamespace(pairs=str(path), max_pairs=0, batch_size=4)
+    res = route.rm_accuracy((None, None), ev, ("reference", reward_fn("reference"), 2.0))
+    assert res["accuracy"] == 0.5 and res["by_kind"] == {"rude": 1.0, "wrong": 0.0}
+    assert res["with_rule"]["rule"] == "reference x 2"
+    assert res["with_rule"]["accuracy"] == 1.0 and res["with_rule"]["by_kind"] == {"rude": 1.0, "wrong": 1.0}
+    assert res["with_rule"]["margin"] == pytest.approx(((3.0 - 1.5) + (0.2 + 1.0)) / 2)
+    assert "with_rule" not in route.rm_accuracy((None, None), ev)

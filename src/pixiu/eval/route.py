@@ -65,7 +65,7 @@ def evaluate(ev, state, out: Path) -> dict:
         like = model_cfg or ModelConfig()
         rm = heads.load_scalar(dataclasses.replace(like, name_or_path=state.reward_model, template="default"))
     if rm and ev.pairs:
-        summary["reward_model"] = {"path": state.reward_model, **rm_accuracy(rm, ev)}
+        summary["reward_model"] = {"path": state.reward_model, **rm_accuracy(rm, ev, rule_of(cfg))}
     if cfg and ev.prompts and state.start_policy:
         summary["policies"] = compare_policies(cfg, state.start_policy, state.policy, rm, ev)
     summary["eval_seconds"] = round(time.perf_counter() - t0, 1)
@@ -80,30 +80,57 @@ def evaluate(ev, state, out: Path) -> dict:
 # ---------------------------------------------------------------- reward model
 
 
-def rm_accuracy(rm, ev) -> dict:
-    """Pairwise accuracy and mean margin of the reward model on the held-out pairs / rankings."""
-    from pixiu.model.reward import ranking_stats, replies, score_replies
+def rule_of(cfg: RunConfig | None) -> tuple | None:
+    """(name, function, weight) of the final stage's PPO reward function, when it has one."""
+    if cfg is None or not cfg.ppo.reward_fn:
+        return None
+    from pixiu.data.tasks import reward_fn
+
+    return cfg.ppo.reward_fn, reward_fn(cfg.ppo.reward_fn), cfg.ppo.reward_fn_weight
+
+
+def rm_accuracy(rm, ev, rule: tuple | None = None) -> dict:
+    """Pairwise accuracy and mean margin of the reward model on the held-out pairs / rankings, per flaw where
+    pairs name it; with `rule` = (name, reward function, weight), also of the reward PPO optimised: the score
+    plus weight x the rule's reward, which sees a row's `answer` as the reference turn (data/tasks.py)."""
+    from pixiu.model.reward import replies, score_replies
 
     loaded, scalar = rm
     records, _ = load_records(DatasetSpec(ev.pairs))
     rows = [row for _, row in read_rows(ev.pairs)]
     keep = ev.max_pairs or len(records)
-    kinds = [row.get("kind", "") for row in rows][:keep] if len(rows) == len(records) else []
+    rows = rows[:keep] if len(rows) == len(records) else []
     records = [r for r in records if isinstance(r, (PreferencePair, Ranking))][:keep]
     texts = [replies(r) for r in records]
     convs = [r.prompt.add("assistant", t) for r, ts in zip(records, texts) for t in ts]
     scores = chunked(score_replies, scalar, loaded, convs, ev.batch_size, "reward model: held-out pairs")
     sizes = [len(ts) for ts in texts]
+    result = pair_accuracy(scores, sizes, [row.get("kind", "") for row in rows])
+    if rule and any(row.get("answer") for row in rows):
+        name, fn, weight = rule
+        refs = [r.prompt.add("assistant", str(row["answer"])) if row.get("answer") else r.prompt
+                for r, row in zip(records, rows)]  # fmt: skip
+        bonus = [weight * fn(ref, t) for ref, ts in zip(refs, texts) for t in ts]
+        summed = pair_accuracy(
+            [a + b for a, b in zip(scores, bonus)], sizes, [row.get("kind", "") for row in rows]
+        )
+        result["with_rule"] = {"rule": f"{name} x {weight:g}", **summed}
+    return result
+
+
+def pair_accuracy(scores: list[float], sizes: list[int], kinds: list[str]) -> dict:
+    """Pairs, accuracy and mean margin of scores over groups of `sizes` replies (best first); by the rejected
+    reply's flaw when every group is a pair that names one."""
+    from pixiu.model.reward import ranking_stats
+
     stats = ranking_stats(scores, sizes)
     result = {
-        "groups": len(records),
+        "groups": len(sizes),
         "pairs": int(stats["pairs"]),
         "accuracy": round(stats["correct"] / max(stats["pairs"], 1), 4),
         "margin": round(stats["margin"] / max(stats["pairs"], 1), 4),
     }
-    if kinds and all(
-        k and n == 2 for k, n in zip(kinds, sizes)
-    ):  # pairs that name their rejected reply's flaw
+    if kinds and all(k and n == 2 for k, n in zip(kinds, sizes)):
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         right: dict[str, list[bool]] = {}
         for kind, s in zip(kinds, starts):
@@ -287,6 +314,13 @@ def markdown(summary: dict) -> str:
             f"Reward model {rm['path']}: held-out pairwise accuracy **{rm['accuracy']:.3f}** on {rm['pairs']} pairs, "
             f"mean margin {rm['margin']:.2f}" + (f"; by flaw of the rejected reply: {kinds}" if kinds else "")
         )
+        ruled = rm.get("with_rule")
+        if ruled:
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in ruled.get("by_kind", {}).items())
+            lines.append(
+                f"\nThe reward PPO optimised (the score + {ruled['rule']}, which checks a held-out row's `answer`): "
+                f"accuracy **{ruled['accuracy']:.3f}**" + (f"; by flaw: {kinds}" if kinds else "")
+            )
         lines.append("")
     pol = summary.get("policies")
     if pol:
