@@ -250,6 +250,16 @@ def test_ppo_with_ia3_trains_policy_and_critic_beside_a_lora_reward_model(tmp_pa
     assert moved == {"default", "critic"}  # both IA3 adapters trained
 
 
+def test_ppo_with_adalora_and_a_shared_critic_allocates_ranks(tmp_path, tiny_model_dir, capture, request):
+    """One AdaLoRA adapter (the critic a head on the policy): several updates per step pass the final allocation
+    (peft clears its importance averages there) and keep the final ranks."""
+    rm_path = request.getfixturevalue("reward_model")
+    args = ["--lora.method=adalora", "--lora.r=4", "--train.max_steps=5", "--ppo.shared_critic=true"]
+    get_stage("ppo").run(test_ppo.make_cfg(tmp_path, tiny_model_dir, *args, f"--ppo.reward_model={rm_path}"))
+    peft_cfg = capture["lm"].peft_config["default"]
+    assert (peft_cfg.total_step, peft_cfg.tfinal) == (5, 1) and peft_cfg.rank_pattern
+
+
 def test_grpo_with_adalora_allocates_ranks(tmp_path, tiny_model_dir, capture):
     cfg = test_grpo.make_cfg(
         tmp_path, tiny_model_dir, "--lora.method=adalora", "--lora.r=4", "--train.max_steps=5"

@@ -33,7 +33,7 @@ class Method:
     build: Callable[[LoraConfig], object]  # -> a peft config
     prompt: bool = False  # virtual key/values in front of every layer (prefix tuning): nothing to merge
     mutates_base: bool = False  # the base holds W - B0 A0 while training (PiSSA, OLoRA)
-    unsupported: tuple[tuple[tuple[str, ...], str], ...] = ()  # (stages, why) it cannot run in
+    unsupported: tuple[tuple, ...] = ()  # (stages, why[, when(cfg) -> bool]) it cannot run in
 
 
 METHODS: dict[str, Method] = {}
@@ -106,7 +106,9 @@ register("olora", mutates_base=True, unsupported=_RESIDUAL)(
     unsupported=(
         (
             ("ppo",),
-            "peft's AdaLoRA trains one adapter per model, and ppo trains two over one base (policy, critic)",
+            "peft's AdaLoRA trains one adapter per model, and ppo trains two over one base (policy, critic); "
+            "set ppo.shared_critic=true (the critic a head on the policy)",
+            lambda cfg: not cfg.ppo.shared_critic,
         ),
     ),
 )
@@ -181,8 +183,8 @@ def check(cfg: RunConfig, stage: str) -> None:
     if cfg.lora.r == 0:
         return
     name, method = cfg.lora.method, get_method(cfg.lora.method)
-    for stages, why in method.unsupported:
-        if stage in stages:
+    for stages, why, *when in method.unsupported:
+        if stage in stages and all(w(cfg) for w in when):
             raise ConfigError(
                 f"lora.method={name} does not work in `{stage}`: {why.format(method=name, stage=stage)}"
             )
@@ -233,7 +235,18 @@ def schedule(model: torch.nn.Module, total: int) -> Callable[[int], None] | None
         return None
     config = ada.peft_config[ada.trainable_adapter_name]
     config.total_step, config.tinit, config.tfinal = total, total // 10, total // 5
-    return ada.update_and_allocate
+    final = total - config.tfinal
+    done = []
+
+    def allocate(step: int) -> None:
+        # the final allocation clears the importance averages: a later update of that step (a PPO minibatch, a
+        # GRPO epoch) keeps the final ranks instead of allocating again from nothing (peft raised KeyError)
+        if step == final and done:
+            step += 1
+        done.extend([step] if step == final else [])
+        ada.update_and_allocate(step)
+
+    return allocate
 
 
 # ---------------------------------------------------------------- saving
