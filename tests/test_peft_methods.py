@@ -402,3 +402,15 @@ def test_grpo_prompt_once_forward_equals_full_rows_with_a_prefix(tiny_model_dir)
     want, want_targets = TargetLM(loaded.model)(collate([[r] for r in rows], 0))
     assert targets.tolist() == want_targets.tolist()
     torch.testing.assert_close(logits, want, atol=1e-5, rtol=0)
+
+
+def test_grpo_with_pissa_needs_no_reference(tmp_path, tiny_model_dir, capture):
+    """GRPO without a KL term has no reference, so PiSSA's residual base is no obstacle; its saved adapter (plain
+    LoRA over the untouched base) reloads with the trained model's logits."""
+    args = ["--lora.method=pissa", "--lora.r=4", "--train.max_steps=2"]
+    with pytest.raises(ConfigError, match="set grpo.kl_coef=0"):
+        adapters.check(test_grpo.make_cfg(tmp_path, tiny_model_dir, *args), "grpo")
+    final = get_stage("grpo").run(test_grpo.make_cfg(tmp_path, tiny_model_dir, *args, "--grpo.kl_coef=0"))
+    reloaded = io.load(ModelConfig(str(final), dtype="fp32"))
+    batch = probe(reloaded.tokenizer)
+    assert (logits(capture["lm"], batch) - logits(reloaded.model, batch)).abs().max() <= 1e-5

@@ -23,7 +23,6 @@ from pixiu.config import ConfigError, LoraConfig, RunConfig
 if TYPE_CHECKING:  # torch loads only where tensors are touched: the pipeline's recipe check calls `check`
     import torch
 
-ROLLOUTS = ("ppo", "grpo", "rloo")  # stages whose reference is the policy with its adapter switched off
 LR_SCALE = "pixiu_lr_scale"  # attribute on a parameter: its learning rate is train.lr times this (LoRA+)
 INITIAL = "pixiu_initial_adapter"  # attribute on a PiSSA/OLoRA PeftModel: the adapter's initial tensors
 
@@ -83,10 +82,16 @@ register("rslora")(lambda lora: _lora(lora, use_rslora=True))
 # DoRA (https://arxiv.org/abs/2402.09353): a trained magnitude per output row times the LoRA-updated direction
 register("dora")(lambda lora: _lora(lora, use_dora=True))
 
-_RESIDUAL = (
+_RESIDUAL = (  # the base holds W - B0 A0, where PPO reads its reference and a shared reward model's adapter
     (
-        ROLLOUTS,
+        ("ppo",),
         "its reference is the base with the adapter off, and {method} leaves the residual W - B0 A0 there",
+    ),
+    (
+        ("grpo", "rloo"),
+        "with grpo.kl_coef > 0 its reference is the base with the adapter off, and {method} leaves the residual "
+        "W - B0 A0 there; set grpo.kl_coef=0 (no reference) or use lora",
+        lambda cfg: cfg.grpo.kl_coef > 0,
     ),
 )
 # PiSSA (https://arxiv.org/abs/2404.02948): A, B from the top-r singular vectors, by the paper's fast randomized
