@@ -6,7 +6,8 @@ updates), whether it rewrites the base (PiSSA/OLoRA leave the residual W - B0 A0
 is no longer the start model), and which stages it cannot run in, with the reason (`check`). The methods'
 runtime needs live where they act: LoRA+ learning-rate groups in the loop's optimizer (`lr_groups`), AdaLoRA's
 rank allocation after each optimizer step (`schedule`), prefix key/values in `forward.hidden_states`, GRPO's
-`train/prefix.PrefixLM` and the engine's prefill (engine/torch_engine.py), and the conversion of a PiSSA/OLoRA adapter to a plain LoRA over the untouched base when it is saved (`save_as_lora`).
+`train/prefix.PrefixLM` and the engine's prefill (engine/torch_engine.py), and the conversion of a PiSSA/OLoRA
+adapter to a plain LoRA over the untouched base when it is saved (`save_as_lora`).
 """
 
 from __future__ import annotations
@@ -209,8 +210,8 @@ def off_is_base(lora: LoraConfig) -> bool:
 
 
 def mark_loraplus(model, ratio: float) -> None:
-    """LoRA+ (https://arxiv.org/abs/2402.12354): the B matrices (zero at init, they set the update's direction
-    scale) learn `ratio` times faster than A. Marked on the parameters, so every stage's optimizer (`lr_groups`)
+    """LoRA+ (https://arxiv.org/abs/2402.12354): one learning rate for A and B is inefficient at large width, so
+    the B matrices learn `ratio` times faster. Marked on the parameters, so every stage's optimizer (`lr_groups`)
     sees it without the stage passing it along."""
     if ratio == 1:
         return
@@ -240,15 +241,14 @@ def schedule(model: torch.nn.Module, total: int) -> Callable[[int], None] | None
         return None
     config = ada.peft_config[ada.trainable_adapter_name]
     config.total_step, config.tinit, config.tfinal = total, total // 10, total // 5
-    final = total - config.tfinal
-    done = []
+    final, finalised = total - config.tfinal, False
 
     def allocate(step: int) -> None:
         # the final allocation clears the importance averages: a later update of that step (a PPO minibatch, a
         # GRPO epoch) keeps the final ranks instead of allocating again from nothing (peft raised KeyError)
-        if step == final and done:
-            step += 1
-        done.extend([step] if step == final else [])
+        nonlocal finalised
+        if step == final:
+            step, finalised = (step + 1 if finalised else step), True
         ada.update_and_allocate(step)
 
     return allocate
