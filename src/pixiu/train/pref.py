@@ -355,7 +355,8 @@ def cache_reference(model, sets: dict[str, Groups], cfg: RunConfig, job: Job, dt
     """Every reply's reference log-prob as extra["ref_logps"], once before training; also written to
     reference_logps.safetensors for inspection (a resumed run recomputes them)."""
     fresh_adapter = cfg.lora.r > 0 and not io.read_meta(io.resolve(cfg.model.name_or_path)).get("adapter")
-    fresh_adapter = fresh_adapter and adapters.off_is_base(cfg.lora)  # PiSSA: the adapter on at step 0 is the base
+    # PiSSA/OLoRA: their adapter switched off is the residual base; switched on at step 0 it is the start model
+    fresh_adapter = fresh_adapter and adapters.off_is_base(cfg.lora)
     cached = {}
     for name, s in sets.items():
         cached[name] = reference_logps(model, s, job.accelerator, dtype, fresh_adapter)
