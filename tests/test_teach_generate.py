@@ -31,7 +31,7 @@ def fake():
 
 
 def lines(path) -> list[dict]:
-    return [json.loads(x) for x in Path(path).read_text().splitlines()] if Path(path).exists() else []
+    return [json.loads(x) for x in Path(path).read_text().split("\n") if x] if Path(path).exists() else []
 
 
 def teacher_for(url: str, **kw) -> HTTPTeacher:
@@ -74,7 +74,8 @@ def test_kill9_then_resume(tmp_path):
     """SIGKILL a running generate, add a torn line, resume: every job once, none lost, none twice."""
     server = FakeTeacher(delay=0.1)
     try:
-        (tmp_path / "in.txt").write_text("\n".join(f"item {i}" for i in range(40)))
+        # U+2028 inside an item: JSON keeps it raw, and str.splitlines would cut the row there
+        (tmp_path / "in.txt").write_text("\n".join(f"item\u2028{i}" for i in range(40)))
         out = tmp_path / "out.jsonl"
         cmd = [sys.executable, "-m", "pixiu.teach.cli", "generate", "--method", "answer", "--url", server.url,
                "--model", "fake", "--inputs", str(tmp_path / "in.txt"), "--out", str(out), "--concurrency", "2"]  # fmt: skip
@@ -96,7 +97,7 @@ def test_kill9_then_resume(tmp_path):
         rows = lines(out)
         jobs = [r["meta"]["job"] for r in rows]
         assert len(jobs) == len(set(jobs)) == 40 and "orphan" not in {r["instruction"] for r in rows}
-        assert sorted(r["instruction"] for r in rows) == sorted(f"item {i}" for i in range(40))
+        assert sorted(r["instruction"] for r in rows) == sorted(f"item\u2028{i}" for i in range(40))
         assert len(lines(f"{out}.journal.jsonl")) == 40
         assert json.loads(done.stdout)["kept"] == 40
     finally:

@@ -87,14 +87,14 @@ def _append(f, rows: list[dict]) -> None:
 
 
 def _read(path: Path, rewrite: bool = False) -> list[dict]:
-    """Complete JSON lines of a file; a torn last line (a kill mid-write) is left out (and cut when `rewrite`)."""
+    """Complete JSON lines of a file; a torn last line (a kill mid-write) is left out (and cut when `rewrite`).
+    Split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON text may hold unescaped."""
     if not path.exists():
         return []
-    out, good = [], True
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+    *lines, tail = path.read_text(encoding="utf-8").split("\n")
+    out, good = [], not tail  # a last line without its newline is torn
+    for line in lines:
         try:
-            if not line.endswith("\n"):
-                raise ValueError("torn line")
             out.append(json.loads(line))
         except ValueError:
             good = False

@@ -160,10 +160,10 @@ def read_items(path: str) -> list[dict]:
         rows = (
             json.loads(stripped)
             if stripped.startswith("[")
-            else [json.loads(x) for x in text.splitlines() if x.strip()]
+            else [json.loads(x) for x in text.split("\n") if x.strip()]
         )
         return [{"prompt": r} if isinstance(r, str) else r for r in rows]  # a file of JSON strings: prompts
-    return [{"instruction": line.strip()} for line in text.splitlines() if line.strip()]
+    return [{"instruction": line.strip()} for line in text.split("\n") if line.strip()]
 
 
 def instruction_of(row: dict) -> str:
