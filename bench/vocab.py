@@ -8,11 +8,13 @@ text's tokens / its characters / ln 2: comparable across tokenizers, unlike per-
 Continued pretraining (`pixiu train pt`): both arms the same rows (the first --pt-rows training rows), steps,
 batch rows, max_len, LoRA rank and lr, with lora.modules_to_save=embed_tokens,lm_head so that the embeddings
 (the new rows among them) train in full. The extended arm packs ~2.6x more characters into its rows.
-Generation: greedy replies (engine, chat template) to --gen-prompts held-out instructions, --gen-tokens new
-tokens at most: reply characters / wall seconds, before (the base) and after (the extended model after PT).
+Generation: greedy replies (chat template, HF generate with min_new_tokens = max_new_tokens = --gen-tokens, so
+early stops do not count as speed) to --gen-prompts held-out instructions: reply characters / wall seconds,
+before (the base) and after (the extended model after PT, merged).
 
     python bench/vocab.py                       # ~30 min on 2 cores
     python bench/vocab.py --steps 2 --eval-rows 4 --gen-prompts 1 --out /tmp/bv   # smoke
+    python bench/vocab.py --only-gen            # the generation part again, on the models of an earlier run
 """
 
 from __future__ import annotations
@@ -68,21 +70,28 @@ def bits_per_char(path: str, texts: list[str], max_len: int = 1024) -> dict:
 
 
 def gen_speed(path: str, prompts: list[str], max_new: int) -> dict:
+    """Greedy decoding of exactly `max_new` tokens per prompt (HF generate with min_new_tokens, so a model that
+    stops early is not faster): tokens/s, and reply characters/s."""
+    import torch
+
     from pixiu.chat.messages import Conversation, Message
     from pixiu.config import ModelConfig
-    from pixiu.engine import Sampling, generate
     from pixiu.model import io
 
     loaded = io.load(ModelConfig(path, dtype="fp32", device="cpu"))
-    convs = [Conversation([Message("user", p)]) for p in prompts]
-    generate(loaded, convs[:1], Sampling(max_new_tokens=4))  # warm-up
-    t0 = time.perf_counter()
-    replies = [generate(loaded, [c], Sampling(max_new_tokens=max_new))[0] for c in convs]
+    model = loaded.model.merge_and_unload() if hasattr(loaded.model, "peft_config") else loaded.model
+    ids = [loaded.template.prompt_ids(Conversation([Message("user", p)])) for p in prompts]
+    kw = {"do_sample": False, "pad_token_id": loaded.tokenizer.pad_token_id}
+    with torch.no_grad():
+        model.generate(torch.tensor([ids[0]]), max_new_tokens=2, **kw)  # warm-up
+        t0, replies = time.perf_counter(), []
+        for x in ids:
+            out = model.generate(torch.tensor([x]), min_new_tokens=max_new, max_new_tokens=max_new, **kw)
+            replies.append(loaded.tokenizer.decode(out[0, len(x) :], skip_special_tokens=True))
     wall = time.perf_counter() - t0
     chars = sum(map(len, replies))
-    toks = sum(len(loaded.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
-    return {"chars_per_s": round(chars / wall, 2), "tokens_per_s": round(toks / wall, 2), "chars": chars,
-            "tokens": toks, "seconds": round(wall, 2), "first_reply": replies[0][:80]}  # fmt: skip
+    return {"chars_per_s": round(chars / wall, 2), "tokens_per_s": round(max_new * len(ids) / wall, 2),
+            "chars": chars, "tokens": max_new * len(ids), "seconds": round(wall, 2), "first_reply": replies[0][:60]}  # fmt: skip
 
 
 def pt(model: str, out: Path, train: Path, a) -> tuple[Path, float]:
@@ -117,6 +126,9 @@ def main() -> None:
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-vocab"))
+    p.add_argument(
+        "--only-gen", action="store_true", help="rerun the generation part on an earlier run's models"
+    )
     a = p.parse_args()
     os.environ["PIXIU_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(a.threads)
     import torch
@@ -130,6 +142,9 @@ def main() -> None:
     rows = json.loads(ZH.read_text())
     train, held = texts_of(rows[: a.train_rows]), texts_of(rows[a.train_rows :])
     base, ext = io.resolve(a.model), out / "ext"
+    if a.only_gen:
+        res = json.loads((out / "results.json").read_text())
+        return finish(res, out, base, [r["instruction"] for r in rows[a.train_rows :][: a.gen_prompts]], a)
     t0 = time.perf_counter()
     cli.main(
         [
@@ -159,7 +174,11 @@ def main() -> None:
         res[f"pt_{arm}_seconds"] = round(secs, 1)
         res[f"bpc_{arm}_after"] = bits_per_char(str(final), evals)
         print(json.dumps(res, ensure_ascii=False), flush=True)
-    prompts = [r["instruction"] for r in rows[a.train_rows : a.train_rows + a.gen_prompts]]
+    finish(res, out, base, [r["instruction"] for r in rows[a.train_rows :][: a.gen_prompts]], a)
+
+
+def finish(res: dict, out: Path, base: str, prompts: list[str], a) -> None:
+    """Generation speed of the base and of the extended model after PT; results.json."""
     res["gen_base"] = gen_speed(base, prompts, a.gen_tokens)
     res["gen_extended_after_pt"] = gen_speed(str(out / "pt-extended" / "final"), prompts, a.gen_tokens)
     res["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
