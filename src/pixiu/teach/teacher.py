@@ -45,8 +45,9 @@ class TeacherConfig:
     """Requests in flight at once."""
     rpm: float = 0.0
     """Requests per minute at most (0: no pacing)."""
-    timeout: float = 120.0
-    """Seconds per request before it counts as timed out (and is retried)."""
+    timeout: float = 600.0
+    """Seconds per request before it counts as timed out (and is retried). Generous: a CPU `pixiu serve` with 16
+    long requests in flight takes minutes per reply, and the server finishes an abandoned request anyway."""
     retries: int = 4
     """Extra attempts after a timeout, 408/429/5xx or an unreadable/empty reply."""
     backoff: float = 1.0
