@@ -136,8 +136,8 @@ def held_out(args, student: Path, out: Path, runs: list[str]) -> list[dict]:
     pad, size = teacher.tokenizer.pad_token_id, 8
     batches = [collate(rows[i : i + size], pad) for i in range(0, len(rows), size)]
     found = []
-    for name in ["start", *runs]:
-        path = student if name == "start" else out / name / "final"
+    paths = {"teacher": io.resolve(args.teacher), "start": student, **{r: out / r / "final" for r in runs}}
+    for name, path in paths.items():  # the teacher's own row: its NLL is the floor, its KLs 0
         lm = TargetLM(io.load(ModelConfig(str(path), dtype="fp32", device="cpu")).model.eval())
         sums = {"nll": 0.0, "forward_kl": 0.0, "reverse_kl": 0.0, "top1_agree": 0.0}
         count = 0

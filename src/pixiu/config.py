@@ -425,7 +425,8 @@ class DistillConfig:
     the two models are never resident together; when it exists, training reads it (the teacher is not loaded)."""
     top_k: int = 0
     """Tokens per position stored in teacher_logprobs (0 = the whole vocabulary). The rest of the teacher's mass
-    is one tail bucket (losses.topk_support), so the loss is a lower bound of the full one."""
+    is one tail bucket (losses.topk_support), so the loss is a lower bound of the full one. Fine for forward KL;
+    reverse KL and jsd weigh the student's own likely tokens, whose low teacher probability the bucket blurs."""
 
     def __post_init__(self):
         _choice("distill.loss", self.loss, ("forward_kl", "reverse_kl", "jsd"))
