@@ -82,7 +82,9 @@ def new_rows_first(hooks: Hooks, loaded: io.Loaded, cfg: RunConfig) -> Hooks:
         )
     model, phase = loaded.model, {"new_rows_only": True}
     tables = {
-        id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m
+        id(m.weight): m.weight
+        for m in (model.get_input_embeddings(), model.get_output_embeddings())
+        if m is not None
     }
     others = [p for p in model.parameters() if id(p) not in tables]
 
