@@ -291,6 +291,8 @@ class PPOConfig:
     """A pixiu reward-model checkpoint scoring rollouts ('' = none; then reward_fn must be set)."""
     reward_fn: str = ""
     """A task name (`pixiu.data.tasks`) or 'module:function' whose reward(conversation, reply) is added."""
+    reward_fn_weight: float = 1.0
+    """Multiplies reward_fn's value before it is added to the reward model's score (their scales differ)."""
     rollout_prompts: int = 16
     """Prompts sampled per PPO step (one reply each)."""
     minibatch: int = 8
@@ -319,8 +321,6 @@ class PPOConfig:
     """PPO-ptx: weight of the SFT loss on ppo.ptx_path mixed into each update (InstructGPT); 0 = off."""
     ptx_path: str = ""
     """SFT data for PPO-ptx (any conversation format; train.batch_size rows per update)."""
-    reward_fn_weight: float = 1.0
-    """Multiplies reward_fn's value before it is added to the reward model's score (their scales differ)."""
     critic_from_rm: bool = True
     """Start the critic (body adapter and head) from the reward model, as InstructGPT did; else a new one.
     With shared_critic only the head starts from the reward model's."""
