@@ -115,17 +115,25 @@ def _json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def train(recipe: str, threads: int) -> tuple[str, float]:
-    """The recipe's final model, training (or resuming) it first when it is missing -> (path, train seconds)."""
+def train(recipe: str, threads: int) -> str:
+    """The recipe's final model, training (or resuming) it first when it is missing."""
     out = Path(load(recipe).train.output_dir)
     if (out / "final").exists():
-        return str(out / "final"), 0.0
+        return str(out / "final")
     resume = ["--train.resume=true"] if any(out.glob("checkpoint*")) else []
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PIXIU_THREADS=str(threads))
-    t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "pixiu.cli", "train", "sft", "--config", recipe, *resume]
     subprocess.run(cmd, check=True, env=env)
-    return str(out / "final"), time.perf_counter() - t0
+    return str(out / "final")
+
+
+def trained(model: str) -> dict:
+    """The run's own summary: wall seconds, steps and the held-out loss before and after."""
+    summary = json.loads((Path(model).parent / "summary.json").read_text())
+    return {
+        "train_s": summary["seconds"], "steps": summary["last"]["step"],
+        "eval_first": summary["first"]["eval_loss"], "eval_last": summary["last"]["eval_loss"],
+    }  # fmt: skip
 
 
 class TwoModels(Server):
@@ -179,6 +187,19 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def misses(rows: list[dict], model: str) -> str:
+    """Why the non-streamed tool-calling replies that gave no tool_calls did not."""
+    missed = [
+        r for r in rows if r["model"] == model and r["kind"] == "call" and not r["stream"] and not r["parsed"]
+    ]
+    tried = [r for r in missed if r["text"].lstrip().startswith(("<tool_call>", "{"))]
+    cut = sum(r["finish"] == "length" for r in tried)
+    return (
+        f"{model}: {len(missed)} = {len(missed) - len(tried)} text replies + {cut} calls cut at max_tokens + "
+        f"{len(tried) - cut} calls that are not valid JSON"
+    )
+
+
 def report(args, rows: list[dict], info: dict) -> str:
     texts = {m: [r for r in rows if r["model"] == m and r["kind"] == "text"] for m in MODELS}
     tools_text = ", ".join(f"{m} {sum(r['parsed'] for r in t)} of {len(t)}" for m, t in texts.items())
@@ -198,7 +219,8 @@ def report(args, rows: list[dict], info: dict) -> str:
         f"Served: `pixiu serve base=smollm2-135m tuned={info['model']} --template chatml --backend torch`; "
         f"the `openai` client (v{openai.__version__}), temperature 0, max_tokens {args.max_tokens}.",
         f"Command: `{' '.join(['python bench/toolcall.py', *sys.argv[1:]])}`",
-        f"Training wall s (0 = reused): {info['train_s']:.0f}; requests wall s: {info['ask_s']:.0f}; "
+        f"Training: {info['steps']} steps in {info['train_s']:.0f} s wall (with the held-out loss at the start "
+        f"and end), held-out loss {info['eval_first']:.3f} -> {info['eval_last']:.3f}. Requests: {info['ask_s']:.0f} s wall; "
         f"load average (1 min) at start {info['load_start']:.1f}, at end {info['load_end']:.1f}.",
         "",
         *table(rows),
@@ -207,6 +229,7 @@ def report(args, rows: list[dict], info: dict) -> str:
         f"{tools_text}.",
         f"Streamed replies identical to the non-streamed ones (same text and calls): {same} of "
         f"{sum(r['kind'] == 'call' and r['stream'] for r in rows)}.",
+        f"Tool-calling prompts without tool_calls (non-streamed): {misses(rows, 'base')}; {misses(rows, 'tuned')}.",
         "",
         "Every reply is in toolcall.jsonl.",
     ]
@@ -222,7 +245,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args(argv)
     load_start = os.getloadavg()[0]
-    model, train_s = train(args.recipe, args.threads)
+    model = train(args.recipe, args.threads)
     calls, texts = held_out_prompts(args.recipe)
     if args.n:
         calls, texts = calls[: args.n], texts[: args.n]
@@ -236,7 +259,7 @@ def main(argv: list[str]) -> int:
         finally:
             server.stop()
     info = {
-        "model": model, "train_s": train_s, "ask_s": ask_s, "calls": len(calls), "texts": len(texts),
+        **trained(model), "model": model, "ask_s": ask_s, "calls": len(calls), "texts": len(texts),
         "call_rows": ", ".join(str(c["row"]) for c in calls),
         "load_start": load_start, "load_end": os.getloadavg()[0],
     }  # fmt: skip
