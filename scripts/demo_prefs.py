@@ -269,7 +269,9 @@ def wrong_rows(drawn):
     """The right answer against a wrong one only: the flaw a reward model learns last (0.70 held-out accuracy
     with the mixed pairs alone), since it must check the value, not the form."""
     return [
-        dict(prompt=q, chosen=replies["good"], rejected=replies["wrong"], family=name, lang=lang, kind="wrong")
+        dict(
+            prompt=q, chosen=replies["good"], rejected=replies["wrong"], family=name, lang=lang, kind="wrong"
+        )
         for name, lang, q, replies, _ in drawn
     ]
 
