@@ -164,3 +164,19 @@ def test_serve_with_rag_cites_passages_and_returns_sources(tmp_path):
     assert (
         "sources" not in plain and plain["choices"][0]["message"]["content"] == "fake says: 盗窃财物怎么判？"
     )
+
+
+def test_length_ordered_batches_give_each_text_its_own_vector(embedder_dir):
+    """Batches go in length order; each vector still belongs to its own text, as embedding it alone gives."""
+    from pixiu.rag.index import Embedder
+
+    texts = [
+        "第二百六十四条 盗窃公私财物，数额较大的，处三年以下有期徒刑。" * 3,
+        "盗窃",
+        "第一条 为了惩罚犯罪",
+        "a b",
+    ]
+    embed = Embedder(embedder_dir)
+    together = embed(texts, batch=2)
+    alone = torch.cat([embed([t]) for t in texts])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)

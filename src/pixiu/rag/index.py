@@ -77,16 +77,26 @@ class Embedder:
 
     @torch.no_grad()
     def __call__(self, texts: list[str], batch: int = 64) -> torch.Tensor:
-        """-> (N, D) unit vectors."""
+        """-> (N, D) unit vectors, in the order of `texts`. Batches go in length order, so a short chunk is not
+        padded to a long neighbour's 256 tokens (statute articles run from a line to pages)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = []
-        for i in range(0, len(texts), batch):
+        for i in range(0, len(order), batch):
             enc = self.tokenizer(
-                texts[i : i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt"
+                [texts[j] for j in order[i : i + batch]],
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
             )
             hidden = self.model(**enc).last_hidden_state  # (B, T, D)
             mask = enc["attention_mask"][..., None].float()
             out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, 0)
+        if not out:
+            return torch.zeros(0, 0)
+        vectors = torch.empty_like(torch.cat(out))
+        vectors[order] = torch.cat(out)
+        return vectors
 
 
 def default_embedder() -> str:
