@@ -276,18 +276,6 @@ def wrong_rows(drawn):
     ]
 
 
-def near_misses(n, names, banned):
-    """draws() whose wrong replies are near misses half the time ("Thailand is the capital of Thailand.",
-    "41 + 64 = 41."): the echo a PPO policy found that the reward model scored above the right answer
-    (quickstart at 71b264f: +4.59 against +3.92). Only for wrong_pairs, drawn last, so no other file changes."""
-    global NEAR_MISS
-    before, NEAR_MISS = NEAR_MISS, 0.5
-    try:
-        return draws(n, names, banned)
-    finally:
-        NEAR_MISS = before
-
-
 def ranking_rows(drawn):
     """good > rambling or language > wrong or garbled > rude: right answers first (flawed but usable before a
     wrong or garbled one), a refusal last. A wrong answer always ranks below a right but long one: the other
@@ -365,7 +353,7 @@ def main(demo_dir, sft_questions, write_jsonl, arithmetic_errors):
         "rankings": ranking_rows(draws(SIZES["rankings"], list(WEIGHTS), set(banned))),
         "prompts": prompt_rows(draws(SIZES["prompts"], [*computed_names, "identity"], set(banned))),
         # drawn last, so the files above stay as they were measured before it existed
-        "wrong_pairs": wrong_rows(near_misses(SIZES["wrong_pairs"], computed_names, set(banned))),
+        "wrong_pairs": wrong_rows(draws(SIZES["wrong_pairs"], computed_names, set(banned))),
     }
     for name, rows in files.items():
         write_jsonl(demo_dir / f"{name}.jsonl", rows)
