@@ -319,8 +319,17 @@ def policy_only(actors: Actors, loaded: io.Loaded) -> io.Loaded:
         lm.set_adapter("default")
         for name in (CRITIC, REWARD):
             if name in lm.peft_config:
-                lm.delete_adapter(name)
+                delete_adapter(lm, name)
     return dataclasses.replace(loaded, model=lm)
+
+
+def delete_adapter(lm, name: str) -> None:
+    """lm.delete_adapter(name); a prompt-learning adapter (prefix, P-tuning v2) lives on the PeftModel itself,
+    and peft < 0.21 hands its deletion to transformers' delete_adapter, which takes other arguments (TypeError)."""
+    if not lm.peft_config[name].is_prompt_learning:
+        return lm.delete_adapter(name)
+    for table in (lm.peft_config, lm.prompt_encoder, lm.prompt_tokens):
+        del table[name]
 
 
 def save_policy(out: Path, actors: Actors, loaded: io.Loaded, merged: bool, cfg: RunConfig) -> Path:
