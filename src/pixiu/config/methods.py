@@ -177,7 +177,11 @@ class DistillConfig:
 
     teacher: str = ""
     """The teacher model: a Hugging Face directory or name, or 'smollm2-135m'. Loaded frozen, with model.dtype.
-    May be empty when teacher_logprobs already exists."""
+    Or an OpenAI-compatible endpoint (http(s)://HOST/v1: `pixiu serve`, vLLM) whose echo-only completions give
+    the top_k (1-20) log-probs of the rows' tokens, fetched once into teacher_logprobs (default
+    output_dir/teacher_logprobs.safetensors); key from $OPENAI_API_KEY. May be empty when teacher_logprobs exists."""
+    teacher_model: str = ""
+    """The served model's id when teacher is an endpoint ('' = the only model it serves)."""
     loss: str = "forward_kl"
     """'forward_kl' KL(teacher || student) (classic KD), 'reverse_kl' KL(student || teacher) (MiniLLM), or 'jsd'
     the generalized Jensen-Shannon divergence of GKD with weight `beta` (losses.generalized_jsd)."""
@@ -207,10 +211,20 @@ class DistillConfig:
             )
         if self.temperature <= 0 or self.top_k < 0:
             raise ConfigError("distill.temperature must be > 0 and distill.top_k >= 0")
-        if self.lmbda > 0 and self.teacher_logprobs:
+        if self.lmbda > 0 and (self.teacher_logprobs or self.endpoint):
             raise ConfigError(
-                "distill.lmbda > 0 needs a live teacher: stored log-probs cannot score new samples"
+                "distill.lmbda > 0 needs a live teacher: stored or endpoint log-probs cannot score new samples"
             )
+        if self.endpoint and not (1 <= self.top_k <= 20 and self.temperature == 1):
+            raise ConfigError(
+                "an endpoint teacher gives its top 1-20 log-probs at temperature 1: set distill.top_k in 1..20 "
+                f"and distill.temperature=1 (got {self.top_k} and {self.temperature})"
+            )
+
+    @property
+    def endpoint(self) -> bool:
+        """The teacher is an OpenAI-compatible endpoint, not a model to load."""
+        return self.teacher.startswith(("http://", "https://"))
 
 
 @dataclass

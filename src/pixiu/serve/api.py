@@ -26,6 +26,7 @@ from pixiu.engine import ContextError, EngineError, Sampling
 from pixiu.engine.text import token_bytes
 from pixiu.rag import Index, cite_prompt
 from pixiu.serve import protocol as p
+from pixiu.serve import score
 from pixiu.serve.auth import KeyCheck, redact_logs, require_key
 from pixiu.serve.jobs import Job, Piece, pieces
 from pixiu.serve.limits import BodyLimit, check_prompt, check_request
@@ -125,7 +126,9 @@ class Routes:
         if not engines:
             raise ValueError("serve at least one model")
         self.engines, self.moderation, self.config = engines, moderation, config
-        self.cards = {name: p.ModelCard(id=name) for name in engines}
+        self.cards = {
+            name: p.ModelCard(id=name, vocab_size=getattr(e, "vocab", None)) for name, e in engines.items()
+        }
         self.index = Index.load(config.rag) if config.rag else None  # retrieval for chat (--rag)
 
     async def health(self) -> dict:
@@ -188,6 +191,8 @@ class Routes:
         check_request(body, self.config)
         prompts = body.prompts()
         await self.check_input(prompts, "prompt")
+        if body.scores_prompt():
+            return await score.echo(engine, body, self.config)  # max_tokens 0: nothing sampled
         job = await self.start(engine, prompts, body, "prompt")
         out = Shape(job, body, engine.tokenizer, context=None)
         echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else []
@@ -316,7 +321,8 @@ class Shape:
             return None
         offset = self.offsets.get(piece.index, 0)
         self.offsets[piece.index] = offset + len(piece.text)
-        return p.TextLogprobs.of(piece.logprobs, partial(token_bytes, self.tokenizer), offset)
+        raw, as_ids = partial(token_bytes, self.tokenizer), self.body.return_tokens_as_token_ids
+        return p.TextLogprobs.of(piece.logprobs, raw, offset, as_ids)
 
     def chunk(self, choices: list, usage: p.Usage | None = None, sources: list | None = None) -> str:
         kind = p.ChatCompletionChunk if isinstance(self.body, p.ChatCompletionRequest) else p.Completion

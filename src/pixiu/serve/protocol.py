@@ -3,8 +3,8 @@
 The only place the OpenAI schema lives. Requests validate here (bad values become 400s with the field named);
 responses are built here so every route returns the exact OpenAI shape: ids, `created`, `object`, choices
 and usage. Unknown request fields are ignored, as OpenAI-compatible servers commonly do, so clients that send
-newer fields keep working; fields we cannot honour (JSON mode, echoed prompt log-probabilities) are refused,
-not ignored. Tools are checked here and their calls parsed from replies in tools.py.
+newer fields keep working; fields we cannot honour (JSON mode, echoed prompt log-probabilities with sampling) are
+refused, not ignored. Tools are checked here and their calls parsed from replies in tools.py.
 Reference: https://platform.openai.com/docs/api-reference/chat
 """
 
@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -24,6 +25,7 @@ from pixiu.serve.tools import check_tools, offered, tool_call_json
 
 MAX_N = 16  # replies per prompt; OpenAI allows 128, but on a CPU server one request should not queue hundreds
 MAX_CHOICES = 64  # prompts x n for one /v1/completions request
+MAX_TOP = 20  # top log-probs per position: the engine's limit (Sampling.logprobs)
 
 
 def new_id(prefix: str) -> str:
@@ -172,7 +174,7 @@ class ChatCompletionRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name for max_tokens
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP)
     tools: list[dict] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict | None = None
     response_format: dict | None = None
@@ -222,10 +224,12 @@ class ChatCompletionRequest(SamplingParams):
 
 class CompletionRequest(SamplingParams):
     prompt: str | list[str] = Field(min_length=1)
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for text completions
+    # OpenAI's default for text completions; 0 with echo: the prompt alone, scored when logprobs is set
+    max_tokens: int | None = Field(16, ge=0)
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=5)  # OpenAI's limit for text completions
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP)  # OpenAI allows 5; the engine's limit is 20
     suffix: str | None = None
+    return_tokens_as_token_ids: bool = False  # vLLM's extension: tokens as "token_id:N", exact for any client
 
     _no_suffix = _refuse("suffix", "insertion (fill-in-the-middle) is not supported")
 
@@ -233,9 +237,17 @@ class CompletionRequest(SamplingParams):
     def _bounded(self) -> CompletionRequest:
         if len(self.prompts()) * self.n > MAX_CHOICES:
             raise ValueError(f"prompts x n is at most {MAX_CHOICES} per request")
-        if self.echo and self.logprobs is not None:
-            raise ValueError("echo with logprobs (the prompt's log-probabilities) is not supported")
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens 0 asks for the prompt alone: it needs echo: true")
+        if self.echo and self.logprobs is not None and self.max_tokens != 0:
+            raise ValueError("echo with logprobs scores the prompt only here: set max_tokens to 0")
+        if self.max_tokens == 0 and self.stream:
+            raise ValueError("max_tokens 0 (the prompt scored) is not streamed: set stream to false")
         return self
+
+    def scores_prompt(self) -> bool:
+        """Echo-only (max_tokens 0): nothing is sampled; with logprobs, the prompt's own tokens are scored."""
+        return self.max_tokens == 0
 
     def logprob_count(self) -> int | None:
         return self.logprobs
@@ -267,6 +279,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "pixiu"
+    # pixiu's extension: rows of the output layer, so a distilling client can check the vocabularies match
+    vocab_size: int | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ModelList(BaseModel):
@@ -304,25 +318,43 @@ class ChoiceLogprobs(BaseModel):
 
 
 class TextLogprobs(BaseModel):
-    """Text completions (the legacy shape): parallel lists, one entry per sampled token."""
+    """Text completions (the legacy shape): parallel lists, one entry per sampled token, or per prompt token
+    when the prompt is echoed and scored (its first token has no log-prob: null, as OpenAI's)."""
 
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
     @classmethod
-    def of(cls, sampled: list, raw: Callable[[int], bytes], offset: int = 0) -> TextLogprobs:
+    def of(
+        cls, sampled: list, raw: Callable[[int], bytes], offset: int = 0, as_ids: bool = False
+    ) -> TextLogprobs:
         """From engine TokenLogprobs; `raw` turns a token id into its bytes; `offset`: where the first token's
         text starts in the choice's text. A token holding part of a character shows as `bytes:\\xNN…`, as
-        OpenAI's does, and starts where that character starts in the text."""
+        OpenAI's does, and starts where that character starts in the text; with `as_ids` every token shows as
+        `token_id:N` (vLLM's return_tokens_as_token_ids)."""
+        name = _as_id if as_ids else lambda i: _shown(raw(i))
         pieces = [raw(t.token) for t in sampled]
         starts = [offset + len(b"".join(pieces[:i]).decode(errors="ignore")) for i in range(len(pieces))]
-        tops = [{_shown(raw(i)): lp for i, lp in t.top} for t in sampled]
+        tops = [{name(i): lp for i, lp in t.top} for t in sampled]
         return cls(
-            tokens=list(map(_shown, pieces)), token_logprobs=[t.logprob for t in sampled], top_logprobs=tops,
-            text_offset=starts,
+            tokens=[name(t.token) for t in sampled], token_logprobs=[t.logprob for t in sampled],
+            top_logprobs=tops, text_offset=starts,
         )  # fmt: skip
+
+    @classmethod
+    def echoed(
+        cls, first: int, scored: list, raw: Callable[[int], bytes], as_ids: bool = False
+    ) -> TextLogprobs:
+        """A scored prompt: its `first` token, then one engine TokenLogprob per later token."""
+        out = cls.of([SimpleNamespace(token=first, logprob=0.0, top=[]), *scored], raw, 0, as_ids)
+        out.token_logprobs[0] = out.top_logprobs[0] = None  # nothing precedes the first token
+        return out
+
+
+def _as_id(token: int) -> str:
+    return f"token_id:{token}"
 
 
 def _shown(piece: bytes) -> str:

@@ -18,9 +18,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 RETRIED = (408, 409, 425, 429)  # plus every 5xx
 FATAL = (401, 403, 404)  # a wrong key, URL or model: every later request would fail the same way
+
+
+T = TypeVar("T")
 
 
 class TeacherError(RuntimeError):
@@ -70,6 +75,13 @@ class Reply:
     finish_reason: str  # "stop" or "length" (a reply cut by max_tokens)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[dict] | None = (
+        None  # `score`: each prompt's legacy logprobs object (tokens, top_logprobs, ...)
+    )
+
+
+class Unusable(ValueError):
+    """A 200 whose body cannot be used (empty text, missing fields): retried like a 5xx."""
 
 
 @dataclass
@@ -158,13 +170,30 @@ class HTTPTeacher(Teacher):
 
     def chat(self, messages: list[dict], **sampling) -> Reply:
         body = {"model": self.cfg.model, "messages": messages, **_clean(sampling)}
-        return self._post("/chat/completions", body, lambda c: c["message"]["content"])
+        return self._post("/chat/completions", body, partial(_text_reply, lambda c: c["message"]["content"]))
 
     def complete(self, prompt: str, **sampling) -> Reply:
         body = {"model": self.cfg.model, "prompt": prompt, **_clean(sampling)}
-        return self._post("/completions", body, lambda c: c["text"])
+        return self._post("/completions", body, partial(_text_reply, lambda c: c["text"]))
 
-    def _post(self, path: str, body: dict, text_of: Callable[[dict], str]) -> Reply:
+    def score(self, prompts: list[str], top_k: int) -> Reply:
+        """The prompts' own tokens with their log-probs and top_k alternatives, sampling nothing: OpenAI's legacy
+        echo + logprobs with max_tokens 0, tokens as "token_id:N" (vLLM's return_tokens_as_token_ids; `pixiu
+        serve` has both). Reply.logprobs: one {tokens, token_logprobs, top_logprobs, ...} per prompt."""
+        body = {"model": self.cfg.model, "prompt": prompts, "echo": True, "logprobs": top_k, "max_tokens": 0,
+                "temperature": 0, "return_tokens_as_token_ids": True}  # fmt: skip
+        return self._post("/completions", body, partial(_scores, len(prompts)))
+
+    def served(self) -> list[str]:
+        """GET /models: the ids of the models the endpoint serves."""
+        return self._post("/models", None, lambda data: [m["id"] for m in data["data"]])
+
+    def model_card(self) -> dict:
+        """GET /models/{model}: the served model's card (pixiu serve adds its vocab_size)."""
+        return self._post(f"/models/{self.cfg.model}", None, _card)
+
+    def _post(self, path: str, body: dict | None, read: Callable[[dict], T]) -> T:
+        """`read` turns the JSON reply into the result or raises (KeyError, Unusable, ...): then it is retried."""
         last = ""
         for attempt in range(self.cfg.retries + 1):
             if attempt:
@@ -172,12 +201,13 @@ class HTTPTeacher(Teacher):
             with self.slots:
                 self.pacer.wait()
                 try:
-                    reply, last, wait = self._attempt(path, body, text_of)
+                    reply, last, wait = self._attempt(path, body, read)
                 except TeacherError:  # a 4xx that retrying cannot fix: this request fails now
                     self.usage.bump("failures")
                     raise
             if reply is not None:
-                self.usage.add(reply)
+                if isinstance(reply, Reply):
+                    self.usage.add(reply)
                 return reply
             if attempt < self.cfg.retries:
                 self.sleep(
@@ -186,12 +216,14 @@ class HTTPTeacher(Teacher):
         self.usage.bump("failures")
         raise TeacherError(f"{last} ({self.cfg.retries + 1} attempts)")
 
-    def _attempt(self, path: str, body: dict, text_of) -> tuple[Reply | None, str, float | None]:
-        """One request: (reply, "", None) or (None, why, seconds the server asked us to wait)."""
+    def _attempt(self, path: str, body: dict | None, read) -> tuple[object | None, str, float | None]:
+        """One request (a GET when there is no body): (result, "", None) or (None, why, seconds the server asked
+        us to wait)."""
         headers = {"Content-Type": "application/json"} | (
             {"Authorization": f"Bearer {self.key}"} if self.key else {}
         )
-        req = urllib.request.Request(self.base + path, json.dumps(body).encode(), headers)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data, headers)
         try:
             with urllib.request.urlopen(req, timeout=self.cfg.timeout) as r:
                 raw = r.read()
@@ -202,17 +234,11 @@ class HTTPTeacher(Teacher):
         except (urllib.error.URLError, ConnectionError, OSError) as e:
             return None, f"{type(e).__name__}: {getattr(e, 'reason', e)}", None
         try:
-            data = json.loads(raw)
-            choice = data["choices"][0]
-            text = text_of(choice)
-        except (ValueError, KeyError, IndexError, TypeError):
+            return read(json.loads(raw)), "", None
+        except Unusable as e:
+            return None, str(e), None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             return None, f"an unreadable reply: {raw[:120]!r}", None
-        if not isinstance(text, str) or not text.strip():
-            return None, "an empty reply", None  # never passed on: an empty row would teach silence
-        usage = data.get("usage") or {}
-        reply = Reply(text, choice.get("finish_reason") or "stop",
-                      int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))  # fmt: skip
-        return reply, "", None
 
     def _http_error(self, e: urllib.error.HTTPError) -> tuple[str, float | None]:
         why = f"HTTP {e.code}: {e.read()[:200]!r}"
@@ -236,6 +262,34 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+def _text_reply(text_of: Callable[[dict], str], data: dict) -> Reply:
+    choice = data["choices"][0]
+    text = text_of(choice)
+    if not isinstance(text, str) or not text.strip():
+        raise Unusable("an empty reply")  # never passed on: an empty row would teach silence
+    return Reply(text, choice.get("finish_reason") or "stop", *_tokens(data))
+
+
+def _scores(n: int, data: dict) -> Reply:
+    """An echo-only completion of n prompts: each choice's logprobs, every one present."""
+    choices = sorted(data["choices"], key=lambda c: c["index"])
+    logprobs = [c["logprobs"] for c in choices]
+    if len(logprobs) != n or not all(lp and lp.get("top_logprobs") for lp in logprobs):
+        raise Unusable(f"a reply without the prompts' log-probs ({len(logprobs)} choices for {n} prompts)")
+    return Reply(choices[0]["text"], "length", *_tokens(data), logprobs=logprobs)
+
+
+def _card(data: dict) -> dict:
+    if not isinstance(data, dict) or not data.get("id"):
+        raise Unusable(f"a model card without an id: {str(data)[:120]}")
+    return data
+
+
+def _tokens(data: dict) -> tuple[int, int]:
+    usage = data.get("usage") or {}
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
 def _clean(sampling: dict) -> dict:

@@ -9,8 +9,9 @@ distributions at distill.temperature, summed and divided by the step's target to
   student samples through the engine: GKD's on-policy share); or
 - stored: distill.teacher_logprobs, a safetensors file of its top-k token ids and log-probs at each target of the
   training and eval rows, written once by the teacher alone, so the two models are never resident together.
-An endpoint teacher is not offered: `pixiu serve`, like OpenAI's API, gives top log-probs only for the tokens it
-samples itself, not for given reply text (completions refuse echo with logprobs).
+- an endpoint: distill.teacher = http(s)://HOST/v1 (`pixiu serve`, vLLM). The student's rows go as text to its
+  echo-only completions (max_tokens 0, echo, logprobs K), whose top-K log-probs of the prompt's own tokens fill
+  the same stored file once, before training; the echoed tokens must be the student's own, id for id.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ Teacher = tuple[torch.Tensor | None, torch.Tensor]
 def run(cfg: RunConfig, stage: str = "distill") -> Path:
     """Distil distill.teacher (or its stored log-probs) into model.name_or_path; save `output_dir/final`."""
     job, d = begin(cfg, stage), cfg.distill
-    stored = Path(d.teacher_logprobs) if d.teacher_logprobs else None
+    stored = stored_path(cfg)
     if not d.teacher and not (stored and stored.exists()):
         raise ConfigError("distill.teacher is required (or an existing distill.teacher_logprobs file)")
     data = load_data(cfg.data, want=Conversation)
-    if stored and not stored.exists():
+    if stored and not stored.exists() and not d.endpoint:
         if job.main:  # the teacher alone renders the rows, scores them and is freed before the student loads
             teacher = load_teacher(cfg, job.accelerator.device)
             rows = prepare("sft", data.train, data.eval, teacher.loaded, cfg)
@@ -62,6 +63,12 @@ def run(cfg: RunConfig, stage: str = "distill") -> Path:
     report["skipped_rows"] = data.skipped
     print_report(job, report, data.counts, REPORT_LINE)
     splits = {"train": train_rows, "eval": eval_rows}
+    if d.endpoint and not stored.exists():  # the student's own rows, scored by the endpoint once
+        if job.main:
+            write_logprobs(
+                stored, EndpointTeacher(d, loaded.tokenizer, vocab_size(loaded.model)), splits, cfg
+            )
+        job.accelerator.wait_for_everyone()
     teacher = (
         StoredTeacher(stored, splits, d.temperature) if stored else load_teacher(cfg, job.accelerator.device)
     )
@@ -73,6 +80,15 @@ def run(cfg: RunConfig, stage: str = "distill") -> Path:
     model.train()
     history = fit_loop(model, hooks, cfg.train, job.accelerator, job.out)
     return finish(job, loaded, history, data=report)
+
+
+def stored_path(cfg: RunConfig) -> Path | None:
+    """Where the teacher's log-probs are stored: distill.teacher_logprobs, or for an endpoint teacher (which
+    cannot be asked at every step) OUTPUT/teacher_logprobs.safetensors; None: a live teacher."""
+    d = cfg.distill
+    if d.teacher_logprobs:
+        return Path(d.teacher_logprobs)
+    return Path(cfg.train.output_dir) / "teacher_logprobs.safetensors" if d.endpoint else None
 
 
 def batching(cfg: RunConfig) -> tuple:
@@ -117,6 +133,13 @@ class LiveTeacher:
             logits, _ = self.lm(batch)
         return None, losses.tempered(logits, self.temperature)
 
+    def top_k(self, rows: list, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows -> their targets' k most likely tokens (N, k) int32 and log-probs (N, k), best first."""
+        device = next(self.lm.parameters()).device
+        _, full = self(collate(rows, self.loaded.tokenizer.pad_token_id).to(device))
+        top = full.topk(k, -1)
+        return top.indices.to(torch.int32).cpu(), top.values.cpu()
+
 
 def load_teacher(cfg: RunConfig, device) -> LiveTeacher:
     m = cfg.model
@@ -128,6 +151,72 @@ def load_teacher(cfg: RunConfig, device) -> LiveTeacher:
         attn_implementation=m.attn_implementation,
     )
     return LiveTeacher(io.load(spec, None, for_training=True), cfg.distill.temperature, device)
+
+
+class EndpointTeacher:
+    """distill.teacher as an OpenAI-compatible endpoint, through teach/'s HTTP client (pacing, retries, backoff):
+    each rendered segment goes as text to an echo-only completion (HTTPTeacher.score), whose tokens must be the
+    student's own ids, and whose top-k at each target becomes a row of the stored file."""
+
+    PER_REQUEST = 16  # segments per request (pixiu serve takes up to 64 prompts in one)
+
+    def __init__(self, d, tokenizer, student_vocab: int):
+        from pixiu.teach.teacher import HTTPTeacher, TeacherConfig
+
+        self.http = HTTPTeacher(TeacherConfig(url=d.teacher, model=d.teacher_model, concurrency=1))
+        if not d.teacher_model:  # the only model served, or a clear choice to make
+            served = self.http.served()
+            if len(served) != 1:
+                raise ConfigError(f"{d.teacher} serves {served}: set distill.teacher_model to one of them")
+            self.http.cfg.model = served[0]
+        vocab = self.http.model_card().get("vocab_size")  # pixiu's extension; other servers: checked per id
+        if vocab is not None:
+            check_vocab(int(vocab), student_vocab)
+        self.vocab, self.tokenizer = int(vocab or student_vocab), tokenizer
+
+    def top_k(self, rows: list, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows -> their targets' k most likely tokens (N, k) int32 and log-probs (N, k), best first."""
+        segments = [s for r in rows for s in r]
+        ids, logps = [torch.zeros(0, k, dtype=torch.int32)], [torch.zeros(0, k)]
+        for i in range(0, len(segments), self.PER_REQUEST):
+            part = segments[i : i + self.PER_REQUEST]
+            texts = [self.tokenizer.decode(s.input_ids, skip_special_tokens=False) for s in part]
+            for seg, lp in zip(part, self.http.score(texts, k).logprobs, strict=True):
+                a, b = self.targets(seg, lp, k)
+                ids.append(a)
+                logps.append(b)
+        return torch.cat(ids), torch.cat(logps)
+
+    def targets(self, seg: Rendered, lp: dict, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One segment's echoed logprobs -> its targets' top k (ids, log-probs); the tokens must be the student's."""
+        echoed, mine = [token_id(t) for t in lp["tokens"]], list(seg.input_ids)
+        if echoed != mine:
+            j = next((j for j, (a, b) in enumerate(zip(echoed, mine)) if a != b), min(len(echoed), len(mine)))
+            raise ConfigError(
+                f"the endpoint tokenizes a row into other tokens than the student: at token {j} it has "
+                f"{echoed[j : j + 3]}, the student {mine[j : j + 3]} ({len(echoed)} vs {len(mine)} tokens); "
+                "token-level distillation needs one tokenizer"
+            )
+        at = [
+            j for j in range(1, len(mine)) if seg.loss_mask[j]
+        ]  # position j's distribution predicts token j
+        tops = [sorted(lp["top_logprobs"][j].items(), key=lambda kv: -kv[1])[:k] for j in at]
+        if any(len(t) < k for t in tops):
+            raise ConfigError(f"the endpoint returned fewer than distill.top_k={k} log-probs at a position")
+        ids = torch.tensor([[token_id(t) for t, _ in top] for top in tops], dtype=torch.int32).reshape(-1, k)
+        if ids.numel() and int(ids.max()) >= self.vocab:
+            raise ConfigError(
+                f"the endpoint returned token id {int(ids.max())}: the student's vocabulary has {self.vocab}"
+            )
+        return ids, torch.tensor([[v for _, v in top] for top in tops]).reshape(-1, k)
+
+
+def token_id(token: str) -> int:
+    """ "token_id:N" (return_tokens_as_token_ids) -> N; text is refused, since it cannot name one token for sure."""
+    if not token.startswith("token_id:"):
+        raise ConfigError(f"the endpoint names tokens by text ({token!r}), not as token_id:N: it lacks vLLM's "
+                          "return_tokens_as_token_ids, which distillation needs to match token ids")  # fmt: skip
+    return int(token.removeprefix("token_id:"))
 
 
 class StoredTeacher:
@@ -172,22 +261,20 @@ def flatten(rows: list[list[Rendered]]) -> tuple[torch.Tensor, torch.Tensor, tor
     return torch.tensor(tokens, dtype=torch.int32), *cum
 
 
-def write_logprobs(path: Path, teacher: LiveTeacher, splits: dict[str, list], cfg: RunConfig) -> None:
-    """Score every row of every split with the teacher and save its top-k per target (distill.top_k, 0 = all
-    V tokens) as safetensors, atomically: never pickle, and a killed run leaves no half file."""
+def write_logprobs(path: Path, teacher, splits: dict[str, list], cfg: RunConfig) -> None:
+    """Score every row of every split with the teacher (LiveTeacher or EndpointTeacher: `vocab`, `top_k(rows,
+    k)`) and save its top-k per target (distill.top_k, 0 = all V tokens) as safetensors, atomically: never
+    pickle, and a killed run leaves no half file."""
     from safetensors.torch import save_file
 
-    k = min(cfg.distill.top_k or teacher.vocab, teacher.vocab)
-    pad, size, out = teacher.loaded.tokenizer.pad_token_id, cfg.train.batch_size, {}
-    device = next(teacher.lm.parameters()).device
+    k, size, out = min(cfg.distill.top_k or teacher.vocab, teacher.vocab), cfg.train.batch_size, {}
     for name, rows in splits.items():
         tokens, offsets, ends = flatten(rows)
         ids, logps = [], []
         for i in range(0, len(rows), size):
-            _, full = teacher(collate(rows[i : i + size], pad).to(device))
-            top = full.topk(k, -1)
-            logps.append(top.values.cpu())
-            ids.append(top.indices.to(torch.int32).cpu())
+            top_ids, top_logps = teacher.top_k(rows[i : i + size], k)
+            ids.append(top_ids)
+            logps.append(top_logps)
         empty = (torch.zeros(0, k, dtype=torch.int32), torch.zeros(0, k))
         out.update({f"{name}.tokens": tokens, f"{name}.rows": offsets, f"{name}.targets": ends})
         out[f"{name}.ids"] = torch.cat(ids) if ids else empty[0]
