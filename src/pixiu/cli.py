@@ -50,10 +50,10 @@ def pipeline(argv: list[str]) -> None:
 
     if argv and not argv[0].startswith("-"):
         try:  # the run's warnings.log; a recipe that does not load fails with its message in pipe.cli below
-            log_warnings_to(pipe.load(argv[0], argv[1:])[0].output_dir)
+            log_warnings_to(pipe.load(argv[0], argv[1:], DATA_COMMANDS)[0].output_dir)
         except Exception:  # noqa: BLE001
             pass
-    pipe.cli(argv)
+    pipe.cli(argv, DATA_COMMANDS)  # data stages run these commands
 
 
 def generate(argv: list[str]) -> None:

@@ -16,9 +16,16 @@ latest reward model; a value the stage sets itself wins), train.output_dir = OUT
 line: `--section.field=v` for every stage, `--stage.NAME.section.field=v` for one, `--pipeline.field=v` for the
 pipeline section.
 
-Every stage is `STAGES[kind].run(cfg)` (train/stages.py), run in this process. A finished stage leaves
+A data stage runs a `pixiu data` command (generate, filter, ...: cli.DATA_COMMANDS) with its `args` as flags,
+`{output_dir}` in any stage's strings standing for the pipeline's output directory:
+
+        - {name: generate, stage: data, command: generate, args: {method: answer, out: "{output_dir}/gen.jsonl"}}
+        - {name: sft, data: {path: "{output_dir}/gen.jsonl"}}
+
+Every training stage is `STAGES[kind].run(cfg)` (train/stages.py), run in this process. A finished stage leaves
 OUTPUT/<name>/done.json (its output, wall time and config) and a re-run skips it; a stage directory without the
-marker was interrupted, and the stage runs again with train.resume=true from its last checkpoint. A stage whose
+marker was interrupted, and the stage runs again with train.resume=true from its last checkpoint (a data
+command simply runs again: `data generate` resumes from its journal). A stage whose
 config changed since it ran is an error, never a silent mix of old and new results. Last, eval/route.py compares
 the final policy with the one the last stage started from, under the reward model (OUTPUT/summary.md), and
 eval/report.py draws every stage's curves next to those numbers (OUTPUT/report.html, report.md).
@@ -27,9 +34,11 @@ eval/report.py draws every stage's curves next to those numbers (OUTPUT/report.h
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,13 +89,16 @@ class PipelineConfig:
 
 
 DONE = "done.json"
+DATA = "data"  # the kind of a stage that runs a `pixiu data` command rather than training
+OUTPUT_DIR = "{output_dir}"  # stands for pipeline.output_dir in a stage's strings
 
 
 @dataclass
 class Stage:
     name: str  # its directory under output_dir
-    kind: str  # a key of train/stages.py STAGES
-    sections: dict  # the RunConfig sections this stage changes
+    kind: str  # a key of train/stages.py STAGES, or DATA
+    sections: dict  # the RunConfig sections this stage changes; a data stage: {command, args}
+    command: Callable[[list[str]], None] | None = None  # a data stage's command, from cli.DATA_COMMANDS
 
 
 @dataclass
@@ -105,8 +117,11 @@ class State:
 # ---------------------------------------------------------------- recipe -> stages
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineConfig, dict, list[Stage]]:
-    """Recipe + overrides -> (pipeline section, shared sections with the every-stage overrides, stages)."""
+def load(
+    path: str | Path, overrides: list[str] = (), commands: dict | None = None
+) -> tuple[PipelineConfig, dict, list[Stage]]:
+    """Recipe + overrides -> (pipeline section, shared sections with the every-stage overrides, stages).
+    `commands`: cli.DATA_COMMANDS, which data stages name (handed in: cli imports this module, not back)."""
     recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(recipe, dict) or "pipeline" not in recipe:
         raise ConfigError(f"{path}: a pipeline recipe needs a `pipeline:` section with `stages:`")
@@ -114,7 +129,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineConfig, d
     pipe_values = config.merge(recipe.pop("pipeline"), extra.pop("pipeline", {}))
     per_stage = extra.pop("stage", {})
     pipe = config.from_dict(pipe_values, PipelineConfig, "pipeline")
-    stages = [_stage(s, i) for i, s in enumerate(pipe.stages)]
+    stages = [_stage(s, i, commands or {}) for i, s in enumerate(pipe.stages)]
     names = [s.name for s in stages]
     if len(set(names)) < len(names):
         raise ConfigError(f"pipeline stage names must be unique (they name directories), got {names}")
@@ -131,7 +146,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineConfig, d
     config.from_dict(shared, RunConfig)  # a typo in a shared section fails here, before any training
     from pixiu.model.adapters import check  # (pixiu.model loads torch: only once a recipe is being run)
 
-    for s in stages:  # so does a PEFT method a stage cannot train with (PiSSA in PPO, ...)
+    for s in (s for s in stages if s.kind != DATA):  # so does a PEFT method a stage cannot train with
         check(
             config.from_dict(config.merge(shared, s.sections), RunConfig, f"pipeline stage {s.name}"), s.kind
         )
@@ -147,20 +162,47 @@ def _set_in(values: dict, target: dict) -> dict:
     return out
 
 
-def _stage(spec: dict, i: int) -> Stage:
+def _stage(spec: dict, i: int, commands: dict) -> Stage:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"pipeline.stages[{i}] must be a mapping with a name, got {spec!r}")
     sections = dict(spec)
     name = str(sections.pop("name"))
     kind = str(sections.pop("stage", name))
+    if kind == DATA:
+        return _data_stage(name, sections, f"pipeline.stages[{i}] ({name})", commands)
     if kind not in STAGES:
-        raise ConfigError(f"pipeline.stages[{i}] ({name}): unknown stage {kind!r}; valid: {sorted(STAGES)}")
+        valid = sorted([*STAGES, DATA])
+        raise ConfigError(f"pipeline.stages[{i}] ({name}): unknown stage {kind!r}; valid: {valid}")
     return Stage(name, kind, sections)
+
+
+def _data_stage(name: str, sections: dict, where: str, commands: dict) -> Stage:
+    """{command: a `pixiu data` command, args: {flag: value}}, the command resolved as cli.data resolves it."""
+    extra = set(sections) - {"command", "args"}
+    if extra or not isinstance(sections.get("args", {}), dict):
+        raise ConfigError(f"{where}: a data stage takes `command` and an `args` mapping, not {sorted(extra)}")
+    command = sections.get("command")
+    if command not in commands:
+        raise ConfigError(f"{where}: unknown data command {command!r}; valid: {sorted(commands)}")
+    target = commands[command][0]
+    if not callable(target):
+        module, fn = target.split(":")
+        target = getattr(importlib.import_module(module), fn)
+    return Stage(name, DATA, {"command": command, "args": dict(sections.get("args") or {})}, target)
+
+
+def _expand(value, out: Path):
+    """`{output_dir}` in every string of `value` -> the pipeline's output directory."""
+    if isinstance(value, dict):
+        return {k: _expand(v, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, out) for v in value]
+    return value.replace(OUTPUT_DIR, str(out)) if isinstance(value, str) else value
 
 
 def stage_config(stage: Stage, shared: dict, state: State, out: Path) -> RunConfig:
     """Shared sections + the stage's own, inputs wired from earlier stages, output under OUTPUT/<name>."""
-    own = stage.sections
+    own = _expand(stage.sections, out)
     wired: dict = {"train": {"output_dir": str(out / stage.name)}}
     if "name_or_path" not in own.get("model", {}):
         wired["model"] = {"name_or_path": state.policy}
@@ -183,14 +225,17 @@ def run(pipe: PipelineConfig, shared: dict, stages: list[Stage]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state = State(policy=config.from_dict(shared, RunConfig).model.name_or_path)
     for i, stage in enumerate(stages, 1):
-        cfg = stage_config(stage, shared, state, out)
-        print(f"\n== pipeline stage {i}/{len(stages)}: {stage.name} ({stage.kind}) -> {cfg.train.output_dir}")
-        output, seconds, skipped = run_stage(stage, cfg, out)
+        cfg = stage_config(stage, shared, state, out) if stage.kind != DATA else None
+        where = cfg.train.output_dir if cfg else out / stage.name
+        print(f"\n== pipeline stage {i}/{len(stages)}: {stage.name} ({stage.kind}) -> {where}")
+        output, seconds, skipped = run_stage(stage, cfg, out) if cfg else run_data(stage, out)
         if not skipped:
             state.ran.append(stage.name)
         state.stages.append(
             dict(name=stage.name, kind=stage.kind, output=output, seconds=seconds, skipped=skipped)
         )
+        if stage.kind == DATA:
+            continue
         if STAGES[stage.kind].role.makes == "policy":
             state.start_policy, state.policy, state.final_cfg = cfg.model.name_or_path, output, cfg
         else:
@@ -231,6 +276,39 @@ def run_stage(stage: Stage, cfg: RunConfig, out: Path) -> tuple[str, float, bool
     tmp.rename(run_dir / DONE)
     print(f"stage {stage.name} done in {seconds:.0f} s -> {output}")
     return str(output), seconds, False
+
+
+def run_data(stage: Stage, out: Path) -> tuple[str, float, bool]:
+    """(its `out` file, wall seconds, skipped). A data stage that finished with these args is skipped; one that
+    started and did not finish runs again (generate resumes from its journal; filter reads its input again)."""
+    run_dir = out / stage.name
+    args = _expand(stage.sections["args"], out)
+    output = str(args.get("out", ""))
+    resolved = {"command": stage.sections["command"], "args": _relative(args, str(out).rstrip("/") + "/")}
+    done = _read_done(run_dir)
+    if done is not None and (not output or Path(output).exists()):
+        _same_config(stage, done["config"], resolved, "finished", run_dir)
+        print(f"finished earlier in {done['seconds']:.0f} s: skipped ({output})")
+        return output, done["seconds"], True
+    started = run_dir / "args.json"
+    if started.exists():
+        _same_config(stage, json.loads(started.read_text()), resolved, "started", run_dir)
+        print("interrupted earlier: running it again")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started.write_text(json.dumps(resolved, indent=2, ensure_ascii=False))
+    t0 = time.perf_counter()
+    stage.command([f"--{k}={_flag(v)}" for k, v in args.items()])
+    seconds = round(time.perf_counter() - t0, 1)
+    marker = {"stage": DATA, "output": output, "seconds": seconds, "config": resolved}
+    tmp = run_dir / (DONE + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=2, ensure_ascii=False))
+    tmp.rename(run_dir / DONE)
+    print(f"stage {stage.name} done in {seconds:.0f} s -> {output}")
+    return output, seconds, False
+
+
+def _flag(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _read_done(run_dir: Path) -> dict | None:
@@ -275,7 +353,7 @@ def _diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
 # ---------------------------------------------------------------- command line
 
 
-def cli(argv: list[str]) -> None:
+def cli(argv: list[str], commands: dict | None = None) -> None:
     """pixiu pipeline recipe.yaml [--section.field=v] [--stage.NAME.section.field=v] [--pipeline.field=v]"""
     if not argv or argv[0] in ("-h", "--help"):
         print(cli.__doc__.strip() + "\n\npipeline fields:")
@@ -285,7 +363,7 @@ def cli(argv: list[str]) -> None:
         if not argv:
             sys.exit(2)
         return
-    pipe, shared, stages = load(argv[0], argv[1:])
+    pipe, shared, stages = load(argv[0], argv[1:], commands)
     summary = run(pipe, shared, stages)
     print(f"\nsummary: {Path(pipe.output_dir) / 'summary.md'}" if summary else "")
     from pixiu.eval import report

@@ -56,12 +56,13 @@ def filter(argv: list[str]) -> None:  # noqa: A001 - the command's name
 def _parse(prog: str, doc: str, argv: list[str], *classes: type, positional: str = "") -> list:
     """One instance per class from the flags; unknown or bad values exit with the reason."""
     ap = argparse.ArgumentParser(prog=prog, description=doc, argument_default=argparse.SUPPRESS)
-    if positional:
-        ap.add_argument(positional, help="the input file")
+    if positional:  # or as --NAME, as a pipeline's data stage passes every argument
+        ap.add_argument(positional, nargs="?", help="the input file")
     for cls in classes:
         hints, docs = typing.get_type_hints(cls), {n: d for n, _, d in config.describe(cls)}
         for f in dataclasses.fields(cls):
             if f.name == positional:
+                ap.add_argument(f"--{f.name}", dest=f"{f.name}_flag", help=argparse.SUPPRESS)
                 continue
             kind = (
                 {"type": _bool, "nargs": "?", "const": True}
@@ -72,6 +73,10 @@ def _parse(prog: str, doc: str, argv: list[str], *classes: type, positional: str
             ap.add_argument(*names, dest=f.name, help=f"{docs[f.name]} (default: {f.default})".replace("%", "%%"),
                             **kind)  # fmt: skip
     given = vars(ap.parse_args(argv))
+    if positional and f"{positional}_flag" in given:
+        given[positional] = given.pop(f"{positional}_flag")
+    if positional and not given.get(positional):
+        ap.error(f"the input file is required ({positional})")
     try:
         return [cls(**{k: v for k, v in given.items() if k in {f.name for f in dataclasses.fields(cls)}})
                 for cls in classes]  # fmt: skip
