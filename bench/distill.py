@@ -17,6 +17,7 @@ Run from the repository root; it writes bench/results/distill.md and distill.jso
     python bench/distill.py                                   # the defaults
     python bench/distill.py --rows 16 --steps 2 --eval-rows 8 # smoke test
     python bench/distill.py ... --skip-train                  # only score the runs already under --out
+    python bench/distill.py --student-only --out runs/distill  # only write the student
 """
 
 from __future__ import annotations
@@ -190,11 +191,16 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_distill")
     p.add_argument("--runs", default=",".join(RUNS))
     p.add_argument("--skip-train", action="store_true", help="only evaluate the runs already under --out")
+    p.add_argument(
+        "--student-only", action="store_true", help="only write the student (recipes/distill.yaml)"
+    )
     args = p.parse_args()
     from pixiu.model import io
 
     out, runs = Path(args.out), args.runs.split(",")
     student = make_student(io.resolve(args.teacher), out / f"student_every{args.every}", args.every)
+    if args.student_only:
+        return
     for loss in runs if not args.skip_train else []:
         train(args, student, out, loss)
     results = [summarise(out, loss) for loss in runs]

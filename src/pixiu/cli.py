@@ -283,6 +283,7 @@ DATA_COMMANDS: dict[str, tuple] = {
         "pixiu.teach.cli:filter",
         "judge rating, exact / near duplicates, length, language, refusals; report",
     ),
+    "sample": ("pixiu.teach.cli:sample", "a seeded slice of a row file (disjoint seed / held-out sets)"),
     "extend-vocab": (
         "pixiu.data.vocab:main",
         "new tokens for a corpus (BPE) or SentencePiece pieces; resize",

@@ -12,6 +12,8 @@ import typing
 from pixiu import config
 from pixiu.teach.filter import FilterConfig, format_report, run_filter
 from pixiu.teach.methods import GenerateConfig, get_method
+from pixiu.teach.sample import SampleConfig
+from pixiu.teach.sample import sample as run_sample
 from pixiu.teach.teacher import TeacherConfig, TeacherFatal, make_teacher
 
 
@@ -51,6 +53,16 @@ def filter(argv: list[str]) -> None:  # noqa: A001 - the command's name
         if teacher is not None:
             teacher.close()
     print(format_report(report))
+
+
+def sample(argv: list[str]) -> None:
+    """pixiu data sample FILE --out OUT --n N --offset K --seed S: rows K..K+N of FILE shuffled by S."""
+    (cfg,) = _parse("pixiu data sample", sample.__doc__, argv, SampleConfig, positional="inputs")
+    try:
+        rows = run_sample(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"{cfg.inputs}: {len(rows)} rows -> {cfg.out}")
 
 
 def _parse(prog: str, doc: str, argv: list[str], *classes: type, positional: str = "") -> list:
@@ -93,4 +105,4 @@ def _bool(text: str) -> bool:
 
 
 if __name__ == "__main__":  # python -m pixiu.teach.cli generate ... (the kill -9 test runs it so)
-    {"generate": generate, "filter": filter}[sys.argv[1]](sys.argv[2:])
+    {"generate": generate, "filter": filter, "sample": sample}[sys.argv[1]](sys.argv[2:])
