@@ -1,4 +1,5 @@
-"""Rendered rows -> padded token batches: the typed batches every forward takes (model/, train/, eval/).
+"""Rendered rows -> padded token batches: the typed batches every forward takes (model/, train/, eval/); and an
+encoder-decoder's (source, target) pairs -> their padded batch.
 
 They sit below data/ and model/ so a model's forward can take a batch without importing the data pipeline;
 `data/collate.py` plans which samples go together (truncation, packing, length grouping) and re-exports these.
@@ -164,3 +165,46 @@ def collate_shared(
     )
     tokens = TokenBatch(ids, positions, mask, torch.zeros_like(ids), shared)
     return GroupBatch(tokens, [len(g) for g in groups], flat(extra))
+
+
+# ---------------------------------------------------------------- encoder-decoder (T5) pairs: model/seq2seq.py
+
+IGNORE = -100  # a label position that is no target (padding): transformers' ignore index
+
+
+@dataclass
+class Pair:
+    """An encoder-decoder sample: the prompt the encoder reads and the reply the decoder learns to write."""
+
+    source_ids: list[int]  # (S,) the rendered prompt, EOS included for T5-style tokenizers
+    target_ids: list[int]  # (T,) the reply and its EOS: every token is a target
+
+
+@dataclass
+class Seq2SeqBatch:
+    input_ids: torch.Tensor  # (B, S) sources, right-padded
+    attention_mask: torch.Tensor  # (B, S) 1 = a real source token
+    labels: torch.Tensor  # (B, T) target ids, IGNORE after each reply's end
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum()) + self.n_targets
+
+    def to(self, device) -> Seq2SeqBatch:
+        return Seq2SeqBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
+
+
+def collate_pairs(pairs: list[Pair], pad_id: int) -> Seq2SeqBatch:
+    """Right-pad sources with pad_id (masked) and targets with IGNORE."""
+
+    def pad(rows: list[list[int]], value: int) -> torch.Tensor:
+        width = max(map(len, rows))
+        return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    sources = [p.source_ids for p in pairs]
+    mask = pad([[1] * len(s) for s in sources], 0)
+    return Seq2SeqBatch(pad(sources, pad_id), mask, pad([p.target_ids for p in pairs], IGNORE))

@@ -1,4 +1,5 @@
-"""Samples -> batch plans: truncation, packing, length-grouped batch order (padding: pixiu/batch.py, re-exported).
+"""Samples -> batch plans: truncation, packing, length-grouped batch order (padding: pixiu/batch.py, re-exported);
+and the encoder-decoder (T5) side: source/target pairs, their padded batch and their rows for the loop.
 
 The batch plan is a pure function of (lengths, seed, epoch), so a resumed run replays the exact same order, and
 every process of a multi-process run can count the target tokens of the whole optimizer step without talking
@@ -11,11 +12,15 @@ import random
 from dataclasses import dataclass
 
 from pixiu.batch import (  # noqa: F401  the batch types and padding live in pixiu/batch.py
+    IGNORE,
     GroupBatch,
+    Pair,
+    Seq2SeqBatch,
     Shared,
     TokenBatch,
     collate,
     collate_groups,
+    collate_pairs,
     collate_shared,
     flat,
     shared_length,
@@ -118,3 +123,47 @@ def budget_batches(lengths: list[int], tokens: int, world: int, seed: int, epoch
         batches.append(current)
     random.Random(seed * 100_003 + epoch).shuffle(batches)
     return batches
+
+
+# ---------------------------------------------------------------- encoder-decoder (T5) pairs: model/seq2seq.py
+
+
+def fit_pairs(pairs: list[Pair], max_len: int, overflow: str) -> tuple[list[Pair], Overflow]:
+    """`fit` for pairs: a source or target longer than max_len is cut to it (its end lost) or skipped."""
+    kept, counts = [], Overflow()
+    for p in pairs:
+        if max(len(p.source_ids), len(p.target_ids)) > max_len:
+            if overflow == "skip":
+                counts.skipped += 1
+                continue
+            counts.truncated += 1
+            p = Pair(p.source_ids[:max_len], p.target_ids[:max_len])
+        if not p.target_ids:
+            counts.no_targets += 1
+            continue
+        kept.append(p)
+    return kept, counts
+
+
+@dataclass
+class PairRows:
+    """Pairs batched for the training loop: the interface of train/loop.py `Rows` (epoch, batch, n_targets),
+    with the same seeded batch plan, so resume and multi-process runs work as for causal rows."""
+
+    pairs: list[Pair]
+    pad_id: int
+    batch_size: int  # pairs per micro-batch per process
+    seed: int = 0
+    group_by_length: bool = True
+    tokens_per_batch: int = 0  # > 0: micro-batches cut by source + target tokens per process
+
+    def epoch(self, epoch: int, world: int) -> list[list[int]]:
+        lengths = [len(p.source_ids) + len(p.target_ids) for p in self.pairs]
+        size = self.batch_size * world
+        return plan(lengths, size, self.seed, epoch, self.group_by_length, self.tokens_per_batch, world)
+
+    def batch(self, idx: list[int]) -> Seq2SeqBatch:
+        return collate_pairs([self.pairs[i] for i in idx], self.pad_id)
+
+    def n_targets(self, idx: list[int]) -> int:
+        return sum(len(self.pairs[i].target_ids) for i in idx)

@@ -48,13 +48,13 @@ def _torch(
     model: str, dtype: str, template: str, name: str, max_batch: int, quantize: str, device: str, decode: str
 ) -> Engine:
     from pixiu.config import ModelConfig
-    from pixiu.engine.torch_engine import TorchEngine
+    from pixiu.engine.generate import build
     from pixiu.model import io
 
     if quantize != "none" and device == "auto":
         device = "cpu"  # int8 weights are a CPU serving mode (engine/quant.py)
     cfg = ModelConfig(model, dtype=dtype, template=template, attn_implementation="sdpa", device=device)
-    return TorchEngine(io.load(cfg), name, max_batch, quantize, decode=decode)
+    return build(io.load(cfg), name, max_batch, quantize, decode=decode)  # causal LM or encoder-decoder
 
 
 @register("llamacpp")

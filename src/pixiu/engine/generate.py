@@ -41,22 +41,42 @@ def sample(
     `model` is any causal LM, a peft model samples with its active adapter. Row i draws from its own generator,
     seeded from `sampling.seed` (or, when None, from torch's global RNG, so a seeded run and its resume sample
     the same replies) and never from what else shares its batch."""
-    from pixiu.engine.torch_engine import TorchEngine
-
     seeds = row_seeds(sampling.seed, len(convs) * n)
     loaded = Loaded(unwrap(model), tokenizer, template, "", torch.float32)
     with live_mode(base_lm(unwrap(model))):
         # eager decode: captured CUDA graphs would pin a cache per call for a model whose weights keep moving
-        engine = TorchEngine(loaded, "live", max_batch=len(seeds), live=True, decode="eager")
+        engine = build(loaded, "live", max_batch=len(seeds), live=True, decode="eager")
         requests = []
         for i, conv in enumerate(c for c in convs for _ in range(n)):
-            ids = template.prompt_ids(conv)
+            ids = engine.prompt_ids(conv)
             engine.check_context(ids, sampling)
             requests.append(
                 Request(ids, replace(sampling, seed=seeds[i]), engine.stops(()), track_logps=True)
             )
         engine.run(requests)
     return [to_sample(r, tokenizer) for r in requests]
+
+
+def build(
+    loaded: Loaded,
+    name: str,
+    max_batch: int = 16,
+    quantize: str = "none",
+    live: bool = False,
+    decode: str = "auto",
+):
+    """The torch backend's engine for `loaded`, the one place that tells the model kinds apart: the slot-KV
+    engine for a causal LM (engine/torch_engine.py), transformers' `generate` behind the same interface for an
+    encoder-decoder such as T5 (engine/seq2seq.py; `decode` does not apply)."""
+    from pixiu.model.seq2seq import is_encoder_decoder
+
+    if is_encoder_decoder(loaded.model):
+        from pixiu.engine.seq2seq import Seq2SeqEngine
+
+        return Seq2SeqEngine(loaded, name, max_batch, quantize, live=live)
+    from pixiu.engine.torch_engine import TorchEngine
+
+    return TorchEngine(loaded, name, max_batch, quantize, live=live, decode=decode)
 
 
 def row_seeds(seed: int | None, rows: int) -> list[int]:

@@ -173,7 +173,15 @@ def build(model, lora: LoraConfig):
     from peft import get_peft_model, get_peft_model_state_dict
 
     method = get_method(lora.method)
-    peft_model = get_peft_model(model, method.build(lora))
+    config = method.build(lora)
+    if getattr(model.config, "is_encoder_decoder", False):  # T5: model/seq2seq.py
+        if method.prompt:
+            raise ConfigError(
+                f"lora.method={lora.method} is not supported on encoder-decoder models "
+                f"({model.config.model_type}): use lora, dora, rslora, pissa, olora, adalora or ia3"
+            )
+        config.task_type = "SEQ_2_SEQ_LM"  # peft's seq2seq wrapper: forward and generate take encoder inputs
+    peft_model = get_peft_model(model, config)
     if method.mutates_base:
         initial = get_peft_model_state_dict(peft_model)
         setattr(peft_model, INITIAL, {k: v.detach().clone() for k, v in initial.items() if ".lora_" in k})

@@ -43,7 +43,9 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Loaded:
-    model: torch.nn.Module  # a transformers CausalLM, possibly wrapped by peft
+    model: (
+        torch.nn.Module
+    )  # a transformers CausalLM (or Seq2SeqLM: model/seq2seq.py), possibly wrapped by peft
     tokenizer: object
     template: Template
     base_path: str  # the local directory of the full base weights
@@ -207,12 +209,15 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     """Load model, tokenizer and chat template; wrap with new LoRA adapters when `lora.r > 0`.
 
     A model for inference goes to the device `cfg.device` picks (pixiu/device.py); a model for training stays
-    on the CPU for accelerate to place."""
-    from transformers import AutoModelForCausalLM
+    on the CPU for accelerate to place. An encoder-decoder (T5) loads as one (model/seq2seq.py)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from pixiu.model import seq2seq
 
     path = resolve(cfg.name_or_path)
     meta = read_meta(path)
     base = meta.get("base", path)
+    encdec = bool(base_config(base, cfg.trust_remote_code).get("is_encoder_decoder"))
     device = None if for_training else device_of(cfg)
     dtype = compute = compute_dtype(cfg.dtype, device)
     if for_training and lora is not None and lora.r == 0:
@@ -226,7 +231,7 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     }
     if lora is not None and lora.qlora:
         kwargs["quantization_config"] = _qlora_config()
-    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    model = (AutoModelForSeq2SeqLM if encdec else AutoModelForCausalLM).from_pretrained(base, **kwargs)
     if meta.get("adapter"):
         from peft import PeftModel
 
@@ -240,10 +245,27 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     saved = meta.get("template", {})
     name = cfg.template if cfg.template != "default" else saved.get("name", "default")
-    template = get_template(name, tokenizer, jinja=saved.get("jinja", ""))
+    template = (seq2seq.template if encdec else get_template)(name, tokenizer, jinja=saved.get("jinja", ""))
     if device is not None and not getattr(model, "is_quantized", False):  # 4-bit weights are placed at load
         model = model.to(device)
     return Loaded(model, tokenizer, template, base, compute)
+
+
+def base_config(name_or_path: str, trust_remote_code: bool = False) -> dict:
+    """The config.json of a model reference, or of an adapter checkpoint's recorded base, without loading weights
+    or converting a GGUF file; {} for GGUF files, the embedded model and hub names that cannot be reached."""
+    path = Path(name_or_path).expanduser()
+    base = str(read_meta(str(path)).get("base", path)) if path.is_dir() else str(path)
+    if (Path(base) / "config.json").is_file():
+        return json.loads((Path(base) / "config.json").read_text())
+    if base.endswith(".gguf") or base in EMBEDDED or Path(base).exists():
+        return {}
+    try:  # a hub name: transformers' cache, or the hub for online users
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code).to_dict()
+    except (OSError, ValueError):
+        return {}
 
 
 def device_of(cfg: ModelConfig) -> torch.device:

@@ -2,12 +2,14 @@
 
 SFT renders each conversation with the chat template and trains on assistant tokens only; PT trains on every
 token of raw text, split into max_len pieces and always packed. Both are the shared loop plus a loss function.
+An encoder-decoder model (T5) trains by SFT on (prompt -> reply) pairs instead (`FORMS`, model/seq2seq.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,9 +19,9 @@ from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Rendered
 from pixiu.config import ConfigError, RunConfig
 from pixiu.data import load_data
-from pixiu.data.collate import collate, fit, pack
+from pixiu.data.collate import PairRows, collate, collate_pairs, fit, fit_pairs, pack
 from pixiu.data.records import Text
-from pixiu.model import TargetLM, io
+from pixiu.model import TargetLM, io, seq2seq
 from pixiu.model.forward import autocast, compile_layers
 from pixiu.train import loop
 from pixiu.train.loop import Hooks, Rows
@@ -35,6 +37,18 @@ def sft_loss(model, batch) -> torch.Tensor:
     return model(batch, nll=True)[0]  # losses.sft of the targets' log-probs, the head chunked or fused
 
 
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """How one kind of model trains by SFT: records to samples, samples to loop rows, the forward wrapper."""
+
+    prepare: (
+        Callable  # (stage, train records, eval records, loaded, cfg) -> train samples, eval samples, report
+    )
+    rows: type  # loop.Rows or data.collate.PairRows: the loop's batches
+    collate: Callable  # samples, pad id -> a batch (the held-out loss batches with it)
+    wrap: type  # TargetLM or seq2seq.Seq2SeqLM: batch -> per-target log-probs or the summed NLL
+
+
 def run(cfg: RunConfig, stage: str = "sft") -> Path:
     """Train and save `output_dir/final`; returns that path."""
     job = begin(cfg, stage)
@@ -43,20 +57,22 @@ def run(cfg: RunConfig, stage: str = "sft") -> Path:
         cfg.data, want=Text if stage == "pt" else Conversation
     )  # bad data fails before the model loads
     loaded = io.load(cfg.model, cfg.lora, for_training=True)
+    form = FORMS[seq2seq.is_encoder_decoder(loaded.model)]
+    train_rows, eval_rows, report = form.prepare(stage, data.train, data.eval, loaded, cfg)
     if cfg.train.gradient_checkpointing:
         io.enable_gradient_checkpointing(loaded.model)
     if cfg.train.compile:
         compile_layers(loaded.model)
-    train_rows, eval_rows, report = prepare(stage, data.train, data.eval, loaded, cfg)
     report["skipped_rows"] = data.skipped
     print_report(job, report, data.counts, REPORT_LINE)
     pad = loaded.tokenizer.pad_token_id
     batching = (cfg.train.batch_size, cfg.data.seed, cfg.data.group_by_length, cfg.train.tokens_per_batch)
-    rows = Rows(train_rows, pad, *batching)
-    model = accelerator.prepare(TargetLM(loaded.model))
+    rows = form.rows(train_rows, pad, *batching)
+    model = accelerator.prepare(form.wrap(loaded.model))
     dtype = loaded.dtype
+    size = cfg.train.batch_size
     evaluate = (
-        (lambda: eval_loss(model, eval_rows, pad, cfg.train.batch_size, accelerator, dtype))
+        (lambda: eval_loss(model, eval_rows, pad, size, accelerator, dtype, form.collate))
         if eval_rows
         else None
     )
@@ -148,14 +164,41 @@ def _render_text(tokenizer, max_len: int):
     return render
 
 
+def prepare_pairs(stage: str, train_records: list, eval_records: list, loaded: io.Loaded, cfg: RunConfig):
+    """An encoder-decoder's records -> (prompt -> reply) pairs, one per reply (data.train_on='last': per
+    conversation), cut to max_len, and the report of what was cut. Pairs are never packed."""
+    for field, on in (("data.packing", cfg.data.packing), ("train.compile", cfg.train.compile)):
+        if on:
+            raise ConfigError(f"{field} is for causal LMs; set it false for an encoder-decoder (T5)")
+    report, out = {}, []
+    for name, records in (("train", train_records), ("eval", eval_records)):
+        pairs = [p for r in records for p in seq2seq.pairs(loaded.template, r, cfg.data.train_on)]
+        kept, overflow = fit_pairs(pairs, cfg.data.max_len, cfg.data.overflow)
+        tokens = sum(len(p.source_ids) + len(p.target_ids) for p in kept)
+        report[name] = {"records": len(records), "samples": len(kept), **vars(overflow), "tokens": tokens}
+        out.append(kept)
+    if not out[0]:
+        raise ValueError(f"no training samples left after filtering: {report['train']}")
+    return out[0], out[1], report
+
+
+FORMS = {  # is the model an encoder-decoder?
+    False: Form(prepare, Rows, collate, TargetLM),
+    True: Form(prepare_pairs, PairRows, collate_pairs, seq2seq.Seq2SeqLM),
+}
+
+
 @torch.no_grad()
-def eval_loss(model, rows: list, pad_id: int, batch_size: int, accelerator, dtype) -> dict:
-    """Mean target-token loss and perplexity over the eval rows (sharded across processes)."""
+def eval_loss(
+    model, rows: list, pad_id: int, batch_size: int, accelerator, dtype, collate_fn: Callable = collate
+) -> dict:
+    """Mean target-token loss and perplexity over the eval rows (sharded across processes); `collate_fn` pads
+    them (`collate_pairs` for an encoder-decoder's pairs)."""
     model.eval()
     mine = rows[accelerator.process_index :: accelerator.num_processes]
     total, count = torch.zeros(()), torch.zeros(())
     for i in range(0, len(mine), batch_size):
-        batch = collate(mine[i : i + batch_size], pad_id).to(accelerator.device)
+        batch = collate_fn(mine[i : i + batch_size], pad_id).to(accelerator.device)
         with autocast(dtype, accelerator.device):
             logps, targets = model(batch, logps=True)
         total += losses.sft(logps).float().cpu()

@@ -33,6 +33,7 @@ class Stage:
     name: str  # `pixiu train NAME`, a pipeline stage's `stage:`
     module: str  # the module whose run(cfg, name) trains it and returns the saved model's path
     role: Role
+    encoder_decoder: bool = False  # also trains encoder-decoders (T5: model/seq2seq.py); the rest refuse them
 
     def run(self, cfg: RunConfig) -> Path:
         return Path(importlib.import_module(self.module).run(cfg, self.name))
@@ -42,7 +43,7 @@ POLICY, REWARD_MODEL = Role("policy"), Role("reward_model")
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("sft", "pixiu.train.sft", POLICY),
+        Stage("sft", "pixiu.train.sft", POLICY, encoder_decoder=True),
         Stage("pt", "pixiu.train.sft", POLICY),
         Stage("rm", "pixiu.train.rm", REWARD_MODEL),
         Stage("dpo", "pixiu.train.pref", POLICY),
@@ -87,9 +88,12 @@ def begin(cfg: RunConfig, stage: str) -> Job:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from pixiu.model import io, seq2seq
     from pixiu.model.adapters import check
 
     check(cfg, stage)  # a PEFT method that cannot run in this stage fails before any loading
+    if not get_stage(stage).encoder_decoder:  # and so does a T5 in a stage that needs a causal LM
+        seq2seq.refuse(stage, io.base_config(cfg.model.name_or_path, cfg.model.trust_remote_code))
     # cpu=True without CUDA lets `torchrun` / `accelerate launch --multi_gpu` start CPU data parallel (gloo)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.train.seed)
