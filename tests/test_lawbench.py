@@ -70,3 +70,45 @@ def test_a_broken_item_names_the_file_and_item(tmp_path):
     folder = write(tmp_path, "3-1_article_prediction.dev250.json", [{"instruction": "x", "question": "y"}])
     with pytest.raises(EvalError, match=r"3-1_article_prediction.dev250.json: item 0 lacks"):
         lawbench.article_prediction(EvalContext(EvalConfig(model="m", data=str(folder)), tmp_path / "o"))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[{"instruction": "x", "question": "y"', r"1-1_statute_recitation.dev250.json: not LawBench JSON"),
+        (
+            '{"instruction": "x"}',
+            r"1-1_statute_recitation.dev250.json: expected a JSON list of items, got dict",
+        ),
+        (
+            '[{"instruction": "x", "question": "y", "answer": "z"}, "text"]',
+            r"\.json: item 1 lacks a text instr",
+        ),
+        (
+            '[{"instruction": "x", "question": 3, "answer": null}]',
+            r"\.json: item 0 lacks a text question, answer",
+        ),
+    ],
+)
+def test_a_broken_file_names_the_file_and_the_item(tmp_path, text, message):
+    folder = tmp_path / "lawbench"
+    folder.mkdir()
+    (folder / "1-1_statute_recitation.dev250.json").write_text(text)
+    with pytest.raises(EvalError, match=message):
+        lawbench.recitation(EvalContext(EvalConfig(model="m", data=str(folder)), tmp_path / "o"))
+
+
+def test_a_long_case_keeps_its_head_and_tail_and_is_counted(tmp_path, monkeypatch):
+    """1,500 characters: the first 1,000 and the last 500 around '……'; cut_items counts the cut questions."""
+    assert lawbench.cut("甲" * 1000 + "乙" * 2000 + "丙" * 500) == "甲" * 1000 + "……" + "丙" * 500
+    assert lawbench.cut("短") == "短"
+    items = [
+        {"instruction": "给出罪名。", "question": "事实:" + "很长" * 800, "answer": "罪名:盗窃"},
+        {"instruction": "给出罪名。", "question": "事实:短", "answer": "罪名:盗窃"},
+    ]
+    folder = write(tmp_path, "3-3_charge_prediction.dev250.json", items)
+    engine = Stub("[罪名]盗窃<eoa>")
+    monkeypatch.setattr(EvalContext, "engine", lambda self, model=None: engine)
+    res = lawbench.charge_prediction(EvalContext(EvalConfig(model="m", data=str(folder)), tmp_path / "o"))
+    assert res["metrics"]["cut_items"] == 1 and res["metrics"]["f1"] == 1.0
+    assert len(engine.prompts[0].messages[-1].content) == len("给出罪名。\n") + 1502

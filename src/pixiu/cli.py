@@ -292,6 +292,7 @@ DATA_COMMANDS: dict[str, tuple] = {
         "pixiu.data.stackexchange:main",
         "Q&A with votes (Posts.xml, Zhihu-style JSONL) -> SFT, RM pairs, PPO prompts",
     ),
+    "law-qa": ("pixiu.data.law:main", "statutes -> pretraining text, article Q&A, held-out articles"),
 }
 
 HELP = ("-h", "--help", "help")
