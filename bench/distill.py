@@ -17,7 +17,7 @@ Run from the repository root; it writes bench/results/distill.md and distill.jso
     python bench/distill.py                                   # the defaults
     python bench/distill.py --rows 16 --steps 2 --eval-rows 8 # smoke test
     python bench/distill.py ... --skip-train                  # only score the runs already under --out
-    python bench/distill.py --student-only --out runs/distill  # only write the student
+    python bench/distill.py --student-only --layers 0-4,20-29 --out runs/distill  # only write that student
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ RESULTS = ROOT / "bench" / "results"
 RUNS = ("forward_kl", "reverse_kl", "jsd", "reverse_kl_live", "jsd_live", "sft")  # the first writes the file
 
 
-def make_student(teacher_dir: str, out: Path, every: int) -> Path:
-    """A smaller model of the teacher's architecture holding its layers 0, every, 2*every, ... and all its other
-    weights (embeddings, final norm, head): same vocabulary, initialised from the teacher's layers."""
+def make_student(teacher_dir: str, out: Path, every: int, layers: str = "") -> Path:
+    """A smaller model of the teacher's architecture holding its layers 0, every, 2*every, ... (or those `layers`
+    names, e.g. "0-4,20-29") and all its other weights (embeddings, final norm, head): same vocabulary,
+    initialised from the teacher's layers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if (out / "model.safetensors").exists():
         return out
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
-    keep = list(range(0, teacher.config.num_hidden_layers, every))
+    keep = spans(layers) if layers else list(range(0, teacher.config.num_hidden_layers, every))
     cfg = teacher.config.__class__.from_dict({**teacher.config.to_dict(), "num_hidden_layers": len(keep)})
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = [teacher.config.layer_types[i] for i in keep]
@@ -68,6 +69,15 @@ def make_student(teacher_dir: str, out: Path, every: int) -> Path:
     print(
         f"student: layers {keep} of {teacher.config.num_hidden_layers}, {student.num_parameters() / 1e6:.1f}M params -> {out}"
     )
+    return out
+
+
+def spans(text: str) -> list[int]:
+    """ "0-4,20-29" -> [0, 1, 2, 3, 4, 20, ..., 29]."""
+    out = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
     return out
 
 
@@ -181,6 +191,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="smollm2-135m")
     p.add_argument("--every", type=int, default=3, help="the student keeps every N-th teacher layer")
+    p.add_argument("--layers", default="", help='or the teacher layers it keeps, e.g. "0-4,20-29"')
     p.add_argument("--rows", type=int, default=320)
     p.add_argument("--eval-rows", type=int, default=64)
     p.add_argument("--steps", type=int, default=40)
@@ -198,7 +209,8 @@ def main() -> None:
     from pixiu.model import io
 
     out, runs = Path(args.out), args.runs.split(",")
-    student = make_student(io.resolve(args.teacher), out / f"student_every{args.every}", args.every)
+    name = f"student_layers{args.layers.replace(',', '_')}" if args.layers else f"student_every{args.every}"
+    student = make_student(io.resolve(args.teacher), out / name, args.every, args.layers)
     if args.student_only:
         return
     for loss in runs if not args.skip_train else []:

@@ -17,7 +17,7 @@ line: `--section.field=v` for every stage, `--stage.NAME.section.field=v` for on
 pipeline section.
 
 A data stage runs a `pixiu data` command (generate, filter, ...: cli.DATA_COMMANDS) with its `args` as flags,
-`{output_dir}` in any stage's strings standing for the pipeline's output directory:
+`{output_dir}` in any string of the recipe standing for the pipeline's output directory:
 
         - {name: generate, stage: data, command: generate, args: {method: answer, out: "{output_dir}/gen.jsonl"}}
         - {name: sft, data: {path: "{output_dir}/gen.jsonl"}}
@@ -202,7 +202,7 @@ def _expand(value, out: Path):
 
 def stage_config(stage: Stage, shared: dict, state: State, out: Path) -> RunConfig:
     """Shared sections + the stage's own, inputs wired from earlier stages, output under OUTPUT/<name>."""
-    own = _expand(stage.sections, out)
+    own = stage.sections
     wired: dict = {"train": {"output_dir": str(out / stage.name)}}
     if "name_or_path" not in own.get("model", {}):
         wired["model"] = {"name_or_path": state.policy}
@@ -212,7 +212,7 @@ def stage_config(stage: Stage, shared: dict, state: State, out: Path) -> RunConf
         and "reward_model" not in own.get("ppo", {})
     ):
         wired["ppo"] = {"reward_model": state.reward_model}
-    values = config.merge(config.merge(shared, own), wired)
+    values = _expand(config.merge(config.merge(shared, own), wired), out)
     return config.from_dict(values, RunConfig, f"pipeline stage {stage.name}")
 
 
