@@ -131,6 +131,37 @@ def test_sft_memorises_and_generates_the_answers(trained, kind):
         assert "".join(engine.stream(convs()[0], Sampling(8))) == "Paris"
         cut = engine.generate(convs()[2:3], Sampling(1))[0]
         assert (cut.finish_reason, cut.completion_tokens) == ("length", 1)
+        seeded = Sampling(8, temperature=1.5, seed=3)  # each row draws from its own seeded generator
+        assert [c.text for c in engine.generate(convs(), seeded)] == [
+            c.text for c in engine.generate(convs(), seeded)
+        ]
+        scored = engine.generate(convs()[:1], Sampling(8, logprobs=2))[0]
+        assert len(scored.logprobs) == scored.completion_tokens == 4  # "Pa", "r", "is", </s>
+        assert all(t.top[0][0] == t.token and t.logprob <= 0 for t in scored.logprobs)  # greedy: the best
+
+
+def test_the_server_answers_with_the_trained_reply(trained):
+    """`pixiu serve`'s OpenAI routes over the T5 engine, whole and streamed, with the tokens counted."""
+    from fastapi.testclient import TestClient
+
+    from pixiu.serve import api
+
+    with load_engine(str(trained["full"] / "final"), dtype="fp32", name="t5") as engine:
+        tc = TestClient(api.create_app({"t5": engine}))
+        body = {
+            "model": "t5",
+            "messages": [{"role": "user", "content": QA[0][0]}],
+            "max_tokens": 8,
+            "temperature": 0,
+        }
+        res = tc.post("/v1/chat/completions", json=body).json()
+        assert res["choices"][0]["message"]["content"] == "Paris"
+        assert res["usage"]["prompt_tokens"] == len(engine.prompt_ids(convs()[0]))
+        with tc.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+            chunks = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: {")]
+        assert (
+            "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Paris"
+        )
 
 
 def test_pixiu_generate_prints_the_answer(trained, capsys):
