@@ -197,16 +197,15 @@ class EndpointTeacher:
                 f"{echoed[j : j + 3]}, the student {mine[j : j + 3]} ({len(echoed)} vs {len(mine)} tokens); "
                 "token-level distillation needs one tokenizer"
             )
-        at = [
-            j for j in range(1, len(mine)) if seg.loss_mask[j]
-        ]  # position j's distribution predicts token j
+        # echo's entry j is the distribution that predicts token j: a target wherever loss_mask[j] is set
+        at = [j for j in range(1, len(mine)) if seg.loss_mask[j]]
         tops = [sorted(lp["top_logprobs"][j].items(), key=lambda kv: -kv[1])[:k] for j in at]
         if any(len(t) < k for t in tops):
             raise ConfigError(f"the endpoint returned fewer than distill.top_k={k} log-probs at a position")
         ids = torch.tensor([[token_id(t) for t, _ in top] for top in tops], dtype=torch.int32).reshape(-1, k)
         if ids.numel() and int(ids.max()) >= self.vocab:
             raise ConfigError(
-                f"the endpoint returned token id {int(ids.max())}: the student's vocabulary has {self.vocab}"
+                f"the endpoint returned token id {int(ids.max())}, outside a vocabulary of {self.vocab} tokens"
             )
         return ids, torch.tensor([[v for _, v in top] for top in tops]).reshape(-1, k)
 
