@@ -13,6 +13,7 @@ from pixiu.chat.messages import Message
 from pixiu.config import ConfigError, ModelConfig
 from pixiu.data.collate import Pair, collate_pairs
 from pixiu.engine import Sampling, generate, load_engine
+from pixiu.eval import run
 from pixiu.model import io, seq2seq
 from pixiu.train.stages import STAGES
 
@@ -206,6 +207,14 @@ def test_pixiu_eval_scores_the_answers(trained, tmp_path):
     cli.main([*argv, "--out", str(out), "--dtype", "fp32", "--max_new_tokens", "8"])
     metrics = json.loads((out / "results.json").read_text())["tasks"]["degeneration"]["metrics"]
     assert metrics["exact_match"] == 1.0 and metrics["checked"] == 4 and metrics["token_limit"] == 0.0
+
+
+def test_log_likelihood_tasks_refuse_a_t5(t5_dir, tmp_path):
+    data = tmp_path / "text.jsonl"
+    data.write_text(json.dumps({"text": "The quick brown fox."}) + "\n")
+    argv = [str(t5_dir), "--tasks", "perplexity", "--data", str(data), "--out", str(tmp_path / "eval")]
+    with pytest.raises(SystemExit, match=r"encoder-decoder \(t5\): log-likelihood scoring needs a causal LM"):
+        run.cli(argv)
 
 
 @pytest.mark.parametrize("stage", sorted(s for s, st in STAGES.items() if not st.encoder_decoder))

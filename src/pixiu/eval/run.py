@@ -183,6 +183,12 @@ class EvalContext:
         from pixiu.model import io
 
         model = self.need(model)
+        config = io.base_config(model)
+        if config.get("is_encoder_decoder"):  # T5: its decoder alone is no language model
+            raise EvalError(
+                f"{model} is an encoder-decoder ({config.get('model_type')}): log-likelihood scoring needs a causal LM; use a "
+                "generation task (degeneration, gsm8k, judge, reward) or --mode generate for multiple choice"
+            )
         if model not in self._loaded:
             self._loaded[model] = io.load(ModelConfig(model, dtype=self.dtype))
             self._loaded[model].model.eval()
