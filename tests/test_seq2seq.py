@@ -209,6 +209,13 @@ def test_pixiu_eval_scores_the_answers(trained, tmp_path):
     assert metrics["exact_match"] == 1.0 and metrics["checked"] == 4 and metrics["token_limit"] == 0.0
 
 
+def test_the_causal_scoring_forward_refuses_a_t5(t5_dir):
+    from pixiu.model import TargetLM
+
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        TargetLM(io.load(ModelConfig(str(t5_dir), dtype="fp32")).model)
+
+
 def test_log_likelihood_tasks_refuse_a_t5(t5_dir, tmp_path):
     data = tmp_path / "text.jsonl"
     data.write_text(json.dumps({"text": "The quick brown fox."}) + "\n")

@@ -97,6 +97,10 @@ def at_targets(hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
 class TargetLM(nn.Module):
     def __init__(self, lm: nn.Module):
         super().__init__()
+        if getattr(getattr(lm, "config", None), "is_encoder_decoder", False):  # its decoder alone is no LM
+            raise ValueError(
+                "TargetLM scores causal LMs; an encoder-decoder (T5) uses model/seq2seq.py Seq2SeqLM"
+            )
         self.lm = lm
 
     def forward(
