@@ -216,6 +216,11 @@ def test_the_causal_scoring_forward_refuses_a_t5(t5_dir):
         TargetLM(io.load(ModelConfig(str(t5_dir), dtype="fp32")).model)
 
 
+def test_int8_serving_refuses_a_t5(t5_dir):
+    with pytest.raises(ValueError, match="--quantize int8 is for causal LMs"):
+        load_engine(str(t5_dir), dtype="fp32", quantize="int8")
+
+
 def test_log_likelihood_tasks_refuse_a_t5(t5_dir, tmp_path):
     data = tmp_path / "text.jsonl"
     data.write_text(json.dumps({"text": "The quick brown fox."}) + "\n")

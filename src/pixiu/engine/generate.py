@@ -3,7 +3,8 @@
 `sample` runs the torch engine's scheduler (engine/torch_engine.py: slot KV cache, batched prefill, continuous
 batching, per-row seeded sampling) in the calling thread on the live model: adapters stay active and unmerged,
 nothing is copied, and the model's mode is restored afterwards. So the server and the rollouts share one
-implementation of prefill, decode, sampling and stopping.
+implementation of prefill, decode, sampling and stopping. `build` picks that engine, or for an encoder-decoder
+(T5) the one over transformers' `generate` (engine/seq2seq.py), for every caller.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from pixiu.chat.messages import Conversation
 from pixiu.chat.templates import Template
-from pixiu.engine.base import Request, Sampling
+from pixiu.engine.base import Engine, Request, Sampling
 from pixiu.model.forward import base_lm
 from pixiu.model.io import Loaded, unwrap
 
@@ -38,7 +39,7 @@ def sample(
 ) -> list[Sample]:
     """n replies per conversation (conversation-major order); each conversation ends with a user turn.
 
-    `model` is any causal LM, a peft model samples with its active adapter. Row i draws from its own generator,
+    `model` is any causal LM or encoder-decoder; a peft model samples with its active adapter. Row i draws from its own generator,
     seeded from `sampling.seed` (or, when None, from torch's global RNG, so a seeded run and its resume sample
     the same replies) and never from what else shares its batch."""
     seeds = row_seeds(sampling.seed, len(convs) * n)
@@ -64,7 +65,7 @@ def build(
     quantize: str = "none",
     live: bool = False,
     decode: str = "auto",
-):
+) -> Engine:
     """The torch backend's engine for `loaded`, the one place that tells the model kinds apart: the slot-KV
     engine for a causal LM (engine/torch_engine.py), transformers' `generate` behind the same interface for an
     encoder-decoder such as T5 (engine/seq2seq.py; `decode` does not apply)."""

@@ -21,7 +21,6 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 
 from pixiu.chat.messages import Conversation
-from pixiu.engine import quant
 from pixiu.engine.base import Delta, Engine, EngineError, Request
 from pixiu.engine.sampler import Choice, pick
 from pixiu.engine.text import Reply, stop_token_ids
@@ -44,8 +43,10 @@ class Seq2SeqEngine(Engine):
         self, loaded: Loaded, name: str, max_batch: int = 16, quantize: str = "none", live: bool = False
     ):
         """live: generate with `loaded.model` as it stands (adapters active, nothing merged, no thread; `run`)."""
+        if quantize != "none":  # T5's feed-forward reads its weight's dtype, which int8 layers do not have
+            raise ValueError(f"--quantize {quantize} is for causal LMs, not encoder-decoder models (T5)")
         model = unwrap(loaded.model)
-        self.model = base_lm(model) if live else quant.quantize(merged(model).eval(), quantize)
+        self.model = base_lm(model) if live else merged(model).eval()
         self.tokenizer, self.template, self.name = loaded.tokenizer, loaded.template, name
         self.context_len = context_window(self.model.config)
         self.max_batch = max_batch
