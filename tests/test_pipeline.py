@@ -115,6 +115,17 @@ def test_stages_feed_forward_then_rerun_skips_them(tmp_path, tiny_model_dir, mon
     assert {p: p.stat().st_mtime_ns for p in run.glob("*/final/*.safetensors")} == finals
     assert json.loads((run / "summary.json").read_text()) == summary
 
+    # A marker written by an older pixiu (without a field added since) still matches when the field is at its
+    # default; set to another value, it is a change.
+    marker = json.loads((run / "rm" / "done.json").read_text())
+    del marker["config"]["guard"]["max_rise"]
+    (run / "rm" / "done.json").write_text(json.dumps(marker))
+    capsys.readouterr()
+    pipeline.cli([path])
+    assert capsys.readouterr().out.count("finished earlier") == 3
+    with pytest.raises(ConfigError, match=r"different config:\n  guard.max_rise: 0.15 -> 0.3"):
+        pipeline.cli([path, "--stage.rm.guard.max_rise=0.3"])
+
     # A finished stage whose config changed is an error naming the field, not a silent mix of runs.
     with pytest.raises(
         ConfigError, match=r"stage rm finished with a different config:\n  train.lr: 0.01 -> 0.02"

@@ -251,7 +251,10 @@ def run_stage(stage: Stage, cfg: RunConfig, out: Path) -> tuple[str, float, bool
     done = _read_done(run_dir)
     resolved = _comparable(cfg, out)
     if done is not None and (out / done["output"]).exists():
-        _same_config(stage, done["config"], resolved, "finished", run_dir)
+        # A field added to pixiu since the stage ran reads as its default (as config.yaml does on resume), so an
+        # upgrade alone does not invalidate a finished run; a changed value still does.
+        before = config.merge(_comparable(RunConfig(), out), done["config"])
+        _same_config(stage, before, resolved, "finished", run_dir)
         print(f"finished earlier in {done['seconds']:.0f} s: skipped ({out / done['output']})")
         return str(out / done["output"]), done["seconds"], True
     if (run_dir / "config.yaml").exists():
