@@ -61,6 +61,12 @@ def test_echo_scores_the_prompt_as_a_forward_pass_does(url, engine):
     assert r.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
     plain = post(url, prompt="hi", echo=True, max_tokens=0, n=2).json()["choices"]
     assert [(c["text"], c["logprobs"]) for c in plain] == [("hi", None), ("hi", None)]
+    sampled = post(
+        url, prompt="hello", max_tokens=3, temperature=0, logprobs=2, return_tokens_as_token_ids=True
+    )
+    lp = sampled.json()["choices"][0]["logprobs"]  # sampled tokens name their ids too (vLLM's extension)
+    assert all(t.startswith("token_id:") for t in lp["tokens"]) and len(lp["tokens"]) == 3
+    assert all(k.startswith("token_id:") for top in lp["top_logprobs"] for k in top)
     card = httpx.get(f"{url}/models/teacher").json()
     assert card["vocab_size"] == engine.vocab
 

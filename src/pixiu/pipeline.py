@@ -363,6 +363,9 @@ def cli(argv: list[str], commands: dict | None = None) -> None:
         for name, default, doc in config.describe(PipelineConfig, "pipeline."):
             print(f"  --{name}={default}\n      {doc}")
         print("\nstage fields: see `pixiu train sft --help`")
+        print(
+            f"data stages: {{name, stage: data, command, args}}; commands: {', '.join(sorted(commands or {}))}"
+        )
         if not argv:
             sys.exit(2)
         return
