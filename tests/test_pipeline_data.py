@@ -119,3 +119,25 @@ def test_a_data_stage_names_a_known_command(tmp_path, tiny_model_dir):
     )
     with pytest.raises(ConfigError, match=r"unknown data command 'generat'; valid: \[.*'filter', 'generate'"):
         pipeline.load(path, [], cli.DATA_COMMANDS)
+
+
+def test_the_distill_recipe_as_written():
+    """recipes/distill.yaml: data stages first; the three students all start from the same student (none from
+    another's output), read the same held-out file, and the distill stage asks the server generate asked."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "distill.yaml"
+    pipe, shared, stages = pipeline.load(recipe, [], cli.DATA_COMMANDS)
+    assert [(s.name, s.kind) for s in stages] == [
+        ("seeds", "data"), ("instructions", "data"), ("heldout", "data"), ("generate", "data"),
+        ("filter", "data"), ("sft_seeds", "sft"), ("sft_teacher", "sft"), ("distill", "distill"),
+    ]  # fmt: skip
+    state = pipeline.State(policy="unused")
+    cfgs = {s.name: pipeline.stage_config(s, shared, state, Path(pipe.output_dir)) for s in stages[5:]}
+    assert {c.model.name_or_path for c in cfgs.values()} == {shared["model"]["name_or_path"]}
+    assert {c.data.eval_path for c in cfgs.values()} == {f"{pipe.output_dir}/heldout/rows.jsonl"}
+    assert cfgs["sft_teacher"].data.path == cfgs["distill"].data.path
+    assert (
+        cfgs["distill"].distill.teacher == stages[3].sections["args"]["url"]
+        and cfgs["distill"].distill.endpoint
+    )
