@@ -5,7 +5,9 @@
 For each quantization: the file size, the largest logit difference against the source over the prompts, whether
 greedy replies (32 tokens) are identical, and perplexity on held-out Alpaca answers (../shared/data/alpaca, the
 last `--ppl_rows` rows; skipped when absent). Loading back goes through pixiu's own GGUF path (transformers'
-dequantizing reader), as `pixiu chat model.gguf` would.
+dequantizing reader), as `pixiu chat model.gguf` would. Where llama-cpp-python is installed, the file is also
+loaded by llama.cpp: its largest logit difference against the source (every prompt position) and its greedy
+replies through pixiu's llama.cpp backend, which picks up the template the export recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from pixiu.chat.messages import Conversation, Message
 from pixiu.config import ModelConfig
-from pixiu.engine import Sampling, generate
+from pixiu.engine import Sampling, generate, load_engine
 from pixiu.model import export, io
 
 ALPACA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca"
@@ -85,6 +87,30 @@ def max_logit_diff(a, b, convs) -> float:
     return worst
 
 
+@torch.no_grad()
+def llamacpp(path: Path, src, convs, want: list[str]) -> str:
+    """'max logit diff, identical replies' of the GGUF run by llama.cpp, or why it was not run."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return "not installed"
+    threads = torch.get_num_threads()
+    llm = Llama(
+        str(path), n_ctx=1024, logits_all=True, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
+    worst = 0.0
+    for c in convs:
+        ids = src.template.prompt_ids(c)
+        llm.reset()
+        llm.eval(ids)
+        got = torch.from_numpy(llm.scores[: len(ids)].copy())
+        worst = max(worst, (got - src.model(torch.tensor([ids])).logits[0]).abs().max().item())
+    llm.close()
+    with load_engine(str(path), backend="llamacpp") as engine:
+        replies = [r.text for r in engine.generate(convs, Sampling(32))]
+    return f"{worst:.4f}, {sum(x == y for x, y in zip(replies, want))}/{len(convs)}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
@@ -99,10 +125,13 @@ def main() -> None:
     print(
         f"model {a.model}; perplexity on the last {len(items)} Alpaca answers; threads {torch.get_num_threads()}"
     )
-    print("| GGUF | MiB | max logit diff | greedy replies identical (32 tok) | perplexity | export s |")
-    print("|---|---:|---:|---:|---:|---:|", flush=True)
+    print(
+        "| GGUF | MiB | max logit diff | greedy replies identical (32 tok) | perplexity | export s "
+        "| llama.cpp: max logit diff, identical replies |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|", flush=True)
     if items:
-        print(f"| source ({a.model}) | - | - | - | {perplexity(src, items):.3f} | - |", flush=True)
+        print(f"| source ({a.model}) | - | - | - | {perplexity(src, items):.3f} | - | - |", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PIXIU_CACHE"] = tmp  # a fresh conversion cache: the files are new
         for quant in a.quants.split(","):
@@ -114,8 +143,9 @@ def main() -> None:
             ppl = f"{perplexity(back, items):.3f}" if items else "n/a"
             diff = max_logit_diff(src, back, convs)
             size = path.stat().st_size / 2**20
+            cpp = llamacpp(path, src, convs, want)
             print(
-                f"| {quant} | {size:.1f} | {diff:.4f} | {same}/{len(convs)} | {ppl} | {secs:.1f} |",
+                f"| {quant} | {size:.1f} | {diff:.4f} | {same}/{len(convs)} | {ppl} | {secs:.1f} | {cpp} |",
                 flush=True,
             )
             del back

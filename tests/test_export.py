@@ -110,3 +110,26 @@ def test_a_named_template_travels_in_the_gguf(tiny_model_dir, tmp_path, monkeypa
     assert back.template.prompt_ids(conv) == src.template.prompt_ids(conv)
     plain = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32"))
     assert plain.template.prompt_ids(conv) != src.template.prompt_ids(conv)  # the test can fail
+
+
+def test_the_gguf_runs_in_llama_cpp(tiny_model_dir, tmp_path):
+    """llama.cpp (where llama-cpp-python is installed) reads the exported file: the same token ids for text, the
+    source's logits within f16's tolerance, and pixiu's llama.cpp backend picks the recorded template."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from pixiu.engine import load_engine
+
+    src = io.load(ModelConfig(str(tiny_model_dir), dtype="fp32", template="chatml"))
+    path = export.write_gguf(src, tmp_path / "m.gguf", "f16")
+    llm = llama_cpp.Llama(str(path), n_ctx=128, logits_all=True, verbose=False)
+    for text in PROMPTS:
+        ids = src.tokenizer(text)["input_ids"]
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+        llm.reset()
+        llm.eval(ids)
+        got = torch.from_numpy(llm.scores[: len(ids)].copy())
+        assert (got - logits(src, text)).abs().max().item() < 1e-2, text
+    llm.close()
+    conv = Conversation([Message("user", "hi")])
+    with load_engine(str(path), backend="llamacpp") as engine:
+        assert engine.template.name == "chatml"
+        assert engine.prompt_ids(conv) == src.template.prompt_ids(conv)

@@ -294,3 +294,12 @@ def test_resume_matches_uninterrupted_run(tmp_path, t5_dir):
     assert curve["a"] == curve["b"] and len([c for c in curve["a"] if c[1] is not None]) == 8
     held_out = [x["eval_loss"] for x in rows["a"] if "eval_loss" in x]  # steps 0, 4, 8
     assert len(held_out) == 3 and held_out[-1] < held_out[0]
+
+
+def test_data_inspect_renders_plain_text_for_a_t5(t5_dir, tmp_path, capsys):
+    """`pixiu data inspect --model T5` counts tokens and marks the trained reply in the plain format (it used to
+    stop at "this tokenizer has no chat template")."""
+    cli.main(["data", "inspect", str(write_data(tmp_path / "qa.jsonl")), "--model", str(t5_dir)])
+    out = capsys.readouterr().out
+    assert "first record, template 'plain'" in out
+    assert f"{QA[0][0]}\n[[{QA[0][1]}" in out

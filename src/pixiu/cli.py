@@ -111,7 +111,6 @@ def inspect(argv: list[str]) -> None:
     p.add_argument("--template", default="default")
     p.add_argument("--skip_bad_rows", action="store_true")
     a = p.parse_args(argv)
-    from pixiu.chat.templates import get_template
     from pixiu.data import DataError, detect, load_records, read_rows
     from pixiu.data.sources import rows_or_errors
     from pixiu.model import io
@@ -131,8 +130,11 @@ def inspect(argv: list[str]) -> None:
     print(f"records: {kinds}; skipped rows: {len(skipped)}")
     for line in skipped[:20]:
         print(f"  skipped {line}")
-    tokenizer = io.load_tokenizer(io.resolve(a.model))
-    template = get_template(a.template, tokenizer)
+    path = io.resolve(a.model)
+    tokenizer = io.load_tokenizer(path)
+    template = io.template_of(
+        path, a.template, tokenizer, io.base_config(path).get("is_encoder_decoder", False)
+    )
     lengths: dict[str, list[int]] = {}  # row kind -> token count of each such row
     for r in records:
         for kind, rendered in rendered_rows(r, template, tokenizer):

@@ -14,6 +14,7 @@ llama.cpp's repetition penalty looks at the last 64 tokens, not the whole contex
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import deque
@@ -68,6 +69,7 @@ class LlamaCppEngine(Engine):
         from transformers import AutoTokenizer
 
         from pixiu.chat.templates import get_template
+        from pixiu.model.export import TEMPLATE_KEY
 
         path = gguf_path(model)
         threads = threads or torch.get_num_threads()
@@ -75,7 +77,11 @@ class LlamaCppEngine(Engine):
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return cls(llm, tokenizer, get_template(template, tokenizer), name or path.stem)
+        # `pixiu export` records the checkpoint's template (a named format such as chatml, or its Jinja) in the
+        # GGUF's metadata; "default" picks it, as the torch backend's GGUF path does (model/io.py).
+        saved = json.loads(llm.metadata.get(TEMPLATE_KEY, "{}")) if template == "default" else {}
+        chosen = get_template(saved.get("name", template), tokenizer, jinja=saved.get("jinja", ""))
+        return cls(llm, tokenizer, chosen, name or path.stem)
 
     def submit(self, prompt, sampling, stop=(), on_delta=None) -> Request:
         if sampling.logprobs is not None:

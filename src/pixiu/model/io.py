@@ -43,9 +43,7 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Loaded:
-    model: (
-        torch.nn.Module
-    )  # a transformers CausalLM (or Seq2SeqLM: model/seq2seq.py), possibly wrapped by peft
+    model: torch.nn.Module  # a transformers CausalLM or Seq2SeqLM (model/seq2seq.py), possibly peft-wrapped
     tokenizer: object
     template: Template
     base_path: str  # the local directory of the full base weights
@@ -212,8 +210,6 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     on the CPU for accelerate to place. An encoder-decoder (T5) loads as one (model/seq2seq.py)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from pixiu.model import seq2seq
-
     path = resolve(cfg.name_or_path)
     meta = read_meta(path)
     base = meta.get("base", path)
@@ -243,12 +239,22 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     elif lora is not None and lora.r > 0:
         model = add_lora(model, lora)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
-    saved = meta.get("template", {})
-    name = cfg.template if cfg.template != "default" else saved.get("name", "default")
-    template = (seq2seq.template if encdec else get_template)(name, tokenizer, jinja=saved.get("jinja", ""))
+    template = template_of(path, cfg.template, tokenizer, encdec)
     if device is not None and not getattr(model, "is_quantized", False):  # 4-bit weights are placed at load
         model = model.to(device)
     return Loaded(model, tokenizer, template, base, compute)
+
+
+def template_of(path: str, name: str, tokenizer, encoder_decoder: bool = False) -> Template:
+    """The chat template a checkpoint renders with: `name`, or for "default" the one it was trained with
+    (pixiu.json), else the tokenizer's; an encoder-decoder's own default is plain text (model/seq2seq.py)."""
+    from pixiu.model import seq2seq
+
+    saved = read_meta(path).get("template", {})
+    name = name if name != "default" else saved.get("name", "default")
+    return (seq2seq.template if encoder_decoder else get_template)(
+        name, tokenizer, jinja=saved.get("jinja", "")
+    )
 
 
 def base_config(name_or_path: str, trust_remote_code: bool = False) -> dict:
