@@ -87,7 +87,10 @@ def test_derivation_golden_rows_and_held_out_articles(tmp_path):
     sft = rows(out / "sft.jsonl")
     assert len(sft) == 6 and sft[2:4] == [
         chat(f"{law.RECITE}\n刑法第三条之一的内容是什么？", "已满七十五周岁的人故意犯罪的，可以从轻处罚。"),
-        chat(f"{law.LOCATE}\n已满七十五周岁的人故意犯罪的，可以从轻处罚。", "[法条]刑法第3条之一<eoa>"),
+        chat(
+            f"{law.LOCATE.format(law='刑法')}\n已满七十五周岁的人故意犯罪的，可以从轻处罚。",
+            "[法条]刑法第3条之一<eoa>",
+        ),
     ]
     assert sft[1]["messages"][1]["content"] == "[法条]刑法第3条<eoa>"
     assert [r["messages"][0]["content"].split("\n")[1] for r in rows(out / "heldout_sft.jsonl")[::2]] == [
@@ -102,7 +105,10 @@ def test_derivation_golden_rows_and_held_out_articles(tmp_path):
 
 def test_long_openings_are_cut_and_bad_input_is_named(tmp_path):
     article = law.Article("刑法", "第九条", "第九条 " + "甲" * 70, "x:1")
-    assert law.qa_rows(article, 60)[1]["messages"][0]["content"] == f"{law.LOCATE}\n{'甲' * 60}……"
+    assert (
+        law.qa_rows(article, 60)[1]["messages"][0]["content"]
+        == f"{law.LOCATE.format(law='刑法')}\n{'甲' * 60}……"
+    )
     with pytest.raises(DataError, match="no such statute file or folder"):
         law.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     (tmp_path / "notes.md").write_text("# 说明\n\n没有条文。\n", encoding="utf-8")

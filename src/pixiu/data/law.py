@@ -32,7 +32,7 @@ from pixiu.data.sources import DataError
 from pixiu.rag.chunk import ARTICLE, HEADING, NUM, chinese_number, chunk_text
 
 RECITE = "回答以下问题，只需直接给出法条内容:"  # LawBench 1-1's instruction
-LOCATE = "这段条文出自刑法第几条？请将答案填在[法条]与<eoa>之间。"  # 3-1's answer format, a shorter ask
+LOCATE = "这段条文出自{law}第几条？请将答案填在[法条]与<eoa>之间。"  # 3-1's answer format, a shorter ask
 MENTION = re.compile(rf"第([{NUM}]+)条(之[{NUM}]+)?")
 
 
@@ -87,7 +87,7 @@ def qa_rows(a: Article, max_chars: int) -> list[dict]:
     opening = a.content if len(a.content) <= max_chars else a.content[:max_chars] + "……"
     pairs = [
         (f"{RECITE}\n{a.law}{a.label}的内容是什么？", a.content),
-        (f"{LOCATE}\n{opening}", f"[法条]{a.law}{a.cite}<eoa>"),
+        (f"{LOCATE.format(law=a.law)}\n{opening}", f"[法条]{a.law}{a.cite}<eoa>"),
     ]
     return [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]} for q, r in pairs
