@@ -163,6 +163,10 @@ def test_the_server_answers_with_the_trained_reply(trained):
         assert (
             "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Paris"
         )
+        # scoring a prompt (echo + logprobs, max_tokens 0) needs a causal LM: a 400 that says so, not a 500
+        echo = {"model": "t5", "prompt": QA[0][0], "echo": True, "logprobs": 2, "max_tokens": 0}
+        res = tc.post("/v1/completions", json=echo)
+        assert res.status_code == 400 and "encoder-decoder" in res.json()["error"]["message"]
 
 
 def test_pixiu_generate_prints_the_answer(trained, capsys):

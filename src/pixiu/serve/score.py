@@ -48,13 +48,26 @@ async def echo(engine, body: p.CompletionRequest, config: ServeConfig) -> p.Comp
     return p.Completion(model=body.model, choices=choices, usage=p.Usage.of(tokens, 0))
 
 
+def unscorable(engine, model) -> str:
+    """Why this engine cannot score a prompt's tokens ('' when it can)."""
+    from pixiu.model.seq2seq import is_encoder_decoder
+
+    if model is None:
+        return f"the {type(engine).__name__} backend"
+    if getattr(engine, "n_prefix", 0):
+        return "a prefix-tuned model"
+    if is_encoder_decoder(model):  # its prompt is the encoder's input, not text the model predicts
+        return "an encoder-decoder"
+    return ""
+
+
 @torch.no_grad()
 def prompt_logprobs(engine, ids: list[int], k: int) -> list[TokenLogprob]:
     """Tokens 1..T-1 of the prompt `ids`, each with log p(token | the tokens before it) under the served model's
     raw logits (as the engine reports sampled tokens' log-probs) and the k most likely tokens there, best first."""
     model = getattr(engine, "model", None)
-    if model is None or getattr(engine, "n_prefix", 0):
-        why = "a prefix-tuned model" if model is not None else f"the {type(engine).__name__} backend"
+    why = unscorable(engine, model)
+    if why:
         raise APIError(400, f"prompt log-probabilities are not available for {why}", "logprobs")
     x = torch.tensor([ids], device=engine.device)
     logps = torch.log_softmax(
