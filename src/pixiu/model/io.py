@@ -227,7 +227,16 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     }
     if lora is not None and lora.qlora:
         kwargs["quantization_config"] = _qlora_config()
-    model = (AutoModelForSeq2SeqLM if encdec else AutoModelForCausalLM).from_pretrained(base, **kwargs)
+    auto = AutoModelForSeq2SeqLM if encdec else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(base, **kwargs)
+    except (
+        ValueError
+    ) as e:  # an architecture this transformers has no such kernel for (T5 and sdpa before 5.x)
+        if "attention implementation" not in str(e) or cfg.attn_implementation == "eager":
+            raise
+        print(f"note: {cfg.attn_implementation} attention is not available for this model here; using eager")
+        model = auto.from_pretrained(base, **{**kwargs, "attn_implementation": "eager"})
     if meta.get("adapter"):
         from peft import PeftModel
 
