@@ -188,6 +188,19 @@ class Engine:
     def close(self) -> None:
         pass
 
+    def enqueue(self, prompt: Prompt, sampling: Sampling, stop, on_delta) -> Request:
+        """`submit` for an engine whose worker thread takes requests from `_waiting` (a deque) under `_wake` (a
+        Condition) until `_closed`: the request, checked against the context window, joins the line."""
+        ids = self.prompt_ids(prompt)
+        self.check_context(ids, sampling)
+        request = Request(ids, sampling, self.stops(stop), on_delta)
+        with self._wake:
+            if self._closed:
+                raise EngineError(f"engine {self.name!r} is closed")
+            self._waiting.append(request)
+            self._wake.notify()
+        return request
+
     def generate(
         self, prompts: list[Prompt], sampling: Sampling, n: int = 1, stop: list[str] | tuple[str, ...] = ()
     ) -> list[Completion]:

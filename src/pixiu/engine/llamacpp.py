@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pixiu.engine.base import Delta, Engine, EngineError, Request
+from pixiu.engine.base import Delta, Engine, Request
 from pixiu.engine.text import Reply, stop_token_ids
 
 INSTALL = (
@@ -88,15 +88,7 @@ class LlamaCppEngine(Engine):
             raise ValueError(
                 "logprobs are not supported by the llama.cpp backend (serve the model with torch)"
             )
-        ids = self.prompt_ids(prompt)
-        self.check_context(ids, sampling)
-        request = Request(ids, sampling, self.stops(stop), on_delta)
-        with self._wake:
-            if self._closed:
-                raise EngineError(f"engine {self.name!r} is closed")
-            self._waiting.append(request)
-            self._wake.notify()
-        return request
+        return self.enqueue(prompt, sampling, stop, on_delta)
 
     @property
     def waiting(self) -> int:

@@ -21,7 +21,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 
 from pixiu.chat.messages import Conversation
-from pixiu.engine.base import Delta, Engine, EngineError, Request
+from pixiu.engine.base import Delta, Engine, Request
 from pixiu.engine.sampler import Choice, pick
 from pixiu.engine.text import Reply, stop_token_ids
 from pixiu.engine.torch_engine import context_window
@@ -70,15 +70,7 @@ class Seq2SeqEngine(Engine):
         return super().prompt_ids(prompt)
 
     def submit(self, prompt, sampling, stop=(), on_delta=None) -> Request:
-        ids = self.prompt_ids(prompt)
-        self.check_context(ids, sampling)
-        request = Request(ids, sampling, self.stops(stop), on_delta)
-        with self._wake:
-            if self._closed:
-                raise EngineError(f"engine {self.name!r} is closed")
-            self._waiting.append(request)
-            self._wake.notify()
-        return request
+        return self.enqueue(prompt, sampling, stop, on_delta)
 
     def close(self) -> None:
         with self._wake:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from pixiu.engine import graphs, quant
-from pixiu.engine.base import Delta, Engine, EngineError, Request, TokenLogprob
+from pixiu.engine.base import Delta, Engine, Request, TokenLogprob
 from pixiu.engine.cache import SlotCache
 from pixiu.engine.sampler import Choice, pick
 from pixiu.engine.text import Reply, stop_token_ids
@@ -90,15 +90,7 @@ class TorchEngine(Engine):
     # ---------------------------------------------------------------- caller side
 
     def submit(self, prompt, sampling, stop=(), on_delta=None) -> Request:
-        ids = self.prompt_ids(prompt)
-        self.check_context(ids, sampling)
-        request = Request(ids, sampling, self.stops(stop), on_delta)
-        with self._wake:
-            if self._closed:
-                raise EngineError(f"engine {self.name!r} is closed")
-            self._waiting.append(request)
-            self._wake.notify()
-        return request
+        return self.enqueue(prompt, sampling, stop, on_delta)
 
     @property
     def running(self) -> int:
