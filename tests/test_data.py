@@ -235,6 +235,20 @@ def test_missing_field_in_a_list_file_names_the_item_line(tmp_path):
         load_records(DatasetSpec(str(path), format="pairs"))
 
 
+def test_a_pair_margin_is_read_and_a_bad_one_names_its_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    good = {"prompt": "p", "chosen": "c", "rejected": "r"}
+    path.write_text(json.dumps(good | {"margin": 2}) + "\n" + json.dumps(good) + "\n")
+    assert [r.margin for r in load_records(DatasetSpec(str(path)))[0]] == [2.0, 0.0]
+    for bad in ("2", -1, True, None):
+        if bad is None:  # JSON has no NaN: Python's json writes it, a strict reader must still refuse it
+            path.write_text(json.dumps(good) + "\n" + json.dumps(good | {"margin": float("nan")}) + "\n")
+        else:
+            path.write_text(json.dumps(good) + "\n" + json.dumps(good | {"margin": bad}) + "\n")
+        with pytest.raises(DataError, match=r"p\.jsonl:2: pairs row: margin must be a finite number >= 0"):
+            load_records(DatasetSpec(str(path)))
+
+
 def test_missing_field_in_csv(tmp_path):
     path = tmp_path / "file.csv"
     path.write_text("instruction,input\nq,x\n")

@@ -59,6 +59,30 @@ def test_rm_kwise_hand_derived():
     )
     with pytest.raises(ValueError, match="sizes add up to 4"):
         losses.rm_kwise(pairs[:3], [2, 2])
+    # One margin per group: (0, 1) -> group A as above, group B with margin 1: 0.251150 + 2.126928 = 2.378078.
+    assert losses.rm_kwise(scores, [3, 2], torch.tensor([0.0, 1.0])).item() == pytest.approx(
+        2.378078, abs=1e-6
+    )
+
+
+def test_pair_margins_reach_the_loss(tmp_path, tiny_model_dir):
+    """A `margin` column of 1 on every pair trains exactly like rm.margin=1 without the column; with
+    rm.pair_margins=false the column is ignored (the same run as no margin at all). Training losses only: the
+    held-out pairs carry no column."""
+    plain = write_pairs(tmp_path / "plain.jsonl", 32, seed=1)
+    rows = [json.loads(line) | {"margin": 1} for line in plain.read_text().splitlines()]
+    marked = tmp_path / "marked.jsonl"
+    marked.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    short = ("--train.max_steps=2", "--train.eval_every=2")
+
+    def losses_of(run, data, *extra):
+        rm.run(make_cfg(tmp_path, tiny_model_dir, *short, *extra, run=run, data=data))
+        return [r["loss"] for r in metrics(tmp_path / run) if "loss" in r]
+
+    column = losses_of("column", marked)
+    assert column == losses_of("global", plain, "--rm.margin=1")
+    assert losses_of("off", marked, "--rm.pair_margins=false") == losses_of("none", plain)
+    assert column != losses_of("none2", plain)
 
 
 # ---------------------------------------------------------------- a learnable toy preference
@@ -268,10 +292,10 @@ def test_prepare_counts_truncated_skipped_and_tied_groups(tokenizer):
         PreferencePair(prompt, long_a, "no"),
         PreferencePair(prompt, long_a, long_b),
     ]
-    groups, report = rm.prepare(records, template, limit, "truncate")
+    groups, margins, report = rm.prepare(records, template, limit, "truncate")
     assert (report.groups, report.truncated, report.tied, report.skipped) == (2, 2, 1, 0)
-    assert all(len(s.input_ids) <= limit for g in groups for s in g)
-    groups, report = rm.prepare(records, template, limit, "skip")
+    assert all(len(s.input_ids) <= limit for g in groups for s in g) and margins == [0.0, 0.0]
+    groups, _, report = rm.prepare(records, template, limit, "skip")
     assert (report.groups, report.truncated, report.tied, report.skipped) == (1, 0, 0, 2)
     assert len(groups[0]) == 2  # a pair is kept or dropped whole
 
@@ -300,7 +324,7 @@ def test_smollm2_lora_rm_on_hh_rlhf(tmp_path):
     assert rows[0]["step"] == 0 and rows[-1]["step"] == 6 and rows[-1]["eval_loss"] != rows[0]["eval_loss"]
     loaded, model = heads.load_scalar(ModelConfig(str(final), dtype="fp32"))
     records = [r for r in load_records(config.DatasetSpec(cfg.data.eval_path))[0]]
-    groups, _ = rm.prepare(records, loaded.template, 128, "skip")
+    groups, _, _ = rm.prepare(records, loaded.template, 128, "skip")
     kept = [
         r
         for r in records

@@ -56,25 +56,28 @@ def rm_pairwise(
 
 
 @register("rm_kwise")
-def rm_kwise(scores: torch.Tensor, sizes: list[int], margin: float = 0.0) -> torch.Tensor:
+def rm_kwise(scores: torch.Tensor, sizes: list[int], margin: float | torch.Tensor = 0.0) -> torch.Tensor:
     """K-wise ranking loss, InstructGPT (https://arxiv.org/abs/2203.02155) eq. 1:
     per group  1/C(K,2) * sum_{i<j} -log σ(r_i - r_j - m)  with replies best first; summed over groups.
 
     scores: (R,) the replies of every group, group after group (R = sum(sizes)); sizes: K per group. Each group
     weighs the same whatever its K, as in InstructGPT, so a 9-reply ranking does not drown 36 pairs.
+    margin: one m for every pair, or (G,) one per group (a pair's own margin, e.g. its vote gap).
     """
-    better, worse, weight = [], [], []
+    better, worse, weight, group = [], [], [], []
     start = 0
-    for k in sizes:
+    for g, k in enumerate(sizes):
         i, j = torch.triu_indices(k, k, offset=1)  # all pairs i < j of this group
         better.append(i + start)
         worse.append(j + start)
         weight.append(torch.full((len(i),), 2.0 / (k * (k - 1))))
+        group.append(torch.full((len(i),), g))
         start += k
     if start != len(scores):
         raise ValueError(f"sizes add up to {start} replies, but there are {len(scores)} scores")
-    i, j, w = (torch.cat(x).to(scores.device) for x in (better, worse, weight))
-    return (w * F.softplus(-(scores[i].float() - scores[j].float() - margin))).sum()
+    i, j, w, g = (torch.cat(x).to(scores.device) for x in (better, worse, weight, group))
+    m = margin.to(scores.device).float()[g] if isinstance(margin, torch.Tensor) else margin
+    return (w * F.softplus(-(scores[i].float() - scores[j].float() - m))).sum()
 
 
 # ---------------------------------------------------------------- PPO

@@ -21,6 +21,9 @@ from pixiu.config.core import (
 class RewardConfig:
     margin: float = 0.0
     """Pairwise margin m: loss = -log sigmoid(r_chosen - r_rejected - m) (Llama 2's margin loss)."""
+    pair_margins: bool = True
+    """Add each pair's own `margin` column to m for that pair, as TRL's RewardTrainer does (Llama 2's rating gap,
+    the vote-score gap `pixiu data stackexchange` writes); rows without one add 0. Rankings use rm.margin only."""
 
 
 @dataclass

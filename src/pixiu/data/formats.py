@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
 
 from pixiu.chat.messages import ROLES, TARGET_ROLES, Conversation, Message
@@ -172,11 +173,20 @@ def _reply(value, what: str) -> str:
     return messages[-1].content
 
 
-def _pair(prompt: Conversation, chosen: str, rejected: str, source: str) -> PreferencePair:
+def _pair(prompt: Conversation, chosen: str, rejected: str, source: str, margin=0.0) -> PreferencePair:
     _nonempty({"chosen": chosen, "rejected": rejected})
     if chosen.strip() == rejected.strip():
         raise Invalid("chosen and rejected are the same text, so the pair prefers nothing")
-    return PreferencePair(prompt, chosen, rejected, source)
+    return PreferencePair(prompt, chosen, rejected, source, _margin(margin))
+
+
+def _margin(value) -> float:
+    """A pair's optional `margin` (TRL's column): a finite number, not negative (chosen is the better reply)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise Invalid(f"margin must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def _ranking(prompt: Conversation, replies: list[str], source: str) -> Ranking:
@@ -252,7 +262,7 @@ def sharegpt_pairs(row: dict, source: str) -> PreferencePair:
     chosen, rejected = _sharegpt_turn(row["chosen"]), _sharegpt_turn(row["rejected"])
     if chosen.role not in TARGET_ROLES or rejected.role not in TARGET_ROLES:
         raise Invalid("chosen and rejected must be assistant (gpt) turns")
-    return _pair(prompt, chosen.content, rejected.content, source)
+    return _pair(prompt, chosen.content, rejected.content, source, row.get("margin"))
 
 
 @register("sharegpt", keys=("conversations",))
@@ -291,7 +301,7 @@ STACK_EXCHANGE = {"question": "prompt", "response_j": "chosen", "response_k": "r
 def pairs(row: dict, source: str) -> PreferencePair:
     _need(row, "prompt", "chosen", "rejected")
     chosen, rejected = _reply(row["chosen"], "chosen"), _reply(row["rejected"], "rejected")
-    return _pair(_prompt(row["prompt"], source), chosen, rejected, source)
+    return _pair(_prompt(row["prompt"], source), chosen, rejected, source, row.get("margin"))
 
 
 @register("rankings", keys=("prompt", "responses"))

@@ -16,6 +16,8 @@ class PreferencePair:
     chosen: str  # the preferred assistant reply
     rejected: str  # the dispreferred assistant reply
     source: str = ""
+    # how much better chosen is (a vote or rating gap); the reward model adds it to the pair's margin
+    margin: float = 0.0
 
 
 @dataclass

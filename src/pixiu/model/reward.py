@@ -27,7 +27,9 @@ def replies(record) -> list[str]:
     return list(responses) if responses is not None else [record.chosen, record.rejected]
 
 
-def ranking_stats(scores: list[float], sizes: list[int], margin: float = 0.0) -> dict[str, float]:
+def ranking_stats(
+    scores: list[float], sizes: list[int], margin: float | torch.Tensor = 0.0
+) -> dict[str, float]:
     """Sums over all pairs i < j of each group (best first): pairs, correct (r_i > r_j), margin r_i - r_j, and
     the k-wise loss summed over groups. Sums, so shards of a multi-process run add up."""
     flat = torch.tensor(scores, dtype=torch.float32)

@@ -47,9 +47,10 @@ class GroupReport:
 
 
 def prepare(records: list, template: Template, max_len: int, overflow: str):
-    """Records -> groups of rendered replies and a report. A group is kept or dropped whole, so a pair is
-    never split; one reply over max_len truncates each long reply ('truncate') or skips the group ('skip')."""
-    groups, report = [], GroupReport(records=len(records))
+    """Records -> groups of rendered replies, each group's own margin (a pair's `margin` column, else 0) and a
+    report. A group is kept or dropped whole, so a pair is never split; one reply over max_len truncates each
+    long reply ('truncate') or skips the group ('skip')."""
+    groups, margins, report = [], [], GroupReport(records=len(records))
     for rec in records:
         group = render_group(template, rec.prompt, replies(rec))
         if any(len(s.input_ids) > max_len for s in group):
@@ -62,10 +63,11 @@ def prepare(records: list, template: Template, max_len: int, overflow: str):
                 report.tied += 1  # identical rows cannot be ranked: the pair would teach nothing
                 continue
         groups.append(group)
+        margins.append(getattr(rec, "margin", 0.0))  # a Ranking has none
         report.groups += 1
         report.replies += len(group)
         report.tokens += sum(len(s.input_ids) for s in group)
-    return groups, report
+    return groups, margins, report
 
 
 REPORT_LINE = (
@@ -74,11 +76,20 @@ REPORT_LINE = (
 )
 
 
+def group_margins(batch, margin: float) -> torch.Tensor | float:
+    """rm.margin plus each group's own margin where the batch carries them (extra["margin"], one per reply)."""
+    if "margin" not in batch.extra:
+        return margin
+    first = torch.tensor([0, *batch.sizes[:-1]]).cumsum(0)  # each group's first row
+    return margin + batch.extra["margin"][first.to(batch.extra["margin"].device)]
+
+
 def rm_loss(margin: float):
     """loss_fn for the loop: scores every reply of the batch in one forward, then the k-wise ranking loss."""
 
     def loss_fn(model, batch) -> torch.Tensor:
-        return losses.rm_kwise(model(batch.tokens), batch.sizes, margin)  # summed over groups
+        scores = model(batch.tokens)
+        return losses.rm_kwise(scores, batch.sizes, group_margins(batch, margin))  # summed over groups
 
     return loss_fn
 
@@ -91,8 +102,12 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
     loaded, scalar = heads.load_scalar(cfg.model, cfg.lora, for_training=True)
     if cfg.train.gradient_checkpointing:
         io.enable_gradient_checkpointing(loaded.model)
-    train_groups, train_report = prepare(data.train, loaded.template, cfg.data.max_len, cfg.data.overflow)
-    eval_groups, eval_report = prepare(data.eval, loaded.template, cfg.data.max_len, cfg.data.overflow)
+    train_groups, train_margins, train_report = prepare(
+        data.train, loaded.template, cfg.data.max_len, cfg.data.overflow
+    )
+    eval_groups, eval_margins, eval_report = prepare(
+        data.eval, loaded.template, cfg.data.max_len, cfg.data.overflow
+    )
     if not train_groups:
         raise DataError(f"no training groups left after the length limit: {vars(train_report)}")
     report = {"train": vars(train_report), "eval": vars(eval_report), "skipped_rows": data.skipped}
@@ -102,7 +117,12 @@ def run(cfg: RunConfig, stage: str = "rm") -> Path:
         Groups, pad_id=pad, batch_size=cfg.train.batch_size, seed=cfg.data.seed,
         group_by_length=cfg.data.group_by_length, shared_prefix=cfg.shared_prefix,
     )  # fmt: skip
-    groups, held = batched(train_groups), batched(eval_groups)
+
+    def per_reply(groups, margins) -> dict:  # nested like the groups, as Groups.extra wants
+        return {"margin": [[m] * len(g) for g, m in zip(groups, margins)]} if cfg.rm.pair_margins else {}
+
+    groups = batched(train_groups, extra=per_reply(train_groups, train_margins))
+    held = batched(eval_groups, extra=per_reply(eval_groups, eval_margins))
     scalar.train()  # from_pretrained leaves the body in eval mode; LoRA dropout should act while training
     model = accelerator.prepare(scalar)
     dtype, margin = loaded.dtype, cfg.rm.margin
@@ -123,14 +143,16 @@ def evaluate_groups(model, data: Groups, accelerator, dtype, margin: float) -> d
     """Held-out pairwise accuracy, mean margin and mean k-wise loss (sharded across processes)."""
     model.eval()
     mine = list(range(accelerator.process_index, len(data.groups), accelerator.num_processes))
-    scores, sizes = [], []
+    scores, sizes, margins = [], [], []
     for i in range(0, len(mine), data.batch_size):
         batch = data.batch(mine[i : i + data.batch_size]).to(accelerator.device)
         with autocast(dtype, accelerator.device):
             scores += model(batch.tokens).float().cpu().tolist()
         sizes += batch.sizes
+        m = group_margins(batch, margin)
+        margins += m.cpu().tolist() if isinstance(m, torch.Tensor) else [m] * len(batch.sizes)
     model.train()
-    stats = ranking_stats(scores, sizes, margin)
+    stats = ranking_stats(scores, sizes, torch.tensor(margins))
     total = {k: accelerator.reduce(torch.tensor(v), "sum").item() for k, v in stats.items()}
     return {
         "eval_loss": round(total["loss"] / max(total["groups"], 1), 5),
