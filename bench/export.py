@@ -13,6 +13,8 @@ replies through pixiu's llama.cpp backend, which picks up the template the expor
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -56,7 +58,9 @@ def heldout_answers(n: int) -> list[tuple[Conversation, str]]:
     files = sorted(ALPACA.glob("*.json")) if ALPACA.exists() else []
     if not files:
         return []
-    rows = [r for r in json.loads(files[0].read_text(encoding="utf-8")) if r.get("output")][-n:]
+    rows = (
+        [r for r in json.loads(files[0].read_text(encoding="utf-8")) if r.get("output")][-n:] if n > 0 else []
+    )
     out = []
     for r in rows:
         q = r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")
@@ -85,6 +89,18 @@ def max_logit_diff(a, b, convs) -> float:
         ids = torch.tensor([a.template.prompt_ids(c)])
         worst = max(worst, (a.model(ids).logits - b.model(ids).logits).abs().max().item())
     return worst
+
+
+@torch.no_grad()
+def rounding_floor(src, convs) -> float:
+    """Max logit diff of the source against itself with its (LoRA-merged) weight matrices rounded to f16 and
+    computed in fp32: what an f16 file cannot do better than, whatever reads it."""
+    model = copy.deepcopy(src.model)
+    model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    for p in model.parameters():
+        if p.dim() >= 2:
+            p.copy_(p.half().float())
+    return max_logit_diff(src, dataclasses.replace(src, model=model), convs)
 
 
 @torch.no_grad()
@@ -149,6 +165,9 @@ def main() -> None:
                 flush=True,
             )
             del back
+            if quant == "f16":
+                print(f"(f16 rounding floor: the source's weights rounded to f16, run in fp32: max logit diff "
+                      f"{rounding_floor(src, convs):.4f})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
