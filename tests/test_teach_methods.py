@@ -227,3 +227,22 @@ def test_rank_into_rankings_and_pairs(tmp_path):
     (tmp_path / "p").mkdir()
     _, rows = run_method(tmp_path / "p", "rank", verdict, inputs[:1], format="pairs")
     assert (rows[0]["chosen"], rows[0]["rejected"]) == ("4", "five")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_teacher_corpus_is_what_parse_reply_reads(lang):
+    """scripts/si_teacher_corpus.py: each document is the request self-instruct sends, continued with 16 items
+    that parse back (Alpaca's stop strings applied) into 16 items of the pool with nothing dropped."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    corpus = pytest.importorskip("si_teacher_corpus")
+    if not (corpus.DATA / corpus.SOURCES[lang][0]).exists():
+        pytest.skip("shared Alpaca data absent")
+    texts, pool = corpus.documents(lang, 2, 400, seed=0)
+    known = {" ".join(r["instruction"].split()).rstrip(":") for r in pool}
+    for text in texts:
+        request, reply = text.split("###\n4. Instruction:", 1)
+        assert request.startswith(corpus.SOURCES[lang][2])  # the header self-instruct sends
+        reply = reply[: reply.index("\n20")]  # where the stop string ends the teacher's reply
+        items, dropped = parse_reply(reply, "stop", 3)
+        assert len(items) == 16 and not dropped
+        assert all(i["instruction"] in known for i in items)
