@@ -76,6 +76,12 @@ def test_alpaca_filters(instruction, reason):
     assert rule(item(instruction), "en") == reason
 
 
+def test_an_output_that_is_only_the_input_placeholder_is_empty():
+    for output in ("", "  ", "<noinput>", "<No Input>"):
+        assert rule(item("Explain how plants make their food.", output), "en") == "empty output"
+    assert rule(item("解释植物如何制造养分。", "<noinput>"), "zh") == "empty output"
+
+
 def test_alpaca_word_bounds_are_exclusive_inclusive():
     assert rule(item("one two three four"), "en") is None  # 4 words: kept (> 3)
     assert rule(item(" ".join(["w"] * 150)), "en") is None  # 150 words: kept (<= 150)
