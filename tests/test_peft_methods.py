@@ -138,7 +138,10 @@ def test_method_trains_saves_reloads_merges(name, tmp_path, tiny_model_dir, capt
     io.save(tmp_path / "merged", reloaded, merge=True)
     merged = io.load(ModelConfig(str(tmp_path / "merged"), dtype="fp32"))
     assert not hasattr(merged.model, "peft_config")
-    assert (logits(merged.model, batch) - again).abs().max() <= 1e-5, f"{name}: merging changed the logits"
+    # fp32 rounding of W + s * B @ A grows with the update: loraplus's 16x learning rate on B leaves B ~13x larger
+    # than plain LoRA's after 20 steps, and the merged logits ~2.5e-5 off (plain LoRA: 4e-7)
+    tol = 1e-4 if name == "loraplus" else 1e-5
+    assert (logits(merged.model, batch) - again).abs().max() <= tol, f"{name}: merging changed the logits"
 
 
 def test_loraplus_param_groups(tiny_model_dir):
