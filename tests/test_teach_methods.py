@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_teacher import FakeTeacher  # noqa: E402
 
 from pixiu.teach.methods import GenerateConfig, get_method  # noqa: E402
-from pixiu.teach.methods.evol import eliminated  # noqa: E402
+from pixiu.teach.methods.evol import eliminated, evolve_prompt  # noqa: E402
 from pixiu.teach.methods.rank import parse_scores  # noqa: E402
 from pixiu.teach.methods.self_chat import clean_human, stop_reason  # noqa: E402
 from pixiu.teach.methods.self_instruct import encode_prompt, parse_reply, rule  # noqa: E402
@@ -154,6 +154,19 @@ def test_evol_elimination_rules():
         "answer is only punctuation and stop words")  # fmt: skip
     assert eliminated(p, "Name one fruit.", "Mango.", "Equal") == "no information gain (judged equal)"
     assert eliminated(p, "Name a tropical fruit rich in vitamin C.", "Guava.", "Not Equal") is None
+    assert eliminated("说一种水果。", "说一种富含维生素C的热带水果。", "抱歉，我不知道。", "Not Equal") == (
+        "answer says sorry and is short")  # fmt: skip
+    assert (
+        eliminated("说一种水果。", "说一种热带水果。", "抱歉" + "水果" * 40, "Not Equal") is None
+    )  # 82 characters
+
+
+def test_evol_prompt_asks_for_chinese_in_zh_mode():
+    en, zh = evolve_prompt("deepen", "说一种水果。"), evolve_prompt("deepen", "说一种水果。", "zh")
+    assert "中文" not in en and zh == en.replace(
+        "#Rewritten Prompt#:\n", "（请用中文写出新的指令。）\n#Rewritten Prompt#:\n"
+    )
+    assert evolve_prompt("breadth", "x", "zh").endswith("（请用中文写出新的指令。）\n#Created Prompt#:\n")
 
 
 def test_self_chat_stop_rules():

@@ -5,7 +5,9 @@ complicate the input) or in-breadth (a new, rarer prompt of the same domain), wi
 evolution is eliminated (section 3.3) when (1) the teacher judges it equal to its parent (no information gain),
 (2) the answer says "sorry" and is short (< 80 words), (3) the answer is only punctuation and stop words, or
 (4) it copies words of the evolving prompt ("#Rewritten Prompt#", "given prompt"). As in the paper, a failed
-evolution leaves its parent to evolve in the next round. Every surviving round is one alpaca row.
+evolution leaves its parent to evolve in the next round. Every surviving round is one alpaca row. With
+`--lang zh` the prompts stay the paper's English ones with a note asking for the new instruction in Chinese, and
+rule (2) also reads 抱歉 / 对不起, counting a Chinese character as a word.
 """
 
 from __future__ import annotations
@@ -62,21 +64,31 @@ following requirements:
 The First Prompt: {first}
 The Second Prompt: {second}
 Your Judgement (Just answer: Equal or Not Equal. No need to explain the reason.):"""
+ZH_NOTE = "（请用中文写出新的指令。）"  # --lang zh: WizardLM's English prompt, the answer asked in Chinese
+SORRY = ("sorry", "抱歉", "对不起")
 COPIED = ("#the given prompt#", "#rewritten prompt#", "#given prompt#", "#created prompt#", "given prompt",
           "rewritten prompt", "created prompt")  # fmt: skip
 
 
-def evolve_prompt(operation: str, prompt: str) -> str:
+def evolve_prompt(operation: str, prompt: str, lang: str = "en") -> str:
     if OPERATIONS[operation] is None:
-        return BREADTH.format(prompt=prompt)
-    return DEPTH.format(method=OPERATIONS[operation], prompt=prompt)
+        text = BREADTH.format(prompt=prompt)
+    else:
+        text = DEPTH.format(method=OPERATIONS[operation], prompt=prompt)
+    if lang == "zh":  # the note goes just before the tag the teacher continues
+        head, tag = text.rstrip("\n").rsplit("\n", 1)
+        text = f"{head}\n{ZH_NOTE}\n{tag}\n"
+    return text
 
 
 def eliminated(parent: str, child: str, answer: str, verdict: str) -> str | None:
     """The paper's elimination rules, cheapest first; the reason, or None when the evolution survives."""
     if not child.strip() or any(c in child.lower() for c in COPIED):
         return "copies the evolving prompt"
-    if "sorry" in answer.lower() and len(words_en(answer)) < 80:
+    words = len(words_en(answer)) + sum(
+        "\u4e00" <= c <= "\u9fff" for c in answer
+    )  # a Chinese character: a word
+    if any(s in answer.lower() for s in SORRY) and words < 80:
         return "answer says sorry and is short"
     if only_punctuation_and_stop_words(answer):
         return "answer is only punctuation and stop words"
@@ -101,7 +113,7 @@ class Evol(Method):
             operation = rng.choice(list(OPERATIONS))
             try:
                 child = self.ask(
-                    teacher, [{"role": "user", "content": evolve_prompt(operation, current)}]
+                    teacher, [{"role": "user", "content": evolve_prompt(operation, current, self.cfg.lang)}]
                 ).text
                 child = child.strip()
                 answer = self.ask(teacher, [{"role": "user", "content": child}]).text.strip() if child else ""
