@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +102,39 @@ def test_kill9_then_resume(tmp_path):
         assert len(lines(f"{out}.journal.jsonl")) == 40
         assert json.loads(done.stdout)["kept"] == 40
     finally:
+        server.close()
+
+
+def test_ctrl_c_leaves_at_once_and_resumes(tmp_path):
+    """SIGINT while 2 requests hang: exit 130 within seconds (not after --timeout), their jobs asked again."""
+    gate = threading.Event()
+
+    def reply(text):
+        if int(text.split()[-1]) >= 8:
+            gate.wait(60)  # a teacher slower than the user's patience
+        return f"Answer: {text}"
+
+    server = FakeTeacher(reply=reply)
+    try:
+        (tmp_path / "in.txt").write_text("\n".join(f"item {i}" for i in range(12)))
+        out = tmp_path / "out.jsonl"
+        cmd = [sys.executable, "-m", "pixiu.teach.cli", "generate", "--method", "answer", "--url", server.url,
+               "--model", "fake", "--inputs", str(tmp_path / "in.txt"), "--out", str(out), "--concurrency", "2"]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while server.requests < 10 and time.monotonic() < deadline:  # items 8 and 9 hang in flight
+            time.sleep(0.05)
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130 and time.monotonic() - asked < 10
+        assert "interrupted" in proc.stderr.read()
+        assert sorted(r["instruction"] for r in lines(out)) == [f"item {i}" for i in range(8)]
+        gate.set()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert sorted(r["instruction"] for r in lines(out)) == sorted(f"item {i}" for i in range(12))
+    finally:
+        gate.set()
         server.close()
 
 

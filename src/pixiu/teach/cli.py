@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 
@@ -31,6 +32,10 @@ def generate(argv: list[str]) -> None:
         out = run(cfg, method, teacher, teacher_cfg.concurrency)
     except TeacherFatal as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the kept items are in {cfg.out}; the same command resumes", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # at exit Python would join the teacher threads, each maybe in a read for --timeout s
     finally:
         teacher.close()
     t = out.tally

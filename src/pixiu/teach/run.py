@@ -26,22 +26,23 @@ def generate(
     pending = (job for job in method.jobs() if job.key not in out.done)
     progress = _bar(cfg, out, bar)
     start, inflight = time.monotonic(), {}
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="teach")
     try:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="teach") as pool:
-            while True:
-                # at most `concurrency` jobs in flight: at the target or the time limit none is left queued
-                room = 0 if _enough(cfg, out, start) else concurrency - len(inflight)
-                for job in itertools.islice(pending, max(0, room)):
-                    inflight[pool.submit(_work, method, job, teacher)] = job
-                if not inflight:
-                    break
-                finished, _ = wait(inflight, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    _record(method, out, inflight.pop(future), future, teacher.name)
-                _show(progress, out, teacher)
+        while True:
+            # at most `concurrency` jobs in flight: at the target or the time limit none is left queued
+            room = 0 if _enough(cfg, out, start) else concurrency - len(inflight)
+            for job in itertools.islice(pending, max(0, room)):
+                inflight[pool.submit(_work, method, job, teacher)] = job
+            if not inflight:
+                break
+            finished, _ = wait(inflight, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                _record(method, out, inflight.pop(future), future, teacher.name)
+            _show(progress, out, teacher)
     finally:
-        for future in inflight:
-            future.cancel()
+        # An interrupt or error leaves without waiting for the replies in flight (up to --timeout each: urllib
+        # cannot abort a read from another thread). Their jobs are not recorded, so a rerun asks them again.
+        pool.shutdown(wait=False, cancel_futures=True)
         out.close()
         if progress is not None:
             progress.close()
