@@ -1,4 +1,4 @@
-"""pixiu data filter: exact and MinHash near-duplicates (English and Chinese), length, language, refusals, the
+"""pixiu data filter: exact and MinHash near-duplicates (English and Chinese), length, repeats, language, refusals, the
 AlpaGasus judge against a fake teacher, and the report of what was dropped and why."""
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def rows() -> list[dict]:
             a(ZH, "植物利用光能。"), a(ZH.replace("并说明", "并且说明"), "植物利用光能。"),  # near copy, Chinese
             a("Name a prime number.", ""),  # empty reply
             a("Name an even number.", "I'm sorry, but I cannot answer that."),
+            a("Name a pet.", "the cat the cat the cat the cat the cat"),  # 6 of 8 trigrams repeat
+            a("说一种天气。", "雪雨雨雨雨雨雨雨雨雨雨雨"),  # 8 of 10
             a("Name an odd number.", "Three."), a("Name a colour.", "Blue."), a("Name a metal.", "Iron.")]  # fmt: skip
 
 
@@ -63,9 +65,13 @@ def test_filter_report(tmp_path):
     src = tmp_path / "gen.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows()))
     report = run_filter(FilterConfig(inputs=str(src)))
-    assert report["rows"] == 11 and report["kept"] == 5
+    assert report["rows"] == 13 and report["kept"] == 5
     assert report["dropped"] == {"exact duplicate": 2, "near duplicate (Jaccard >= 0.8)": 2,
+                                 "reply repeats itself (3-grams > 0.6)": 2,
                                  "reply shorter than 2 characters": 1, "refusal": 1}  # fmt: skip
+    assert (
+        run_filter(FilterConfig(inputs=str(src), out=str(tmp_path / "all.jsonl"), max_repeat=0))["kept"] == 7
+    )
     assert report["examples"]["refusal"] == ["Name an even number."]
     kept = [json.loads(x) for x in Path(report["output"]).read_text().splitlines()]
     assert [r["output"] for r in kept] == ["Plants use light.", "植物利用光能。", "Three.", "Blue.", "Iron."]
@@ -87,7 +93,7 @@ def test_judge_keeps_scores_at_threshold(tmp_path):
     server = FakeTeacher(reply=verdict)
     try:
         src = tmp_path / "gen.jsonl"
-        src.write_text("".join(json.dumps(r) + "\n" for r in rows()[8:] + [rows()[0]]))
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows()[10:] + [rows()[0]]))
         teacher = HTTPTeacher(TeacherConfig(url=server.url, model="judge", retries=0))
         report = run_filter(FilterConfig(inputs=str(src), judge=True, threshold=4), teacher)
         assert report["kept"] == 2 and report["judge_scores"] == {"2.0": 1, "4.0": 1, "5.0": 1, "None": 1}
