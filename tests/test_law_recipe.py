@@ -97,6 +97,19 @@ def test_derivation_golden_rows_and_held_out_articles(tmp_path):
         "刑法第一条的内容是什么？",
         "刑法第二条的内容是什么？",
     ]
+    recite = json.loads((out / "heldout_1-1.json").read_text(encoding="utf-8"))  # LawBench 1-1's format
+    assert recite == [
+        {
+            "instruction": law.RECITE,
+            "question": "刑法第一条的内容是什么？",
+            "answer": "答案:为了惩罚犯罪，制定本法。",
+        },
+        {
+            "instruction": law.RECITE,
+            "question": "刑法第二条的内容是什么？",
+            "answer": "答案:刑法的任务，是保护人民。",
+        },
+    ]
     training = (out / "pt.jsonl").read_text(encoding="utf-8") + (out / "sft.jsonl").read_text(
         encoding="utf-8"
     )

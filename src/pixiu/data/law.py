@@ -14,6 +14,9 @@ Files written to --out:
 - sft.jsonl / heldout_sft.jsonl: {"messages"} two Q&A pairs per article, in LawBench's formats: the article
   number -> its content (1-1's instruction, "刑法第二百六十四条的内容是什么？"), and the article's opening ->
   its number in 3-1's answer format ("[法条]刑法第264条<eoa>").
+- heldout_1-1.json: the held-out articles as LawBench 1-1 items (a JSON list of {instruction, question, answer}),
+  for statute recitation on articles never trained on, with and without retrieval:
+  `pixiu eval MODEL --tasks lawbench:1-1 --data OUT/heldout_1-1.json [--rag INDEX]`.
 - stats.json: counts and the held-out labels.
 Charge prediction (LawBench 3-3) gets no rows: the only charge-labelled items in ../shared/data are LawBench's own
 evaluation items 0-249, which are never trained on.
@@ -111,12 +114,19 @@ def build(files: list[Path], share: float, amendments: bool, max_chars: int) -> 
     articles = [a for f in files for a in read_articles(f)]
     if not articles:
         raise DataError(f"no `第N条` articles in {', '.join(map(str, files))}")
-    out = {k: [] for k in ("pt.jsonl", "heldout.jsonl", "sft.jsonl", "heldout_sft.jsonl")}
+    out = {k: [] for k in ("pt.jsonl", "heldout.jsonl", "sft.jsonl", "heldout_sft.jsonl", "heldout_1-1.json")}
     hidden = [a.label for a in articles if held_out(a.label, share)]
     for a in articles:
         keep = a.label not in hidden
         out["pt.jsonl" if keep else "heldout.jsonl"].append({"text": a.text})
         out["sft.jsonl" if keep else "heldout_sft.jsonl"] += qa_rows(a, max_chars)
+        if not keep:
+            item = {
+                "instruction": RECITE,
+                "question": f"{a.law}{a.label}的内容是什么？",
+                "answer": f"答案:{a.content}",
+            }
+            out["heldout_1-1.json"].append(item)
     if amendments:
         for f in files:
             if read_articles(f):
@@ -155,7 +165,11 @@ def main(argv: list[str]) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():
-        (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+        if name.endswith(".json"):  # LawBench's own format: one JSON list
+            text = json.dumps(rows, ensure_ascii=False, indent=1)
+        else:
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        (out / name).write_text(text, "utf-8")
     stats = {"rows": {k: len(v) for k, v in files.items()}, "held_out": hidden}
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(stats["rows"]), f"held out: {len(hidden)} articles")
