@@ -116,6 +116,23 @@ def test_derivation_golden_rows_and_held_out_articles(tmp_path):
     assert "制定本法" not in training and "保护人民" not in training and "全体人民" not in training
 
 
+def test_rag_rows_put_the_asked_article_first_and_no_held_out_text(tmp_path):
+    """--rag_k 2: each training article's recitation question again, with 2 passages in `pixiu eval --rag`'s
+    prompt; neither held-out article (第一条, 第二条) nor the amendment that rewrites 第二条 is ever a passage."""
+    out = tmp_path / "out"
+    law.main([str(statutes(tmp_path)), "--out", str(out), "--rag_k", "2"])
+    plain = rows(tmp_path / "out" / "sft.jsonl")[:6]
+    cited = rows(out / "sft.jsonl")[6:]
+    assert len(cited) == 3 and [r["messages"][1] for r in cited] == [r["messages"][1] for r in plain[::2]]
+    first = cited[0]["messages"][0]["content"]
+    assert first.startswith(
+        "参考资料：\n\n[1] 中华人民共和国刑法 > 第一编 总则 > 第一章 任务 > 第三条\n第三条 法律明文"
+    )
+    assert first.endswith(f"问题：{law.RECITE}\n刑法第三条的内容是什么？") and "[2] " in first
+    text = json.dumps(cited, ensure_ascii=False)
+    assert "制定本法" not in text and "保护人民" not in text and "全体人民" not in text
+
+
 def test_long_openings_are_cut_and_bad_input_is_named(tmp_path):
     article = law.Article("刑法", "第九条", "第九条 " + "甲" * 70, "x:1")
     assert (

@@ -90,7 +90,8 @@ def test_bm25_finds_the_article_and_index_round_trips(tmp_path):
 
 
 def test_a_named_article_comes_first():
-    assert asked_articles("刑法第八十五条和第86条") == {85, 86} and asked_articles("盗窃罪怎么判") == set()
+    assert asked_articles("刑法第八十五条和第133条之一") == {(85, ""), (133, "之一")}
+    assert asked_articles("盗窃罪怎么判") == set()
     index = Index.build(chunk_text(STATUTE, "刑法.md"))
     query = (
         "请问刑法第264条规定了什么？"  # "264" is no term of the text: BM25 alone ranks by 刑法 / 规定 / 什么
@@ -100,6 +101,8 @@ def test_a_named_article_comes_first():
     assert [h.chunk.meta for h in index.search(query, k=2, mode="bm25")][0] == {"article": 264}
     hits = index.search("第二百六十三条和第二百六十四条的内容", k=3, mode="bm25")
     assert {h.chunk.meta.get("article") for h in hits[:2]} == {263, 264}
+    hits = index.search("第一百三十三条之一是什么", k=1, mode="bm25")
+    assert hits[0].chunk.meta == {"article": 133, "part": "之一"}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,10 @@ Files written to --out:
 - heldout_1-1.json: the held-out articles as LawBench 1-1 items (a JSON list of {instruction, question, answer}),
   for statute recitation on articles never trained on, with and without retrieval:
   `pixiu eval MODEL --tasks lawbench:1-1 --data OUT/heldout_1-1.json [--rag INDEX]`.
+- with --rag_k N, sft.jsonl also holds each training article's recitation question with the top N passages of a
+  BM25 index of the same statutes in the prompt, as `pixiu eval --rag` words it (rag.cite_prompt), no held-out
+  article's text among them: a model that never saw passages in training ignores them (measured in
+  docs/benchmarks.md). Evaluate with `--rag INDEX --rag_k N`, INDEX from `pixiu index build ... --embed none`.
 - stats.json: counts and the held-out labels.
 Charge prediction (LawBench 3-3) gets no rows: the only charge-labelled items in ../shared/data are LawBench's own
 evaluation items 0-249, which are never trained on.
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from pixiu.data.sources import DataError
 from pixiu.rag.chunk import ARTICLE, HEADING, NUM, chinese_number, chunk_text
+from pixiu.rag.index import Hit, Index, cite_prompt
 
 RECITE = "回答以下问题，只需直接给出法条内容:"  # LawBench 1-1's instruction
 LOCATE = "这段条文出自{law}第几条？请将答案填在[法条]与<eoa>之间。"  # 3-1's answer format, a shorter ask
@@ -109,7 +114,23 @@ def files_of(paths: list[str]) -> list[Path]:
     return files
 
 
-def build(files: list[Path], share: float, amendments: bool, max_chars: int) -> tuple[dict, list[str]]:
+def carries(text: str, hidden: set[str]) -> bool:
+    """Whether a chunk holds a held-out article's text: it is that article, or it names one (an amendment)."""
+    m = ARTICLE.match(text)
+    return bool(m and text[: m.end()].strip() in hidden) or bool(mentions(text) & hidden)
+
+
+def with_passages(a: Article, index: Index, k: int, hidden: set[str]) -> dict:
+    """The recitation question of a training article with the top k passages that carry no held-out text."""
+    question = f"{a.law}{a.label}的内容是什么？"
+    hits = [h for h in index.search(question, k + 20, "bm25") if not carries(h.chunk.text, hidden)][:k]
+    prompt = cite_prompt(f"{RECITE}\n{question}", [Hit(i + 1, h.chunk, h.score) for i, h in enumerate(hits)])
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": a.content}]}
+
+
+def build(
+    files: list[Path], share: float, amendments: bool, max_chars: int, rag_k: int = 0
+) -> tuple[dict, list[str]]:
     """Statute files -> ({file name: rows}, the held-out labels): see the module docstring."""
     articles = [a for f in files for a in read_articles(f)]
     if not articles:
@@ -127,6 +148,11 @@ def build(files: list[Path], share: float, amendments: bool, max_chars: int) -> 
                 "answer": f"答案:{a.content}",
             }
             out["heldout_1-1.json"].append(item)
+    if rag_k:
+        index = Index.build([c for f in files for c in chunk_text(f.read_text(encoding="utf-8"), f.name)])
+        out["sft.jsonl"] += [
+            with_passages(a, index, rag_k, set(hidden)) for a in articles if a.label not in hidden
+        ]
     if amendments:
         for f in files:
             if read_articles(f):
@@ -155,13 +181,16 @@ def main(argv: list[str]) -> None:
         help="add the amendments' changes to pt.jsonl",
     )
     p.add_argument("--max_chars", type=int, default=60, help="article opening shown in content -> number")
+    p.add_argument(
+        "--rag_k", type=int, default=0, help="also recitation rows with N retrieved passages (0: none)"
+    )
     a = p.parse_args(argv)
     if not a.statutes + a.more:
         p.error("give the statute files or folders")
     if not 0 <= a.held_out < 1:
         raise DataError(f"--held_out must be in [0, 1), got {a.held_out}")
     amendments = a.amendments.lower() in ("true", "1", "yes")
-    files, hidden = build(files_of(a.statutes + a.more), a.held_out, amendments, a.max_chars)
+    files, hidden = build(files_of(a.statutes + a.more), a.held_out, amendments, a.max_chars, a.rag_k)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():

@@ -39,7 +39,9 @@ class Chunk:
     source: str  # file name
     title: str  # heading path, plus the article when there is one: "中华人民共和国刑法 > 第五章 ... 第二百六十四条"
     text: str
-    meta: dict = field(default_factory=dict)  # e.g. {"article": 264}
+    meta: dict = field(
+        default_factory=dict
+    )  # e.g. {"article": 264}; 第一百三十三条之一: {"article": 133, "part": "之一"}
 
 
 def chinese_number(s: str) -> int:
@@ -83,7 +85,7 @@ def chunk_text(text: str, source: str, max_chars: int = 800) -> list[Chunk]:
         if m := ARTICLE.match(line):
             flush()
             title_extra = line[: m.end()].strip()
-            meta = {"article": chinese_number(m.group(1))}
+            meta = {"article": chinese_number(m.group(1)), **({"part": m.group(2)} if m.group(2) else {})}
         elif ITEM.match(line) or (line and buf and len("\n".join(buf)) + len(line) > max_chars and not meta):
             flush()
         if line or buf:

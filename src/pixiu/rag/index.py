@@ -24,7 +24,7 @@ from pixiu.rag.chunk import NUM, Chunk, chinese_number
 
 WORD = re.compile(r"[a-z0-9]+|[\u3400-\u9fff\uf900-\ufaff]+")
 MODES = ("hybrid", "bm25", "embed")
-ASKED = re.compile(rf"第([{NUM}]+|[0-9]+)条")
+ASKED = re.compile(rf"第([{NUM}]+|[0-9]+)条(之[{NUM}]+)?")
 RRF_K = 60
 
 
@@ -39,9 +39,9 @@ def terms(text: str) -> list[str]:
     return out
 
 
-def asked_articles(query: str) -> set[int]:
-    """The article numbers a query names: '刑法第八十五条和第86条' -> {85, 86}."""
-    return {int(n) if n.isdigit() else chinese_number(n) for n in ASKED.findall(query)}
+def asked_articles(query: str) -> set[tuple[int, str]]:
+    """The articles a query names: '刑法第八十五条和第133条之一' -> {(85, ''), (133, '之一')}."""
+    return {(int(n) if n.isdigit() else chinese_number(n), part) for n, part in ASKED.findall(query)}
 
 
 class BM25:
@@ -163,7 +163,9 @@ class Index:
                 scores += 1.0 / (RRF_K + 1 + ranks.float())
         asked = asked_articles(query)
         if asked:  # above every other chunk: a lift larger than any score gap
-            named = torch.tensor([c.meta.get("article") in asked for c in self.chunks])
+            named = torch.tensor(
+                [(c.meta.get("article"), c.meta.get("part", "")) in asked for c in self.chunks]
+            )
             scores = scores + named * (2 * scores.abs().max() + 1)
         top = scores.topk(min(k, len(self.chunks)))
         return [Hit(i + 1, self.chunks[j], float(v)) for i, (v, j) in enumerate(zip(top.values, top.indices))]
