@@ -39,9 +39,8 @@ class Chunk:
     source: str  # file name
     title: str  # heading path, plus the article when there is one: "中华人民共和国刑法 > 第五章 ... 第二百六十四条"
     text: str
-    meta: dict = field(
-        default_factory=dict
-    )  # e.g. {"article": 264}; 第一百三十三条之一: {"article": 133, "part": "之一"}
+    # {"article": 264} for 第二百六十四条; {"article": 133, "part": "之一"} for 第一百三十三条之一
+    meta: dict = field(default_factory=dict)
 
 
 def chinese_number(s: str) -> int:

