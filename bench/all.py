@@ -207,6 +207,13 @@ def assemble(results: Path, notes: Path, head: str) -> tuple[str, list[str]]:
     return "\n".join(p for p in parts if p), [b.name for b in present]
 
 
+def dropped(old: str, new: str) -> list[str]:
+    """Non-blank lines of the existing docs that the assembled text does not hold: hand-written sections, or
+    numbers a re-run changed."""
+    keep = set(new.splitlines())
+    return [line for line in old.splitlines() if line.strip() and line not in keep]
+
+
 def listing() -> str:
     rows = ["name            script  result  notes"]
     for b in benches(RESULTS):
@@ -226,6 +233,7 @@ def main(argv: list[str]) -> int:
         "--list", action="store_true", help="show the benchmarks and what exists for each, then exit"
     )
     p.add_argument("--out", default=str(DOC), help="where the assembled markdown goes")
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it would drop lines")
     a = p.parse_args(argv)
     if a.list:
         print(listing())
@@ -236,7 +244,12 @@ def main(argv: list[str]) -> int:
         p.error(f"no script for {unknown}; runnable: {', '.join(runnable)}")
     failures = run(names, extra) if names else []
     text, included = assemble(RESULTS, NOTES, header(datetime.date.today().isoformat(), machine()))
-    Path(a.out).write_text(text, encoding="utf-8")
+    out = Path(a.out)
+    gone = dropped(out.read_text(encoding="utf-8"), text) if out.exists() and not a.force else []
+    if gone:  # sessions have written measured sections straight into docs/benchmarks.md
+        sys.exit(f"{out}: {len(gone)} lines would be dropped, the first {gone[0][:80]!r}: write elsewhere "
+                 f"(--out) and compare, or pass --force")  # fmt: skip
+    out.write_text(text, encoding="utf-8")
     print(f"\nwrote {a.out}: {', '.join(included)}")
     for line in failures:
         print(f"FAILED {line}", file=sys.stderr)

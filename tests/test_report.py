@@ -295,6 +295,9 @@ def test_bench_docs_assembly(tmp_path, monkeypatch):
     new = text[text.index("## zz_new") :].splitlines()
     assert new[:4] == ["## zz_new", "", "Command: `python bench/zz_new.py`", "no title, no command: 42"]
     assert "Measured by hand with the command above." in text[text.index("## Route") : text.index("## pixiu")]
+    hand = text + "\n## Measured by hand\n\nA table a session wrote here.\n"
+    assert harness.dropped(hand, text) == ["## Measured by hand", "A table a session wrote here."]
+    assert harness.dropped(text, text) == []
 
 
 def test_one_markdown_table_writer_escapes_and_aligns():
