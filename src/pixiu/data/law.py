@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixiu.data.sources import DataError
-from pixiu.rag.chunk import ARTICLE, HEADING, NUM, chinese_number, chunk_text
+from pixiu.rag.chunk import ARTICLE, HEADING, NUM, chinese_number, chunk_paths, chunk_text
 from pixiu.rag.index import Hit, Index, cite_prompt
 
 RECITE = "回答以下问题，只需直接给出法条内容:"  # LawBench 1-1's instruction
@@ -55,6 +55,11 @@ class Article:
     def content(self) -> str:
         """The text without its leading label."""
         return self.text[len(self.label) :].lstrip(" \u3000")
+
+    @property
+    def question(self) -> str:
+        """LawBench 1-1's question for this article: '刑法第二百六十四条的内容是什么？'."""
+        return f"{self.law}{self.label}的内容是什么？"
 
     @property
     def cite(self) -> str:
@@ -94,7 +99,7 @@ def qa_rows(a: Article, max_chars: int) -> list[dict]:
     """The two SFT conversations of one article (the opening cut to max_chars so the prompt fits max_len)."""
     opening = a.content if len(a.content) <= max_chars else a.content[:max_chars] + "……"
     pairs = [
-        (f"{RECITE}\n{a.law}{a.label}的内容是什么？", a.content),
+        (f"{RECITE}\n{a.question}", a.content),
         (f"{LOCATE.format(law=a.law)}\n{opening}", f"[法条]{a.law}{a.cite}<eoa>"),
     ]
     return [
@@ -122,9 +127,10 @@ def carries(text: str, hidden: set[str]) -> bool:
 
 def with_passages(a: Article, index: Index, k: int, hidden: set[str]) -> dict:
     """The recitation question of a training article with the top k passages that carry no held-out text."""
-    question = f"{a.law}{a.label}的内容是什么？"
-    hits = [h for h in index.search(question, k + 20, "bm25") if not carries(h.chunk.text, hidden)][:k]
-    prompt = cite_prompt(f"{RECITE}\n{question}", [Hit(i + 1, h.chunk, h.score) for i, h in enumerate(hits)])
+    hits = [h for h in index.search(a.question, k + 20, "bm25") if not carries(h.chunk.text, hidden)][:k]
+    prompt = cite_prompt(
+        f"{RECITE}\n{a.question}", [Hit(i + 1, h.chunk, h.score) for i, h in enumerate(hits)]
+    )
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": a.content}]}
 
 
@@ -142,14 +148,11 @@ def build(
         out["pt.jsonl" if keep else "heldout.jsonl"].append({"text": a.text})
         out["sft.jsonl" if keep else "heldout_sft.jsonl"] += qa_rows(a, max_chars)
         if not keep:
-            item = {
-                "instruction": RECITE,
-                "question": f"{a.law}{a.label}的内容是什么？",
-                "answer": f"答案:{a.content}",
-            }
-            out["heldout_1-1.json"].append(item)
+            out["heldout_1-1.json"].append(
+                {"instruction": RECITE, "question": a.question, "answer": f"答案:{a.content}"}
+            )
     if rag_k:
-        index = Index.build([c for f in files for c in chunk_text(f.read_text(encoding="utf-8"), f.name)])
+        index = Index.build(chunk_paths([str(f) for f in files]))
         out["sft.jsonl"] += [
             with_passages(a, index, rag_k, set(hidden)) for a in articles if a.label not in hidden
         ]
