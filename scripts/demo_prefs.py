@@ -93,6 +93,8 @@ def computed(family, lang):
     if family is not fam.antonym:  # the antonym tables differ per language: no translated answer
         replies["language"] = a_other.format(**v_other)
     q, answer = q_t.format(**v), reference(q_t, a_t, v)
+    if family is fam.parity and answer in PARITY[lang]:  # "even|odd": right = says even and not odd
+        return q, replies, "|".join(sorted(PARITY[lang], key=lambda w: w != answer))
     return q, replies, None if shown_in(answer, q) else answer
 
 
@@ -133,6 +135,8 @@ def wrong(family, lang, q_t, a_t, v):
     raise AssertionError(f"no wrong answer for {good}")
 
 
+# A parity answer's reference also names the other parity as wrong ("even|odd"; degeneration.matches).
+PARITY = {"en": ("even", "odd"), "zh": ("偶数", "奇数")}
 FLIP = {  # parity and yes/no answers, each to its opposite
     "en": ("even, because it is divisible by 2", "odd, because it is not divisible by 2", "Yes, ", "No, "),
     "zh": ("偶数，因为它能被 2 整除", "奇数，因为它不能被 2 整除", "是的，", "不是，"),

@@ -58,6 +58,16 @@ def test_matches_whole_units_only():
     assert not matches("", "anything")
 
 
+def test_a_choice_reference_rules_out_the_wrong_choices():
+    # "Is 380 odd or even?": the reference names the wrong choice after '|'
+    assert matches("even|odd", "380 is even, because it is divisible by 2.")
+    assert not matches("even|odd", "380 is odd, because it is not divisible by 2.")
+    assert not matches("even|odd", "380 is odd or even.")  # the question echoed names both
+    assert not matches("even|odd", "380 is a number.")
+    assert matches("偶数|奇数", "380 是偶数，因为它能被 2 整除。")
+    assert not matches("偶数|奇数", "380 是奇数还是偶数。")
+
+
 def test_reply_stats_and_summary_by_hand():
     en = "What is 41 + 64?"
     replies = [

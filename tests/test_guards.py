@@ -9,11 +9,19 @@ from pixiu.train import guards
 
 
 def test_penalty_by_hand():
-    texts = ["a b c a b c a b c", "41 + 64 = 105.", ""]
-    got = guards.penalty(texts, [False, True, False], repeat=1.0, no_eos=0.5)
-    # 9 units, 7 trigrams (abc bca cab abc bca cab abc), 3 distinct: 4/7 repeat, and cut: -(4/7 + 0.5)
-    assert got.tolist() == pytest.approx([-(4 / 7 + 0.5), 0.0, -0.5])
-    assert guards.penalty(texts, [False, True, False], 0.0, 0.0).tolist() == [0.0, 0.0, 0.0]  # off: no change
+    from pixiu.config import GuardConfig
+
+    prompts = ["Say abc.", "What is 41 + 64?", "Say nothing.", "Translate 'snow' into Chinese."]
+    texts = ["a b c a b c a b c", "41 + 64 = 105.", "", "雪是白的。"]
+    finished = [False, True, False, True]
+    on = GuardConfig(repeat_penalty=1.0, no_eos_penalty=0.5, language_penalty=2.0)
+    # 9 units, 7 trigrams (abc bca cab abc bca cab abc), 3 distinct: 4/7 repeat, and cut: -(4/7 + 0.5);
+    # a Chinese reply to an English prompt: -2 ("'snow' in Chinese is 雪." would be English: 13 letters, 1 hanzi)
+    got = guards.penalty(prompts, texts, finished, on)
+    assert got.tolist() == pytest.approx([-(4 / 7 + 0.5), 0.0, -0.5, -2.0])
+    assert guards.penalty(prompts, texts, finished, GuardConfig()).tolist() == [0.0] * 4  # off: no change
+    right = guards.penalty(prompts[3:], ["'snow' in Chinese is 雪."], [True], on)
+    assert right.tolist() == [0.0]
 
 
 def test_risen_names_the_metrics_past_the_threshold():
@@ -61,13 +69,17 @@ def test_rollout_penalty_is_off_by_default_and_logs_when_on():
 
     samples = [
         SimpleNamespace(text="a b c a b c a b c", finished=False),
-        SimpleNamespace(text="ok.", finished=True),
+        SimpleNamespace(text="好的。", finished=True),
     ]
-    pen, logged = guards.rollout_penalty(GuardConfig(), samples)
+    prompts = ["Say abc.", "Say ok."]
+    pen, logged = guards.rollout_penalty(GuardConfig(), prompts, samples)
     assert pen.tolist() == [0.0, 0.0] and logged == {}
-    pen, logged = guards.rollout_penalty(GuardConfig(repeat_penalty=1.0, no_eos_penalty=0.5), samples)
-    assert pen.tolist() == pytest.approx([-(4 / 7 + 0.5), 0.0])
-    assert logged == pytest.approx({"guard_penalty": -(4 / 7 + 0.5) / 2, "repeated_ngram": (4 / 7) / 2})
+    on = GuardConfig(repeat_penalty=1.0, no_eos_penalty=0.5, language_penalty=2.0)
+    pen, logged = guards.rollout_penalty(on, prompts, samples)
+    assert pen.tolist() == pytest.approx([-(4 / 7 + 0.5), -2.0])
+    assert logged == pytest.approx(
+        {"guard_penalty": -(4 / 7 + 2.5) / 2, "repeated_ngram": (4 / 7) / 2, "off_language": 0.5}
+    )
 
 
 def short_reward(conversation, reply: str) -> float:

@@ -103,6 +103,17 @@ def test_stages_feed_forward_then_rerun_skips_them(tmp_path, tiny_model_dir, mon
     assert "final_reward" in pol["side_by_side"][0] and "correct" in pol["side_by_side"][0]["final_metrics"]
     assert "exact_match" not in pol["final"]["degeneration"]  # these prompts have no reference answers
     assert "Replies side by side" in (run / "summary.md").read_text()
+    rows = [json.loads(line) for line in (run / "replies.jsonl").read_text().splitlines()]
+    per = (
+        pol["prompts"] * pol["samples_per_prompt"]
+    )  # every reply of both policies, with its reward and metrics
+    assert [r["policy"] for r in rows] == ["start"] * per + ["final"] * per and "replies" not in pol
+    first = pol["side_by_side"][0]
+    assert {
+        "prompt": first["prompt"],
+        "reply": first["start"],
+        "reward": round(first["start_reward"], 3),
+    }.items() <= (next(r for r in rows if r["prompt"] == first["prompt"]).items())
 
     # Re-run: nothing trains again (a stage that ran would raise), outputs stay untouched, the summary is reused.
     finals = {p: p.stat().st_mtime_ns for p in run.glob("*/final/*.safetensors")}
@@ -215,7 +226,8 @@ def test_reduced_quickstart_on_smollm2(tmp_path):
     assert summary["reward_model"]["pairs"] == 8 and summary["policies"]["prompts"] == 8
     assert summary["policies"]["start"]["path"] == str(tmp_path / "sft" / "merged")
     assert [r["picked"] for r in summary["policies"]["side_by_side"]][:6] == ["sample"] * 6
-    # exact match is checked on the replies to held-out prompts with a reference answer: 2 samples per prompt
+    # exact match is checked on the replies to held-out prompts with a reference answer: k samples per prompt
     held = Path("src/pixiu/data/demo/heldout_prompts.jsonl").read_text(encoding="utf-8").splitlines()[:8]
     answered = sum("answer" in json.loads(line) for line in held)
-    assert summary["policies"]["final"]["degeneration"]["checked"] == 2 * answered > 0
+    k = summary["policies"]["samples_per_prompt"]
+    assert summary["policies"]["final"]["degeneration"]["checked"] == k * answered > 0

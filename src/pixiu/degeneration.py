@@ -11,7 +11,8 @@ Pure functions over reply texts (no model, no tokenizer), used by the pipeline's
 - off-language rate: the reply's script (Chinese vs Latin, by character classes) differs from the prompt's.
 - empty replies.
 - exact-match correctness, where an item has a reference answer ("105", "Athens", "门", "8.5"): the reference
-  appears in the reply as a whole unit (a number not inside a longer number, a word not inside a longer word).
+  appears in the reply as a whole unit (a number not inside a longer number, a word not inside a longer word);
+  a choice question's reference also names the wrong choices, which the reply must not ("even|odd").
 """
 
 from __future__ import annotations
@@ -73,7 +74,15 @@ def off_language(prompt: str, reply: str) -> bool:
 
 def matches(reference: str, reply: str) -> bool:
     """The reference answer appears in the reply as a whole unit, case-insensitively: '105' not inside '1050'
-    or '10.5', 'slow' not inside 'slowly'; Chinese references match as substrings ("门" in "'door' 是门")."""
+    or '10.5', 'slow' not inside 'slowly'; Chinese references match as substrings ("门" in "'door' 是门").
+
+    A choice question's reference names its wrong choices after '|' ("even|odd" for "Is 380 odd or even?"):
+    the reply is right when it names the answer and none of them, so "380 is odd or even." is wrong."""
+    answer, *wrong = reference.split("|")
+    return _names(answer, reply) and not any(_names(w, reply) for w in wrong)
+
+
+def _names(reference: str, reply: str) -> bool:
     ref = reference.strip()
     if not ref:
         return False

@@ -159,6 +159,9 @@ class GuardConfig:
     a reply that says one thing over and over loses up to this much (0 = off)."""
     no_eos_penalty: float = 0.0
     """Subtracted from the reward of a reply that hit gen.max_new_tokens without a stop token (0 = off)."""
+    language_penalty: float = 0.0
+    """Subtracted from the reward of a reply written in the other script than its prompt (Chinese vs Latin;
+    a reply of digits and marks alone is never off; 0 = off)."""
     probe_size: int = 0
     """Training prompts (the last ones) answered greedily at step 0 and every train.eval_every steps; their
     degeneration is logged as probe_* (0 = no probe, no early stop)."""
@@ -167,7 +170,10 @@ class GuardConfig:
     or off-language rate rises more than this above its value at step 0."""
 
     def __post_init__(self):
-        if min(self.repeat_penalty, self.no_eos_penalty, self.probe_size) < 0 or self.max_rise <= 0:
+        if (
+            min(self.repeat_penalty, self.no_eos_penalty, self.language_penalty, self.probe_size) < 0
+            or self.max_rise <= 0
+        ):
             raise ConfigError("guard penalties and probe_size must be >= 0, guard.max_rise > 0")
 
 

@@ -68,6 +68,9 @@ def evaluate(ev, state, out: Path) -> dict:
         summary["reward_model"] = {"path": state.reward_model, **rm_accuracy(rm, ev, rule_of(cfg))}
     if cfg and ev.prompts and state.start_policy:
         summary["policies"] = compare_policies(cfg, state.start_policy, state.policy, rm, ev)
+        rows = summary["policies"].pop("replies")  # every reply, for a person to read: OUTPUT/replies.jsonl
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        (out / "replies.jsonl").write_text(text, encoding="utf-8")
     summary["eval_seconds"] = round(time.perf_counter() - t0, 1)
     summary["total_seconds"] = round(sum(s["seconds"] for s in state.stages) + summary["eval_seconds"], 1)
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -204,6 +207,12 @@ def compare_policies(cfg: RunConfig, start: str, final: str, rm, ev) -> dict:
     kl = reply_kl(policies["final"], policies["start"], replies["final"], ev.batch_size)
     out["kl_final_to_start"] = round(statistics.mean(kl), 4)
     out["side_by_side"] = side_by_side(convs, replies, rewards, stats, ev)
+    k = ev.samples
+    out["replies"] = [
+        {"policy": name, "prompt": convs[i // k].messages[-1].content, "reply": s.text,
+         "reward": round(rewards[name][i], 3) if rewards[name] else None, **dg.as_dict(stats[name][i])}
+        for name, samples in replies.items() for i, s in enumerate(samples)
+    ]  # fmt: skip
     return out
 
 

@@ -89,7 +89,8 @@ def rollout(loaded: io.Loaded, task: Task, batch: list[Example], cfg: RunConfig,
             loaded.model, loaded.tokenizer, loaded.template, [e.prompt for e in batch], sampling, k
         )
     rewards, correct = score(task, batch, samples, k)
-    pen, guarded = rollout_penalty(cfg.guard, samples)  # loops and cut replies cost reward (guards.py)
+    asked = [e.prompt.messages[-1].content for e in batch for _ in range(k)]
+    pen, guarded = rollout_penalty(cfg.guard, asked, samples)  # loops, cut and off-language replies cost
     rewards = rewards + pen.view(-1, k)
     return Rollouts(
         [samples[i].prompt_ids for i in range(0, len(samples), k)],

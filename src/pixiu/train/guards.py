@@ -3,9 +3,10 @@
 RL optimises what the reward can see. A small reward model scores length, language and format, and rarely sees
 a reply that loops ("雪雨雨雨…", "。。。。") or runs into the token limit, so the policy drifts there (issue 15:
 the quickstart's PPO model answered a haiku request with "雪雨雨雨雨…" to the limit). Two guards:
-- penalty(): subtracted from each reply's reward, repeat_penalty x its share of repeated 3-grams plus
-  no_eos_penalty when it hit max_new_tokens without a stop token. It enters the reward before advantages, so
-  the policy learns to avoid what it costs.
+- penalty(): subtracted from each reply's reward, repeat_penalty x its share of repeated 3-grams, plus
+  no_eos_penalty when it hit max_new_tokens without a stop token, plus language_penalty when it is written in
+  the other script than the prompt. It enters the reward before advantages, so the policy learns to avoid
+  what it costs.
 - Probe: a few fixed prompts answered greedily at step 0 and every train.eval_every steps (the loop's evaluate
   hook); `risen()` names the metrics that rose more than max_rise above step 0, and the stage stops updating.
 The KL penalty to the start policy (ppo.kl_coef, grpo.kl_coef) is the third guard: it keeps the policy near
@@ -16,32 +17,41 @@ from __future__ import annotations
 
 import torch
 
-from pixiu.degeneration import repeated_ngram_rate, reply_stats, summarize
+from pixiu.degeneration import off_language, repeated_ngram_rate, reply_stats, summarize
 from pixiu.engine import Sampling, sample
 
 WATCHED = ("repeated_ngram", "token_limit", "off_language")  # probe metrics that stop training when they rise
 
 
-def penalty(texts: list[str], finished: list[bool], repeat: float, no_eos: float) -> torch.Tensor:
-    """(B,) reward change, <= 0: -(repeat x repeated 3-gram share + no_eos x [no stop token]).
+def penalty(prompts: list[str], texts: list[str], finished: list[bool], guard) -> torch.Tensor:
+    """(B,) reward change, <= 0, under config.GuardConfig `guard`: -(repeat_penalty x repeated 3-gram share
+    + no_eos_penalty x [no stop token] + language_penalty x [written in the other script than the prompt]).
 
-    "a b c a b c a b c" (9 units, 7 trigrams, 3 distinct: share 4/7), cut at the limit, with repeat = 1 and
-    no_eos = 0.5: -(4/7 + 0.5) = -1.0714."""
+    "a b c a b c a b c" (9 units, 7 trigrams, 3 distinct: share 4/7), cut at the limit, with repeat 1 and
+    no_eos 0.5: -(4/7 + 0.5) = -1.0714; "雪是白的。" to an English prompt with language 2: -2."""
     return torch.tensor(
-        [-(repeat * repeated_ngram_rate(t) + no_eos * (not f)) for t, f in zip(texts, finished)],
+        [
+            -(guard.repeat_penalty * repeated_ngram_rate(t) + guard.no_eos_penalty * (not f)
+              + guard.language_penalty * off_language(p, t))
+            for p, t, f in zip(prompts, texts, finished, strict=True)
+        ],
         dtype=torch.float32,
-    )
+    )  # fmt: skip
 
 
-def rollout_penalty(guard, samples: list) -> tuple[torch.Tensor, dict]:
-    """penalty() of sampled replies (engine Samples) under config.GuardConfig `guard`, and what a step logs:
-    the mean penalty and the mean repeated 3-gram share. Zeros and {} when both penalties are off."""
-    if not (guard.repeat_penalty or guard.no_eos_penalty):
+def rollout_penalty(guard, prompts: list[str], samples: list) -> tuple[torch.Tensor, dict]:
+    """penalty() of sampled replies (engine Samples) to the prompts' last user turns, and what a step logs: the
+    mean penalty, the mean repeated 3-gram share and the off-language share. Zeros and {} when all are off."""
+    if not (guard.repeat_penalty or guard.no_eos_penalty or guard.language_penalty):
         return torch.zeros(len(samples)), {}
     texts = [s.text for s in samples]
-    pen = penalty(texts, [s.finished for s in samples], guard.repeat_penalty, guard.no_eos_penalty)
-    repeated = sum(map(repeated_ngram_rate, texts)) / max(len(texts), 1)
-    return pen, {"guard_penalty": float(pen.mean()), "repeated_ngram": repeated}
+    pen = penalty(prompts, texts, [s.finished for s in samples], guard)
+    n = max(len(texts), 1)
+    return pen, {
+        "guard_penalty": float(pen.mean()),
+        "repeated_ngram": sum(map(repeated_ngram_rate, texts)) / n,
+        "off_language": sum(map(off_language, prompts, texts)) / n,
+    }
 
 
 def risen(start: dict, now: dict, max_rise: float) -> list[str]:

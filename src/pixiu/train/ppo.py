@@ -213,7 +213,8 @@ class Trainer:
                 [float(self.fn(p.conversation, s.text)) for p, s in zip(prompts, samples)]
             )
             total, parts["fn_reward"] = total + fn, float(fn.mean())
-        pen, guarded = rollout_penalty(cfg.guard, samples)  # loops and cut replies cost reward (guards.py)
+        asked = [p.prompt.messages[-1].content for p in prompts]
+        pen, guarded = rollout_penalty(cfg.guard, asked, samples)  # loops, cut and off-language replies cost
         return total + pen, (parts if len(parts) > 1 or guarded else {}) | guarded
 
     def rollout(self, samples, scores: torch.Tensor) -> Rollout:
