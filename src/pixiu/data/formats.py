@@ -333,7 +333,7 @@ def alpaca(row: dict, source: str) -> Conversation:
 @register("prompts", keys=("prompt",))
 def prompts(row: dict, source: str) -> Prompt:
     _need(row, "prompt")
-    answer = row.get("answer")  # a reference answer, as text: numbers too ("105", 8.5)
+    answer = row.get("answer")  # a reference answer, as text: numbers too ("105", 8.5); "even|odd": not odd
     if answer is not None and not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
         raise Invalid(f"answer must be text or a number, got {type(answer).__name__}")
     return Prompt(_prompt(row["prompt"], source), source, "" if answer is None else str(answer).strip())
