@@ -229,3 +229,24 @@ def test_rm_accuracy_with_the_rule_reward_ppo_adds(tmp_path, monkeypatch):
     assert res["with_rule"]["accuracy"] == 1.0 and res["with_rule"]["by_kind"] == {"rude": 1.0, "wrong": 1.0}
     assert res["with_rule"]["margin"] == pytest.approx(((3.0 - 1.5) + (0.2 + 1.0)) / 2)
     assert "with_rule" not in route.rm_accuracy((None, None), ev)
+
+
+def test_paired_difference_by_hand():
+    from pixiu.degeneration import ReplyStats, paired_difference
+
+    def stats(repeated, correct):
+        return ReplyStats(repeated, False, False, False, correct)
+
+    # 2 prompts, 1 reply each. Start repeats nothing; final repeats half of prompt 0's reply: +0.25. A bootstrap
+    # draw of 2 prompts takes prompt 0 twice (1/4), once (1/2) or never (1/4): +0.5, +0.25 or 0, so the 95%
+    # interval runs from 0 to +0.5. Exact match: prompt 1 has no reference; prompt 0 went from right to wrong: -1.
+    start = [stats(0.0, 1.0), stats(0.0, None)]
+    final = [stats(0.5, 0.0), stats(0.0, None)]
+    got = paired_difference(start, final, k=1)
+    assert got["repeated_ngram"] == [0.25, 0.0, 0.5]
+    assert got["token_limit"] == [0.0, 0.0, 0.0] and got["off_language"] == [0.0, 0.0, 0.0]
+    assert got["exact_match"][0] == -1.0  # draws that miss prompt 0 have no reference: left out
+    assert "exact_match" not in paired_difference(start[1:], final[1:], k=1)  # no reference at all
+    # k replies per prompt stay together: the same rates as above with each reply doubled
+    doubled = paired_difference([s for s in start for _ in "ab"], [s for s in final for _ in "ab"], k=2)
+    assert doubled["repeated_ngram"] == [0.25, 0.0, 0.5]

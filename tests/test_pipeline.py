@@ -103,6 +103,10 @@ def test_stages_feed_forward_then_rerun_skips_them(tmp_path, tiny_model_dir, mon
     assert "final_reward" in pol["side_by_side"][0] and "correct" in pol["side_by_side"][0]["final_metrics"]
     assert "exact_match" not in pol["final"]["degeneration"]  # these prompts have no reference answers
     assert "Replies side by side" in (run / "summary.md").read_text()
+    change = pol["change"]["token_limit"]  # final - start, inside its own 95% bootstrap interval
+    diff = pol["final"]["degeneration"]["token_limit"] - pol["start"]["degeneration"]["token_limit"]
+    assert change[0] == pytest.approx(diff, abs=1e-3) and change[1] <= change[0] <= change[2]
+    assert "95% paired bootstrap intervals" in (run / "summary.md").read_text()
     rows = [json.loads(line) for line in (run / "replies.jsonl").read_text().splitlines()]
     per = (
         pol["prompts"] * pol["samples_per_prompt"]

@@ -17,6 +17,7 @@ Pure functions over reply texts (no model, no tokenizer), used by the pipeline's
 
 from __future__ import annotations
 
+import random
 import re
 import statistics
 from dataclasses import asdict, dataclass
@@ -118,6 +119,49 @@ def summarize(stats: list[ReplyStats]) -> dict:
     if checked:
         out |= {"exact_match": round(statistics.mean(checked), 4), "checked": len(checked)}
     return out
+
+
+FIELDS = {"repeated_ngram": "repeated", "token_limit": "cut", "off_language": "off_language", "exact_match": "correct"}
+
+
+def paired_difference(start: list[ReplyStats], final: list[ReplyStats], k: int, rounds: int = 2000) -> dict:
+    """{metric: [final - start, low, high]}: each rate's change between two policies that answered the same
+    prompts with k replies each (reply i answers prompt i // k), and its 95% paired bootstrap interval over the
+    prompts (a prompt's replies from both policies are drawn together). An interval that holds 0 is within the
+    noise of this many prompts. Seeded: the same stats give the same interval."""
+    n = len(start) // k
+    rng = random.Random(0)
+    draws = [[rng.randrange(n) for _ in range(n)] for _ in range(rounds)]
+    out = {}
+    for key, name in FIELDS.items():
+        parts = [_per_prompt(stats, k, name) for stats in (start, final)]
+        whole = _change(parts, range(n))
+        if whole is None:
+            continue
+        changes = sorted(c for idx in draws if (c := _change(parts, idx)) is not None)
+        low, high = changes[int(0.025 * len(changes))], changes[int(0.975 * len(changes)) - 1]
+        out[key] = [round(whole, 4), round(low, 4), round(high, 4)]
+    return out
+
+
+def _per_prompt(stats: list[ReplyStats], k: int, name: str) -> list[tuple[float, int]]:
+    """(sum, count) of one field over each prompt's k replies; None (no reference) left out."""
+    values = [getattr(s, name) for s in stats]
+    return [
+        (sum(float(v) for v in part if v is not None), sum(v is not None for v in part))
+        for part in (values[i : i + k] for i in range(0, len(values), k))
+    ]
+
+
+def _change(parts: list, idx) -> float | None:
+    """Mean of the final policy's field minus the start policy's, over the prompts idx (with repeats)."""
+    means = []
+    for per in parts:
+        count = sum(per[i][1] for i in idx)
+        if not count:
+            return None
+        means.append(sum(per[i][0] for i in idx) / count)
+    return means[1] - means[0]
 
 
 def as_dict(s: ReplyStats) -> dict:

@@ -10,9 +10,10 @@
 - Degeneration (pixiu/degeneration.py) of both policies' replies: repeated 3-grams, replies cut by the token limit,
   replies in the other language than the prompt, empty ones, and exact-match correctness where a held-out row
   names its reference `answer`. A reward gain that comes with more of these is the policy gaming the reward model.
+  Each rate's change comes with a 95% paired bootstrap interval over the prompts (degeneration.paired_difference).
 - Replies side by side, both policies with their metrics per reply: a fixed random sample of the prompts (seeded
   by eval.seed, not picked for looks) plus the three prompts with the worst replies by degeneration; and the wall
-  time of every stage: OUTPUT/summary.json and summary.md.
+  time of every stage: OUTPUT/summary.json and summary.md; every reply and its numbers: OUTPUT/replies.jsonl.
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ def compare_policies(cfg: RunConfig, start: str, final: str, rm, ev) -> dict:
             (f["mean_reward"] - s["mean_reward"]) / max(s["std_reward"], 1e-8), 4
         )
         out["cohens_d"] = round((f["mean_reward"] - s["mean_reward"]) / max(pooled, 1e-8), 4)
+    out["change"] = dg.paired_difference(stats["start"], stats["final"], ev.samples)  # with 95% intervals
     kl = reply_kl(policies["final"], policies["start"], replies["final"], ev.batch_size)
     out["kl_final_to_start"] = round(statistics.mean(kl), 4)
     out["side_by_side"] = side_by_side(convs, replies, rewards, stats, ev)
@@ -300,15 +302,8 @@ def side_by_side(convs, replies: dict, rewards: dict, stats: dict, ev) -> list[d
 
 
 def markdown(summary: dict) -> str:
-    stages = [
-        [
-            s["name"],
-            s["kind"],
-            f"{s['seconds']:.0f}" + (" (earlier run)" if s["skipped"] else ""),
-            s["output"],
-        ]
-        for s in summary["stages"]
-    ]
+    stages = [[s["name"], s["kind"], f"{s['seconds']:.0f}" + (" (earlier run)" if s["skipped"] else ""), s["output"]]
+              for s in summary["stages"]]  # fmt: skip
     stages += [[name, "", f"{summary[key]:.0f}", ""] for name, key in (("evaluation", "eval_seconds"), ("total", "total_seconds"))]  # fmt: skip
     lines = [
         f"# pixiu pipeline: {summary['output_dir']}",
@@ -367,6 +362,12 @@ def markdown(summary: dict) -> str:
                 ),
                 "",
             ]
+        if pol.get("change"):
+            changes = ", ".join(
+                f"{dg.LABELS[k]} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for k, (d, lo, hi) in pol["change"].items()
+            )
+            lines += [f"Final minus start, with 95% paired bootstrap intervals over the prompts (one that holds 0 is "
+                      f"within this many prompts' noise): {changes}.", ""]  # fmt: skip
         if "gain_in_start_std" in pol:
             lines.append(
                 f"Gain: **{pol['gain_in_start_std']:+.2f}** reward std of the start policy (Cohen's d "
