@@ -121,7 +121,12 @@ def summarize(stats: list[ReplyStats]) -> dict:
     return out
 
 
-FIELDS = {"repeated_ngram": "repeated", "token_limit": "cut", "off_language": "off_language", "exact_match": "correct"}
+FIELDS = {
+    "repeated_ngram": "repeated",
+    "token_limit": "cut",
+    "off_language": "off_language",
+    "exact_match": "correct",
+}
 
 
 def paired_difference(start: list[ReplyStats], final: list[ReplyStats], k: int, rounds: int = 2000) -> dict:
