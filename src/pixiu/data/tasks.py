@@ -284,7 +284,8 @@ class Arithmetic(Task):
 class Reference(Task):
     """Prompts that carry their own reference answer (a prompts file's `answer` field: "105", "Athens", "门"):
     1.0 when the reply contains it as a whole unit and none of the wrong choices a choice question's reference
-    names after '|' ("even|odd"; degeneration.matches, the evaluation's exact match), else 0.0; 0.0 for a prompt with no reference, which carries no signal either way. Sum it with a reward model's
+    names after '|' ("even|odd"; degeneration.matches, the evaluation's exact match), else 0.0; 0.0 for a
+    prompt with no reference, which carries no signal either way. Sum it with a reward model's
     score (ppo.reward_model + ppo.reward_fn: reference) so that a wrong answer costs what the model cannot see.
     """
 
