@@ -120,7 +120,12 @@ def test_ctrl_c_leaves_at_once_and_resumes(tmp_path):
         out = tmp_path / "out.jsonl"
         cmd = [sys.executable, "-m", "pixiu.teach.cli", "generate", "--method", "answer", "--url", server.url,
                "--model", "fake", "--inputs", str(tmp_path / "in.txt"), "--out", str(out), "--concurrency", "2"]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # Ctrl-C as in a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT,
+        # and a child would inherit that and never see it
+        terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=terminal
+        )
         deadline = time.monotonic() + 60
         while server.requests < 10 and time.monotonic() < deadline:  # items 8 and 9 hang in flight
             time.sleep(0.05)
