@@ -90,6 +90,16 @@ def test_round_trip_and_counts(store, backend):
         assert again.counts()["votes"] == 5 and again.votes()[0].prompt == HI
 
 
+def test_nul_characters_are_dropped_on_both_backends(store):
+    """A model's reply can hold NUL (a byte token); PostgreSQL text cannot, and the vote was a 500."""
+    store.add_vote(HI, "m1", "hel\x00lo", "m2", "hi", "a", annotator="a\x00b")
+    store.add_ranking(HI, "m1", ["x\x00", "y"], [0, 1], edited="z\x00")
+    store.add_chat([*HI, {"role": "assistant", "content": "ok\x00"}], "m1")
+    vote, rank = store.votes()[0], store.rankings()[0]
+    assert (vote.reply_a, vote.annotator, rank.replies, rank.edited) == ("hello", "ab", ["x", "y"], "z")
+    assert store.chats()[0]["messages"][-1]["content"] == "ok"
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

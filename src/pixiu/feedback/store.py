@@ -317,9 +317,11 @@ def _json(value) -> str:
 
 
 def _text(value, what: str) -> str:
+    """The text without NUL characters: PostgreSQL text cannot hold them (a small model's reply can contain one,
+    and storing it failed the vote), and both backends keep the same text."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be text, got {type(value).__name__}")
-    return value
+    return value.replace("\x00", "")
 
 
 def _messages(messages, what: str) -> list[dict]:
