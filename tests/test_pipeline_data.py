@@ -3,6 +3,7 @@ from the recipe, then SFT on what they kept. Against the fake teacher of the tea
 skipped, an interrupted one runs again and generate resumes from its journal (no item written twice)."""
 
 import json
+import threading
 
 import pytest
 import yaml
@@ -75,6 +76,11 @@ def test_generate_filter_sft_resume_and_skip(tmp_path, tiny_model_dir, fake, mon
     with pytest.raises(Killed):
         cli.main(["pipeline", path])
     assert len(rows(run / "generate" / "data.jsonl")) == 3 and not (run / "generate" / "done.json").exists()
+    # The killed run left its answers in flight to finish on their own: wait for them, so that their requests
+    # are counted as the killed run's and not the resumed one's.
+    for thread in threading.enumerate():
+        if thread.name.startswith("teach"):
+            thread.join(timeout=30)
     asked_before = fake.requests
     monkeypatch.setattr(teach_run, "_record", real)
     capsys.readouterr()
