@@ -59,7 +59,7 @@ PAIR_KINDS = {"wrong": 0.2, "language": 0.2, "rambling": 0.2, "garbled": 0.25, "
 NEAR_MISS = 0.0  # share of wrong answers that are near misses (near_miss)
 RANK_WRONG = False  # a wrong answer may take the third place of a ranking
 SIZES = {"pairs": 640, "rankings": 240, "prompts": 480, "heldout_prompts": 96, "heldout_pairs": 192,
-         "wrong_pairs": 1440}  # fmt: skip
+         "wrong_pairs": 480}  # fmt: skip
 # Arithmetic answers ("7 × 10 = 70.") read the same in both languages, so its wrong-language reply spells it out.
 SPELLED_ARITH = {"en": "{a} {w} {b} equals {c}.", "zh": "{a}{w}{b}等于{c}。"}
 RAMBLE = {lang: {k: v for k, *v in table(t)} for lang, t in (("en", RAMBLE_EN), ("zh", RAMBLE_ZH))}
