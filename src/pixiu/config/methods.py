@@ -167,7 +167,11 @@ class GuardConfig:
     degeneration is logged as probe_* (0 = no probe, no early stop)."""
     max_rise: float = 0.15
     """Stop training (the remaining steps do nothing) once the probe's repeated 3-gram share, token-limit rate
-    or off-language rate rises more than this above its value at step 0."""
+    or off-language rate rises more than this above its value at step 0; the trained weights then go back to
+    the last probe that passed (a copy kept on the CPU), so the stage ends with the policy before the rise."""
+    watch: list[str] = field(default_factory=lambda: ["repeated_ngram", "token_limit", "off_language"])
+    """The probe metrics whose rise stops training (all three are logged either way). Leave token_limit out
+    where good replies are longer than gen.max_new_tokens, so that being cut is no sign of degeneration."""
 
     def __post_init__(self):
         if (
@@ -175,6 +179,9 @@ class GuardConfig:
             or self.max_rise <= 0
         ):
             raise ConfigError("guard penalties and probe_size must be >= 0, guard.max_rise > 0")
+        known = ("repeated_ngram", "token_limit", "off_language")
+        if unknown := [w for w in self.watch if w not in known]:
+            raise ConfigError(f"guard.watch: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
 
 
 @dataclass

@@ -313,13 +313,18 @@ def run(cfg: RunConfig, stage: str = "grpo") -> Path:
 
     size = cfg.guard.probe_size
     probe = (
-        Probe([e.prompt for e in train_set[-size:]], cfg.gen.max_new_tokens, cfg.guard.max_rise)
+        Probe(
+            [e.prompt for e in train_set[-size:]],
+            cfg.gen.max_new_tokens,
+            cfg.guard,
+            [p for p in policy.parameters() if p.requires_grad],
+        )
         if size
         else None
     )
 
     def step(step: int, opt: Optimizer) -> dict:
-        if probe and probe.stopped:  # guard.max_rise passed: the policy stays as it was
+        if probe and probe.stopped:  # guard.max_rise passed: the policy before the rise stays
             return {"guard_stopped": 1.0}
         idx = step_prompts(len(train_set), g.prompts_per_step * world, cfg.train.seed, step)[rank::world]
         batch = [train_set[i] for i in idx]

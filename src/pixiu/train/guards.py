@@ -8,7 +8,9 @@ the quickstart's PPO model answered a haiku request with "雪雨雨雨雨…" to
   the other script than the prompt. It enters the reward before advantages, so the policy learns to avoid
   what it costs.
 - Probe: a few fixed prompts answered greedily at step 0 and every train.eval_every steps (the loop's evaluate
-  hook); `risen()` names the metrics that rose more than max_rise above step 0, and the stage stops updating.
+  hook); `risen()` names the metrics that rose more than max_rise above step 0, and the stage stops updating
+  and puts the trained weights back to where they were at the last probe that passed (kept on the CPU), so it
+  ends with the policy before the rise, not the degenerate one that tripped the guard.
 The KL penalty to the start policy (ppo.kl_coef, grpo.kl_coef) is the third guard: it keeps the policy near
 replies the SFT model would write.
 """
@@ -20,7 +22,11 @@ import torch
 from pixiu.degeneration import off_language, repeated_ngram_rate, reply_stats, summarize
 from pixiu.engine import Sampling, sample
 
-WATCHED = ("repeated_ngram", "token_limit", "off_language")  # probe metrics that stop training when they rise
+WATCHED = (
+    "repeated_ngram",
+    "token_limit",
+    "off_language",
+)  # the probe's metrics (guard.watch: those that stop)
 
 
 def penalty(prompts: list[str], texts: list[str], finished: list[bool], guard) -> torch.Tensor:
@@ -54,34 +60,51 @@ def rollout_penalty(guard, prompts: list[str], samples: list) -> tuple[torch.Ten
     }
 
 
-def risen(start: dict, now: dict, max_rise: float) -> list[str]:
-    """The watched probe metrics that rose more than max_rise above their value at step 0."""
+def risen(start: dict, now: dict, max_rise: float, watch=WATCHED) -> list[str]:
+    """The probe metrics of `watch` that rose more than max_rise above their value at step 0."""
     return [
-        k
-        for k in WATCHED
-        if f"probe_{k}" in now and now[f"probe_{k}"] - start.get(f"probe_{k}", 0) > max_rise
+        k for k in watch if f"probe_{k}" in now and now[f"probe_{k}"] - start.get(f"probe_{k}", 0) > max_rise
     ]
 
 
 class Probe:
     """Fixed prompts answered greedily by the policy; their degeneration as probe_* metrics, and whether any
-    watched one has risen past max_rise since the first measure."""
+    one of guard.watch has risen past guard.max_rise since the first measure. `params` are the weights training moves: a copy
+    of them is kept at each measure that passes and put back at the one that trips."""
 
-    def __init__(self, convs: list, max_new_tokens: int, max_rise: float):
-        self.convs, self.max_rise = convs, max_rise
+    def __init__(self, convs: list, max_new_tokens: int, guard, params: list[torch.Tensor]):
+        self.convs, self.max_rise, self.watch, self.params = convs, guard.max_rise, guard.watch, params
         self.sampling = Sampling(max_new_tokens, 0.0)
         self.start: dict | None = None
         self.stopped: list[str] = []  # the metrics that stopped training, once they have
+        # the weights at the last measure that passed, in this process (none yet after a resume)
+        self.kept: list[torch.Tensor] | None = None
 
     def measure(self, model, tokenizer, template) -> dict:
-        """probe_* metrics of the policy's replies now; a rise past max_rise sets `stopped` (for good)."""
+        """probe_* metrics of the policy's replies now; a rise past max_rise sets `stopped` (for good) and puts
+        the weights back to the last passing measure's (guard_restored 1; 0 when this process has none, after a
+        resume)."""
         samples = sample(model, tokenizer, template, self.convs, self.sampling)
         stats = [reply_stats(c.messages[-1].content, s.text, s.finished) for c, s in zip(self.convs, samples)]
         now = {f"probe_{k}": v for k, v in summarize(stats).items() if k in WATCHED}
         if self.start is None:
             self.start = now
-        self.stopped = self.stopped or risen(self.start, now, self.max_rise)
-        return {**now, "guard_stopped": float(bool(self.stopped))}
+        if self.stopped:
+            return {**now, "guard_stopped": 1.0}
+        self.stopped = risen(self.start, now, self.max_rise, self.watch)
+        if not self.stopped:
+            self.kept = [p.detach().to("cpu", copy=True) for p in self.params]
+            return {**now, "guard_stopped": 0.0}
+        back = self.kept is not None
+        if back:
+            with torch.no_grad():
+                for p, k in zip(self.params, self.kept, strict=True):
+                    p.copy_(k)
+        print(
+            f"guard: {', '.join(self.stopped)} rose more than {self.max_rise:g} above step 0 on the probe: "
+            f"updates stop{'; the weights are back to the last probe that passed' if back else ''}"
+        )
+        return {**now, "guard_stopped": 1.0, "guard_restored": float(back)}
 
     def state(self) -> dict:
         return {"start": self.start, "stopped": self.stopped}

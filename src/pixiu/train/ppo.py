@@ -133,10 +133,11 @@ class Trainer:
         per_epoch = math.ceil(len(prompts) / cfg.ppo.rollout_prompts)
         size = cfg.guard.probe_size
         probe = [p.prompt for p in prompts[-size:]]
-        self.probe = Probe(probe, cfg.gen.max_new_tokens, cfg.guard.max_rise) if size else None
+        params = self.actors.trained_parameters()
+        self.probe = Probe(probe, cfg.gen.max_new_tokens, cfg.guard, params) if size else None
 
         def step(step: int, opt: Optimizer) -> dict:
-            if self.probe and self.probe.stopped:  # guard.max_rise passed: the policy stays as it was
+            if self.probe and self.probe.stopped:  # guard.max_rise passed: the policy before the rise stays
                 return {"guard_stopped": 1.0, **dict.fromkeys(self.seconds, 0.0)}
             epoch, within = divmod(step, per_epoch)
             idx = plan([0] * len(prompts), cfg.ppo.rollout_prompts, cfg.data.seed, epoch, False)[within]
