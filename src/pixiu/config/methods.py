@@ -149,6 +149,9 @@ class GRPOConfig:
             )
 
 
+PROBE_METRICS = ("repeated_ngram", "token_limit", "off_language")  # what the guard's probe measures
+
+
 @dataclass
 class GuardConfig:
     """Guards against degeneration in PPO and GRPO (train/guards.py): RL optimises what the reward can see, and
@@ -169,7 +172,7 @@ class GuardConfig:
     """Stop training (the remaining steps do nothing) once the probe's repeated 3-gram share, token-limit rate
     or off-language rate rises more than this above its value at step 0; the trained weights then go back to
     the last probe that passed (a copy kept on the CPU), so the stage ends with the policy before the rise."""
-    watch: list[str] = field(default_factory=lambda: ["repeated_ngram", "token_limit", "off_language"])
+    watch: list[str] = field(default_factory=lambda: list(PROBE_METRICS))
     """The probe metrics whose rise stops training (all three are logged either way). Leave token_limit out
     where good replies are longer than gen.max_new_tokens, so that being cut is no sign of degeneration."""
 
@@ -179,9 +182,10 @@ class GuardConfig:
             or self.max_rise <= 0
         ):
             raise ConfigError("guard penalties and probe_size must be >= 0, guard.max_rise > 0")
-        known = ("repeated_ngram", "token_limit", "off_language")
-        if unknown := [w for w in self.watch if w not in known]:
-            raise ConfigError(f"guard.watch: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+        if unknown := [w for w in self.watch if w not in PROBE_METRICS]:
+            raise ConfigError(
+                f"guard.watch: unknown {', '.join(unknown)}; choose from {', '.join(PROBE_METRICS)}"
+            )
 
 
 @dataclass

@@ -19,14 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from pixiu.config.methods import PROBE_METRICS
 from pixiu.degeneration import off_language, repeated_ngram_rate, reply_stats, summarize
 from pixiu.engine import Sampling, sample
-
-WATCHED = (
-    "repeated_ngram",
-    "token_limit",
-    "off_language",
-)  # the probe's metrics (guard.watch: those that stop)
 
 
 def penalty(prompts: list[str], texts: list[str], finished: list[bool], guard) -> torch.Tensor:
@@ -60,7 +55,7 @@ def rollout_penalty(guard, prompts: list[str], samples: list) -> tuple[torch.Ten
     }
 
 
-def risen(start: dict, now: dict, max_rise: float, watch=WATCHED) -> list[str]:
+def risen(start: dict, now: dict, max_rise: float, watch=PROBE_METRICS) -> list[str]:
     """The probe metrics of `watch` that rose more than max_rise above their value at step 0."""
     return [
         k for k in watch if f"probe_{k}" in now and now[f"probe_{k}"] - start.get(f"probe_{k}", 0) > max_rise
@@ -86,7 +81,7 @@ class Probe:
         resume)."""
         samples = sample(model, tokenizer, template, self.convs, self.sampling)
         stats = [reply_stats(c.messages[-1].content, s.text, s.finished) for c, s in zip(self.convs, samples)]
-        now = {f"probe_{k}": v for k, v in summarize(stats).items() if k in WATCHED}
+        now = {f"probe_{k}": v for k, v in summarize(stats).items() if k in PROBE_METRICS}
         if self.start is None:
             self.start = now
         if self.stopped:
