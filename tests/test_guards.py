@@ -75,7 +75,6 @@ def test_probe_stops_for_good_once_a_metric_rises(monkeypatch):
 
 
 def test_rollout_penalty_is_off_by_default_and_logs_when_on():
-
     samples = [
         SimpleNamespace(text="a b c a b c a b c", finished=False),
         SimpleNamespace(text="好的。", finished=True),

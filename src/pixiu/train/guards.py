@@ -64,11 +64,11 @@ def risen(start: dict, now: dict, max_rise: float, watch=PROBE_METRICS) -> list[
 
 class Probe:
     """Fixed prompts answered greedily by the policy; their degeneration as probe_* metrics, and whether any
-    one of guard.watch has risen past guard.max_rise since the first measure. `params` are the weights training moves: a copy
-    of them is kept at each measure that passes and put back at the one that trips."""
+    one of guard.watch has risen past guard.max_rise since the first measure. `params` are the weights training
+    moves: a copy of them is kept at each measure that passes and put back at the one that trips."""
 
     def __init__(self, convs: list, max_new_tokens: int, guard, params: list[torch.Tensor]):
-        self.convs, self.max_rise, self.watch, self.params = convs, guard.max_rise, guard.watch, params
+        self.convs, self.guard, self.params = convs, guard, params
         self.sampling = Sampling(max_new_tokens, 0.0)
         self.start: dict | None = None
         self.stopped: list[str] = []  # the metrics that stopped training, once they have
@@ -86,7 +86,7 @@ class Probe:
             self.start = now
         if self.stopped:
             return {**now, "guard_stopped": 1.0}
-        self.stopped = risen(self.start, now, self.max_rise, self.watch)
+        self.stopped = risen(self.start, now, self.guard.max_rise, self.guard.watch)
         if not self.stopped:
             self.kept = [p.detach().to("cpu", copy=True) for p in self.params]
             return {**now, "guard_stopped": 0.0}
@@ -96,7 +96,7 @@ class Probe:
                 for p, k in zip(self.params, self.kept, strict=True):
                     p.copy_(k)
         print(
-            f"guard: {', '.join(self.stopped)} rose more than {self.max_rise:g} above step 0 on the probe: "
+            f"guard: {', '.join(self.stopped)} rose more than {self.guard.max_rise:g} above step 0 on the probe: "
             f"updates stop{'; the weights are back to the last probe that passed' if back else ''}"
         )
         return {**now, "guard_stopped": 1.0, "guard_restored": float(back)}

@@ -133,7 +133,7 @@ class Trainer:
         per_epoch = math.ceil(len(prompts) / cfg.ppo.rollout_prompts)
         size = cfg.guard.probe_size
         probe = [p.prompt for p in prompts[-size:]]
-        params = self.actors.trained_parameters()
+        params = self.actors.trained_parameters()  # what a probe that trips puts back
         self.probe = Probe(probe, cfg.gen.max_new_tokens, cfg.guard, params) if size else None
 
         def step(step: int, opt: Optimizer) -> dict:
