@@ -188,7 +188,8 @@ def test_reward_for_a_token_raises_its_probability(tmp_path, leaning_model_dir):
     """Full fine-tuning (separate policy, reference and critic): rewarding TARGET makes it clearly likelier.
     One-token replies, so the reward is exactly the event whose probability is measured (with 8 tokens the rare
     TARGET anywhere in a reply gave a noisy signal: the result depended on the sampling stream).
-    Seen, train.seed 0-5: 0.037 -> 0.18-0.27 after 4 steps, 0.076 at worst; the bar is 2x."""
+    A chance test: with train.seed 0, 3, 4, 5 and 6 TARGET went 0.037 -> 0.08-0.27 after 4 steps, with 1, 2 and 7 it
+    fell to 0.002-0.003 (seen 2026-12-05, the same with the sampler before and after its head draw); the bar is 2x."""
     cfg = make_cfg(
         tmp_path, leaning_model_dir, "--train.lr=1e-2", "--train.max_steps=4", "--train.batch_size=32",
         "--gen.max_new_tokens=1",

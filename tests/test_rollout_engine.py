@@ -177,3 +177,29 @@ def test_ppo_takes_old_logps_from_the_sampler_when_it_sampled_the_policy(tmp_pat
     for why, s, dtype in [("top-p", Sampling(8, 0.8, top_p=0.9), torch.float32), ("scored at", plain, None),
                           ("bfloat16", plain, torch.bfloat16), ("greedy", Sampling(8), torch.float32)]:  # fmt: skip
         assert why in reuse_reason(s, 1.0 if dtype is None else s.temperature or 1.0, dtype or torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_head_draw_picks_what_the_full_sort_picks(dtype):
+    """A row that cuts nothing walks only its best tokens (sampler.head); for the same uniform it picks the token
+    and log-prob the full sort would, ties in order of token id included (bf16 scores tie often), and a uniform
+    past the head's mass goes to the full sort."""
+    from pixiu.engine.sampler import Choice, draw, head, truncated
+
+    torch.manual_seed(0)
+    scores = (torch.randn(64, 5000) * 8).to(dtype).float()  # peaked: the head holds nearly all the mass
+    scores[:4] = torch.randn(5000).to(dtype).float() * 0.01  # flat rows: a head of 256 holds ~5% of the mass
+    u = torch.rand(64, dtype=torch.float64)
+    plain = [Choice.new(Sampling(1, 1.0), [0], 5000) for _ in range(64)]
+    tokens, logps, done = head(scores, u)
+    full_tokens, full_logps = truncated(scores, u, plain)
+    assert done[4:].all() and not done[:4].any()  # the flat rows' uniforms fall past their head
+    assert torch.equal(tokens[done], full_tokens[done])
+    torch.testing.assert_close(logps[done], full_logps[done], atol=1e-5, rtol=0)
+    ties = [row for row in scores[4:] if row.topk(256).values.unique().numel() < 256]
+    assert (len(ties) > 0) == (dtype == torch.bfloat16)  # the bf16 case does test ties
+    for c in plain:  # draw() = head where it holds the uniform, the full sort elsewhere
+        c.generator.manual_seed(0)
+    drawn, _ = draw(scores, plain)
+    u0 = torch.stack([torch.rand((), generator=torch.Generator().manual_seed(0), dtype=torch.float64)] * 64)
+    assert torch.equal(drawn, truncated(scores, u0, plain)[0])
