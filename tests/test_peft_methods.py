@@ -417,3 +417,49 @@ def test_grpo_with_pissa_needs_no_reference(tmp_path, tiny_model_dir, capture):
     reloaded = io.load(ModelConfig(str(final), dtype="fp32"))
     batch = probe(reloaded.tokenizer)
     assert (logits(capture["lm"], batch) - logits(reloaded.model, batch)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "extra, fused",
+    [({}, True), ({"lora_alpha": 6}, True), ({"lora_dropout": 0.1}, False), ({"use_dora": True}, False)],
+)
+def test_fused_lora_forward_equals_peft_and_falls_back(extra, fused, monkeypatch):
+    """adapters._lora_forward: outputs and gradients equal peft's forward (fp32; alpha 6 / r 4 is not a power of
+    two); dropout and DoRA run peft's own forward, as does a disabled adapter."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    adapters.fuse_lora_forward()
+    peft_calls = []
+    peft_forward = adapters._PEFT_FORWARD
+    monkeypatch.setattr(
+        adapters, "_PEFT_FORWARD", lambda *a, **k: peft_calls.append(1) or peft_forward(*a, **k)
+    )
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 8))
+    config = PeftLoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": ["0", "2"], **extra})
+    model = get_peft_model(base, config).eval()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)  # B starts at zero: the adapter would add nothing
+    x = torch.randn(2, 3, 8, requires_grad=True)
+
+    def run(forward):
+        model.zero_grad()
+        x.grad = None
+        with monkeypatch.context() as m:
+            m.setattr(type(model.base_model.model[0]), "forward", forward)
+            out = model(x)
+            out.square().sum().backward()
+        return out, [p.grad.clone() for p in [x, *model.parameters()] if p.requires_grad]
+
+    out, grads = run(adapters._lora_forward)
+    assert bool(peft_calls) != fused
+    want, want_grads = run(peft_forward)
+    torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
+    for g, w in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    peft_calls.clear()
+    with model.disable_adapter():
+        run(adapters._lora_forward)
+    assert peft_calls

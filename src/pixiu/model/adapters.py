@@ -181,12 +181,54 @@ def build(model, lora: LoraConfig):
                 f"({model.config.model_type}): use lora, dora, rslora, pissa, olora, adalora or ia3"
             )
         config.task_type = "SEQ_2_SEQ_LM"  # peft's seq2seq wrapper: forward and generate take encoder inputs
+    fuse_lora_forward()
     peft_model = get_peft_model(model, config)
     if method.mutates_base:
         initial = get_peft_model_state_dict(peft_model)
         setattr(peft_model, INITIAL, {k: v.detach().clone() for k, v in initial.items() if ".lora_" in k})
     mark_loraplus(peft_model, lora.loraplus_lr_ratio)
     return peft_model
+
+
+# ---------------------------------------------------------------- LoRA's forward, two passes shorter
+
+_PEFT_FORWARD = None  # peft's own LoRA Linear forward, for every case `_lora_forward` does not take
+
+
+def fuse_lora_forward() -> None:
+    """Make peft's LoRA Linear run `_lora_forward` (once per process; every LoRA model shares the class)."""
+    global _PEFT_FORWARD
+    from peft.tuners.lora.layer import Linear
+
+    if _PEFT_FORWARD is None:
+        _PEFT_FORWARD, Linear.forward = Linear.forward, _lora_forward
+
+
+def _lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """peft's LoRA Linear forward for one plain adapter without dropout over an nn.Linear: the scaling applied to
+    the (tokens, r) side and the adapter's output added inside the matmul (addmm), where peft multiplies and adds
+    whole (tokens, out_features) tensors. The same up to rounding (exactly, for a power-of-two scaling); a PPO
+    update of SmolLM2-135M with LoRA on all 7 projections spent 1.1 s of 8.1 s in those passes. Anything else
+    (dropout, DoRA, several or no adapters, merged, quantized base, extra arguments) runs peft's forward."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    active = [a for a in self.active_adapters if a in self.lora_A]
+    if (
+        args or kwargs or self.disable_adapters or self.merged or len(active) != 1 or self.fan_in_fan_out
+        or active[0] in getattr(self, "lora_variant", {}) or type(self.base_layer) is not nn.Linear
+        or not isinstance(self.lora_dropout[active[0]], nn.Identity)
+    ):  # fmt: skip
+        return _PEFT_FORWARD(self, x, *args, **kwargs)
+    a = active[0]
+    result = self.base_layer(x)
+    lora_a, lora_b = self.lora_A[a].weight, self.lora_B[a].weight
+    low = F.linear(x.to(lora_a.dtype), lora_a) * self.scaling[a]  # (..., r)
+    if result.dtype != lora_b.dtype:  # a bf16 base under fp32 adapters, outside autocast: peft's promotion
+        return (result + F.linear(low, lora_b)).to(result.dtype)
+    flat = torch.addmm(result.reshape(-1, result.shape[-1]), low.reshape(-1, low.shape[-1]), lora_b.t())
+    return flat.view(result.shape)
 
 
 # ---------------------------------------------------------------- what the training stages ask

@@ -240,6 +240,9 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     if meta.get("adapter"):
         from peft import PeftModel
 
+        from pixiu.model.adapters import fuse_lora_forward
+
+        fuse_lora_forward()
         model = PeftModel.from_pretrained(model, path, is_trainable=for_training)
         if for_training and lora is not None:  # an adapter trained further keeps LoRA+'s B learning rate
             from pixiu.model.adapters import mark_loraplus
