@@ -7,7 +7,8 @@ is no longer the start model), and which stages it cannot run in, with the reaso
 runtime needs live where they act: LoRA+ learning-rate groups in the loop's optimizer (`lr_groups`), AdaLoRA's
 rank allocation after each optimizer step (`schedule`), prefix key/values in `forward.hidden_states`, GRPO's
 `train/prefix.PrefixLM` and the engine's prefill (engine/torch_engine.py), and the conversion of a PiSSA/OLoRA
-adapter to a plain LoRA over the untouched base when it is saved (`save_as_lora`).
+adapter to a plain LoRA over the untouched base when it is saved (`save_as_lora`). Plain LoRA layers run a fused
+forward (`fuse_lora_forward`).
 """
 
 from __future__ import annotations
