@@ -91,3 +91,16 @@ def test_a_stale_temp_dir_from_a_killed_run_is_removed(tmp_path, fake_gguf):
     assert io.gguf_to_dir(gguf) == first and (first / "config.json").is_file()
     assert not any(d.exists() for d in leftovers)
     assert log.read_text().count("converted") == 2
+
+
+def test_converting_leaves_the_global_random_state_alone(fake_gguf):
+    """The conversion builds a fresh model (random init) to take the GGUF's weights. It must not draw from torch's
+    global generator: a run that converts (a fresh cache) then initialised its LoRA matrices from another state
+    than a run that found the cache, and the quickstart's numbers depended on whether the cache was warm."""
+    import torch
+
+    gguf, log = fake_gguf
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    io.gguf_to_dir(gguf)
+    assert log.read_text().count("converted") == 1 and torch.equal(torch.get_rng_state(), state)

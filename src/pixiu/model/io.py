@@ -104,7 +104,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     # dequantized weights and saves normally. (transformers 5.0 sets no quantization_config on it.)
     config = loaded.config
     config.__dict__.pop("quantization_config", None)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]):  # its random init must not move the run's seeded generator
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.save_pretrained(out)
     tokenizer.save_pretrained(out)
