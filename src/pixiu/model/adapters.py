@@ -226,7 +226,8 @@ def _lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     result = self.base_layer(x)
     lora_a, lora_b = self.lora_A[a].weight, self.lora_B[a].weight
     low = F.linear(x.to(lora_a.dtype), lora_a) * self.scaling[a]  # (..., r)
-    if result.dtype != lora_b.dtype:  # a bf16 base under fp32 adapters, outside autocast: peft's promotion
+    # a bf16 output beside fp32 adapters (under autocast, or over a bf16 base): added as peft adds it
+    if result.dtype != lora_b.dtype:
         return (result + F.linear(low, lora_b)).to(result.dtype)
     flat = torch.addmm(result.reshape(-1, result.shape[-1]), low.reshape(-1, low.shape[-1]), lora_b.t())
     return flat.view(result.shape)

@@ -241,13 +241,11 @@ def load(cfg: ModelConfig, lora: LoraConfig | None = None, for_training: bool = 
     if meta.get("adapter"):
         from peft import PeftModel
 
-        from pixiu.model.adapters import fuse_lora_forward
+        from pixiu.model.adapters import fuse_lora_forward, mark_loraplus
 
         fuse_lora_forward()
         model = PeftModel.from_pretrained(model, path, is_trainable=for_training)
         if for_training and lora is not None:  # an adapter trained further keeps LoRA+'s B learning rate
-            from pixiu.model.adapters import mark_loraplus
-
             mark_loraplus(model, lora.loraplus_lr_ratio)
     elif lora is not None and lora.r > 0:
         model = add_lora(model, lora)
