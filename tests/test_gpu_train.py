@@ -200,11 +200,11 @@ def test_fsdp_on_two_cpu_processes_matches_one(tmp_path, tiny_model_dir):
 
     worker = Path(__file__).with_name("fsdp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for n in (1, 2):
-        run = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", str(worker)]
-        subprocess.run(
-            [*run, str(tiny_model_dir), str(tmp_path / str(n))], check=True, env=env, capture_output=True
-        )
+    for n in (1, 2):  # --standalone: a free port, not 29500, which another run on the machine may hold
+        run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        args = [str(worker), str(tiny_model_dir), str(tmp_path / str(n))]
+        done = subprocess.run([*run, *args], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
     one, two = (load_file(tmp_path / str(n) / "grads.safetensors") for n in (1, 2))
     assert one.keys() == two.keys() and len(one) > 10
     for k in one:
