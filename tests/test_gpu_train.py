@@ -200,7 +200,7 @@ def test_fsdp_on_two_cpu_processes_matches_one(tmp_path, tiny_model_dir):
 
     worker = Path(__file__).with_name("fsdp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for n in (1, 2):  # --standalone: a free port, not 29500, which another run on the machine may hold
+    for n in (1, 2):  # --standalone: a rendezvous on a free local port (the default is a fixed 29500)
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
         args = [str(worker), str(tiny_model_dir), str(tmp_path / str(n))]
         done = subprocess.run([*run, *args], env=env, capture_output=True)
