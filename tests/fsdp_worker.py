@@ -52,6 +52,7 @@ def main(model_dir: str, out: str) -> None:
         save_file(
             {k: v.clone() for k, v in weights.items()}, Path(out) / "weights.safetensors"
         )  # tied: clone
+    dist.barrier()  # tear down together: a rank that left while rank 0 still wrote aborted now and then (SIGABRT)
     dist.destroy_process_group()
 
 
